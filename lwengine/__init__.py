@@ -1,0 +1,10 @@
+"""lwengine: fast RKME specifications and learnware identification (CPU + CUDA)."""
+from __future__ import annotations
+
+from . import kernels
+from ._config import show_config
+from .spec import RKMESpec, fit_many
+from .index import SpecIndex
+
+__version__ = "0.1.0"
+__all__ = ["RKMESpec", "SpecIndex", "fit_many", "kernels", "show_config", "__version__"]

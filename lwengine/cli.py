@@ -1,0 +1,43 @@
+"""Command line: ``lwengine info | demo | spec ... | search ...``.
+
+Each command family lives in its own module exposing ``register(subparsers)``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+_COMMAND_MODULES = ["lwengine.spec_cli", "lwengine.search_cli", "lwengine.demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lwengine", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("info", help="print the build and run-time configuration")
+    p.set_defaults(func=_cmd_info)
+    for name in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def _cmd_info(args) -> int:
+    from ._config import show_config
+
+    show_config()
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"lwengine: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,270 @@
+"""Stateless RKME kernels: validated Python entry points over the native modules.
+
+Every function here has a float64 numpy twin of the same signature in :mod:`lwengine._reference`.
+Data arguments come first, options are keyword-only.  Packed stores are CSR-like:
+``z`` (M, d) float32 or float64, ``beta`` (M,) float64, ``offsets`` (N + 1,) int64 with
+``offsets[0] == 0``, non-decreasing, ``offsets[-1] == M``.  Accumulation is always float64;
+float32 ``z`` is the bulk-screening path (see docs/kernels.md for its error bound).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _backend
+from . import _reference
+
+__all__ = [
+    "cross_inner",
+    "self_inner",
+    "gram",
+    "kernel_mean",
+    "zx_moments",
+    "rs_step",
+    "rs_step_from_moments",
+    "simplex_qp",
+    "simplex_qp_batch",
+    "kmeans",
+]
+
+
+# ------------------------------------------------------------------------------ validation
+def _as_points(a, name: str, dtype=None) -> np.ndarray:
+    a = _to_numpy(a, name)
+    if a.ndim == 1:
+        a = a.reshape(-1, 1) if a.size else a.reshape(0, 1)
+    if a.ndim != 2:
+        a = a.reshape(a.shape[0], -1)
+    if dtype is None:
+        dtype = np.float32 if a.dtype == np.float32 else np.float64
+    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _to_numpy(a, name: str) -> np.ndarray:
+    if hasattr(a, "detach") and hasattr(a, "cpu"):  # torch tensor
+        a = a.detach().cpu().numpy()
+    try:
+        return np.asarray(a)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be array-like, got {type(a).__name__}") from exc
+
+
+def _as_vector(a, name: str, length: int | None = None) -> np.ndarray:
+    a = np.ascontiguousarray(_to_numpy(a, name), dtype=np.float64).reshape(-1)
+    if length is not None and a.shape[0] != length:
+        raise ValueError(f"{name} must have length {length}, got {a.shape[0]}")
+    return a
+
+
+def _as_offsets(offsets, name: str, num_rows: int) -> np.ndarray:
+    o = np.ascontiguousarray(_to_numpy(offsets, name), dtype=np.int64).reshape(-1)
+    if o.shape[0] < 1 or o[0] != 0 or o[-1] != num_rows or np.any(np.diff(o) < 0):
+        raise ValueError(
+            f"{name} must be non-decreasing int64 offsets from 0 to the number of rows ({num_rows}), "
+            f"got {o[:3].tolist()}...{o[-1:].tolist()} (length {o.shape[0]})"
+        )
+    return o
+
+
+def _as_gamma(gamma, name: str = "gamma") -> float:
+    try:
+        g = float(gamma)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a real number, got {type(gamma).__name__}") from exc
+    if not np.isfinite(g) or g <= 0:
+        raise ValueError(f"{name} must be a finite positive number, got {gamma!r}")
+    return g
+
+
+def _store(z, beta, offsets, prefix: str, dtype=None):
+    z = _as_points(z, f"{prefix}z", dtype)
+    beta = _as_vector(beta, f"{prefix}beta", z.shape[0])
+    offsets = _as_offsets(offsets, f"{prefix}offsets", z.shape[0])
+    return z, beta, offsets
+
+
+def _native(name: str):
+    """The _core function ``name`` (the numpy twin while the native one is not yet built)."""
+    fn = getattr(_backend.require_core(), name, None)
+    return fn
+
+
+# ------------------------------------------------------------------------------ kernels
+def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma):
+    """Inner products of query specs with store specs, shape (Q, N), float64.
+
+    ``out[q, i] = sum_a sum_b q_beta_a beta_b exp(-gamma |q_z_a - z_b|^2)``.  The query is cast to
+    the store's dtype (float32 store: bulk screening; float64 store: reference fidelity).
+    """
+    z, beta, offsets = _store(z, beta, offsets, "")
+    q_z, q_beta, q_offsets = _store(q_z, q_beta, q_offsets, "q_", z.dtype)
+    if q_z.shape[1] != z.shape[1] and q_z.shape[0] and z.shape[0]:
+        raise ValueError(f"q_z has dimension {q_z.shape[1]} but z has dimension {z.shape[1]}")
+    g = _as_gamma(gamma)
+    out = np.zeros((q_offsets.shape[0] - 1, offsets.shape[0] - 1), dtype=np.float64)
+    fn = _native("cross_inner")
+    if fn is None:
+        return _reference.cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, g)
+    if out.size and z.shape[0] and q_z.shape[0]:
+        fn(q_z, q_beta, q_offsets, z, beta, offsets, g, out)
+    return out
+
+
+def self_inner(z, beta, offsets, gamma):
+    """``<mu_i, mu_i>`` for every spec of a packed store, shape (N,)."""
+    z, beta, offsets = _store(z, beta, offsets, "")
+    g = _as_gamma(gamma)
+    out = np.zeros(offsets.shape[0] - 1, dtype=np.float64)
+    fn = _native("self_inner")
+    if fn is None:
+        return _reference.self_inner(z, beta, offsets, g)
+    if out.size and z.shape[0]:
+        fn(z, beta, offsets, g, out)
+    return out
+
+
+def gram(z, beta, offsets, gamma):
+    """Gram matrix ``<mu_i, mu_j>`` of the specs of one packed set, shape (N, N), symmetric."""
+    z, beta, offsets = _store(z, beta, offsets, "")
+    g = _as_gamma(gamma)
+    n = offsets.shape[0] - 1
+    out = np.zeros((n, n), dtype=np.float64)
+    fn = _native("gram")
+    if fn is None:
+        return _reference.gram(z, beta, offsets, g)
+    if n and z.shape[0]:
+        fn(z, beta, offsets, g, out)
+    return out
+
+
+def zx_moments(z, x, gamma, *, with_t: bool = True):
+    """``(C, T)``: ``C_i = mean_j k(z_i, x_j)`` (K,) and ``T_i = mean_j k(z_i, x_j) x_j`` (K, d).
+
+    Streams over ``x`` (float32 or float64, n up to 1e7) in tiles; never materializes K x n.
+    ``with_t=False`` skips T (returned as None).
+    """
+    z = _as_points(z, "z", np.float64)
+    x = _as_points(x, "x")
+    if x.shape[0] == 0:
+        raise ValueError("x must have at least one row, got 0")
+    if z.shape[1] != x.shape[1]:
+        raise ValueError(f"z has dimension {z.shape[1]} but x has dimension {x.shape[1]}")
+    g = _as_gamma(gamma)
+    fn = _native("zx_moments")
+    if fn is None:
+        C, T = _reference.zx_moments(z, x, g)
+        return C, (T if with_t else None)
+    C = np.zeros(z.shape[0], dtype=np.float64)
+    T = np.zeros(z.shape, dtype=np.float64) if with_t else None
+    fn(z, x, g, C, T)
+    return C, T
+
+
+def kernel_mean(z, x, gamma):
+    """``C_i = (1/n) sum_j exp(-gamma |z_i - x_j|^2)``, shape (K,)."""
+    return zx_moments(z, x, gamma, with_t=False)[0]
+
+
+def rs_step_from_moments(z, beta, C, T, gamma, step_size, *, exact_gradient: bool = False):
+    """One Jacobi Z update from the data moments at ``z`` (see :func:`zx_moments`)."""
+    z = _as_points(z, "z", np.float64)
+    K = z.shape[0]
+    beta = _as_vector(beta, "beta", K)
+    C = _as_vector(C, "C", K)
+    T = _as_points(T, "T", np.float64)
+    if T.shape != z.shape:
+        raise ValueError(f"T must have shape {z.shape}, got {T.shape}")
+    g = _as_gamma(gamma)
+    step = float(step_size)
+    fn = _native("rs_step_from_moments")
+    if fn is None:
+        return _reference.rs_step_from_moments(z, beta, C, T, g, step, exact_gradient=exact_gradient)
+    out = np.empty_like(z)
+    fn(z, beta, C, T, g, step, 2.0 if exact_gradient else 1.0, out)
+    return out
+
+
+def rs_step(z, beta, x, gamma, step_size, *, exact_gradient: bool = False):
+    """One reduced-set Z update against data ``x``: the reference's factor (semantics 1.8) by
+    default, the exact MMD^2 gradient with ``exact_gradient=True``."""
+    C, T = zx_moments(z, x, gamma)
+    return rs_step_from_moments(z, beta, C, T, gamma, step_size, exact_gradient=exact_gradient)
+
+
+def _as_qp(G, c, prefix=""):
+    G = np.ascontiguousarray(_to_numpy(G, f"{prefix}G"), dtype=np.float64)
+    c = _as_vector(c, f"{prefix}c")
+    n = c.shape[0]
+    if n == 0:
+        raise ValueError(f"{prefix}c must have at least one entry")
+    if G.shape != (n, n):
+        raise ValueError(f"{prefix}G must have shape ({n}, {n}) to match c, got {G.shape}")
+    if not (np.isfinite(G).all() and np.isfinite(c).all()):
+        raise ValueError(f"{prefix}G and {prefix}c must be finite")
+    return G, c
+
+
+def simplex_qp(G, c):
+    """Exact ``argmin 1/2 x'Gx - c'x  s.t. x >= 0, sum x = 1`` -> ``(x, obj)``.
+
+    Bit-identical rows (duplicate points) share their weight equally, as the reference's
+    interior-point solver does; G may be singular.
+    """
+    G, c = _as_qp(G, c)
+    fn = _native("simplex_qp")
+    if fn is None:
+        return _reference.simplex_qp(G, c)
+    x = np.zeros_like(c)
+    obj = fn(G, c, x)
+    return x, float(obj)
+
+
+def simplex_qp_batch(Gs, cs):
+    """:func:`simplex_qp` for a batch of equal-sized problems: ``Gs`` (B, n, n), ``cs`` (B, n)."""
+    Gs = np.ascontiguousarray(_to_numpy(Gs, "Gs"), dtype=np.float64)
+    cs = np.ascontiguousarray(_to_numpy(cs, "cs"), dtype=np.float64)
+    if cs.ndim != 2 or Gs.shape != (cs.shape[0], cs.shape[1], cs.shape[1]):
+        raise ValueError(f"Gs must have shape (B, n, n) and cs (B, n), got {Gs.shape} and {cs.shape}")
+    if not (np.isfinite(Gs).all() and np.isfinite(cs).all()):
+        raise ValueError("Gs and cs must be finite")
+    fn = _native("simplex_qp_batch")
+    if fn is None:
+        return _reference.simplex_qp_batch(Gs, cs)
+    xs = np.zeros_like(cs)
+    objs = np.zeros(cs.shape[0], dtype=np.float64)
+    if cs.shape[0]:
+        fn(Gs, cs, xs, objs)
+    return xs, objs
+
+
+def kmeans(x, k, *, max_iter: int = 100, tol: float = 1e-4, seed=None, init: str = "random", init_idx=None):
+    """Lloyd's k-means (float32) with the reference's rules -> ``(centroids (k, d) float32, iterations)``.
+
+    See :func:`lwengine._reference.kmeans` for the exact semantics.
+    """
+    x = _as_points(x, "x", np.float32)
+    n = x.shape[0]
+    k = int(k)
+    if n == 0:
+        raise ValueError("x must have at least one row, got 0")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if int(max_iter) < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    if init_idx is not None:
+        idx = np.asarray(init_idx, dtype=np.int64).reshape(-1)
+        if idx.shape[0] != k or idx.min() < 0 or idx.max() >= n:
+            raise ValueError(f"init_idx must hold {k} row indices in [0, {n}), got {idx.shape[0]} values")
+    elif init == "random":
+        idx = np.random.default_rng(seed).integers(0, n, size=k)
+    elif init == "k-means++":
+        idx = _reference._kmeanspp_indices(x, k, seed)
+    else:
+        raise ValueError(f"init must be 'random' or 'k-means++', got {init!r}")
+    fn = _native("kmeans")
+    if fn is None:
+        return _reference.kmeans(x, k, max_iter=max_iter, tol=tol, init_idx=idx)
+    c = np.ascontiguousarray(x[idx])
+    it = fn(x, c, int(max_iter), float(tol))
+    return c, int(it)
