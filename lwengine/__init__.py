@@ -5,6 +5,7 @@ from . import kernels
 from ._config import show_config
 from .spec import RKMESpec, fit_many
 from .index import SpecIndex
+from .dock import Dock
 
 __version__ = "0.1.0"
-__all__ = ["RKMESpec", "SpecIndex", "fit_many", "kernels", "show_config", "__version__"]
+__all__ = ["Dock", "RKMESpec", "SpecIndex", "fit_many", "kernels", "show_config", "__version__"]

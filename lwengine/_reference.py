@@ -28,10 +28,17 @@ __all__ = [
 
 def gauss_kernel(a, b, gamma):
     """``k[i, j] = exp(-gamma * (|a_i|^2 - 2 a_i.b_j + |b_j|^2))`` in float64, shape (len(a), len(b))."""
-    a = np.asarray(a, dtype=np.float64).reshape(len(a), -1)
-    b = np.asarray(b, dtype=np.float64).reshape(len(b), -1)
+    a, b = _rows(a), _rows(b)
     sq = (a * a).sum(1)[:, None] - 2.0 * (a @ b.T) + (b * b).sum(1)[None, :]
     return np.exp(-float(gamma) * sq)
+
+
+def _rows(a):
+    """``a`` as float64 (n, d) rows, d = product of the trailing dimensions (works for n = 0)."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    return a.reshape(a.shape[0], int(np.prod(a.shape[1:])))
 
 
 def _segments(offsets):
@@ -76,7 +83,7 @@ def zx_moments(z, x, gamma):
     Returns ``(C, T)`` with ``C_i = mean_j k(z_i, x_j)`` (the kernel mean) and
     ``T_i = mean_j k(z_i, x_j) x_j`` so that ``mean_j k(z_i, x_j)(z_i - x_j) = C_i z_i - T_i``.
     """
-    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    x = _rows(x)
     k = gauss_kernel(z, x, gamma)  # (K, n)
     n = x.shape[0]
     return k.sum(1) / n, (k @ x) / n
@@ -242,8 +249,12 @@ def kmeans(x, k, *, max_iter=100, tol=1e-4, seed=None, init="random", init_idx=N
     xn = (x * x).sum(1)
     it = 0
     for it in range(1, max_iter + 1):
-        score = 2.0 * (x @ c.T) - xn[:, None] - (c * c).sum(1)[None, :]
-        lab = np.argmax(score, axis=1)
+        # Score each distinct centroid once so that duplicates tie exactly (BLAS may round two
+        # identical columns differently); ties go to the lowest index.
+        uniq, first, inv = np.unique(c, axis=0, return_index=True, return_inverse=True)
+        score = 2.0 * (x @ uniq.T) - xn[:, None] - (uniq * uniq).sum(1)[None, :]
+        order = np.argsort(first, kind="stable")  # distinct centroids by their lowest index
+        lab = first[order][np.argmax(score[:, order], axis=1)]
         new = np.zeros_like(c)
         for j in range(k):
             sel = x[lab == j]

@@ -8,7 +8,13 @@ import argparse
 import importlib
 import sys
 
-_COMMAND_MODULES = ["lwengine.spec_cli", "lwengine.search_cli", "lwengine.demo"]
+_COMMAND_MODULES = [
+    "lwengine.spec_cli",
+    "lwengine.search_cli",
+    "lwengine.dock.cli",
+    "lwengine.bench_cli",
+    "lwengine.demo",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
+            if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+                continue  # that command family is not part of this build
             raise
         mod.register(sub)
     return parser

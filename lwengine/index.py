@@ -1,3 +1,752 @@
-"""Spec index and search (being written)."""
-class SpecIndex:  # placeholder until the search work lands
-    pass
+"""`SpecIndex`: many RKME specs packed for the native kernels, with reference-compatible search.
+
+Layout: specs are grouped by ``(spec type, trailing shape of z, gamma)``; each group is a CSR-like
+packed store (``z`` rows (M, d), ``beta`` (M,), ``offsets`` (n + 1,), per-spec self inner products,
+insertion sequence numbers, liveness flags and content digests).  Arrays grow by doubling, removals
+are tombstones compacted lazily, and every spec keeps a global insertion sequence number so that
+rankings break ties in insertion order (the reference's list order).
+
+Search lives in :mod:`lwengine.search`; this module owns storage, bulk loading and persistence.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import sys
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _backend, kernels
+from .spec import RKMESpec
+
+__all__ = ["SpecIndex", "BulkReport", "read_package_spec", "TABLE_TYPE"]
+
+log = logging.getLogger(__name__)
+
+TABLE_TYPE = "RKMETableSpecification"
+_PACKAGE_SPEC_CLASSES = ("RKMETableSpecification", "RKMEStatSpecification")
+_DTYPES = {"float64": np.float64, "float32": np.float32}
+_MAGIC = b"LWEIDX\x00\x01"
+_ALIGN = 64
+_KEEP = object()  # replace(): keep the current semantic spec
+
+
+# ----------------------------------------------------------------------------------- helpers
+def _grow(arr: np.ndarray, need: int) -> np.ndarray:
+    """``arr`` with capacity >= need along axis 0 (doubling; a fresh array, never a view)."""
+    if arr.shape[0] >= need and arr.flags.writeable:
+        return arr
+    cap = max(need, 2 * arr.shape[0], 16)
+    out = np.empty((cap,) + arr.shape[1:], dtype=arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out
+
+
+def _digest(z2d: np.ndarray, beta: np.ndarray) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(z2d, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(beta, dtype=np.float64).tobytes())
+    return h.digest()
+
+
+def _as_spec(spec, name: str = "spec") -> RKMESpec:
+    """An :class:`RKMESpec` from a spec, a decoded spec dict, or a path to a spec JSON file."""
+    if isinstance(spec, RKMESpec):
+        return spec
+    if isinstance(spec, (str, os.PathLike)):
+        return RKMESpec.load(spec)
+    if isinstance(spec, dict):
+        return RKMESpec.from_dict(spec, name)
+    if all(hasattr(spec, a) for a in ("z", "beta", "gamma")):  # duck-typed spec (e.g. the market's)
+        z = spec.z if not callable(getattr(spec, "get_z", None)) else spec.get_z()
+        beta = spec.beta if not callable(getattr(spec, "get_beta", None)) else spec.get_beta()
+        return RKMESpec(z, beta, spec.gamma, getattr(spec, "num_points", None))
+    raise TypeError(f"{name} must be an RKMESpec, a spec dict or a path to a spec JSON file, "
+                    f"got {type(spec).__name__}")
+
+
+def _is_finite_spec(spec: RKMESpec) -> bool:
+    return bool(np.isfinite(spec.z).all() and np.isfinite(spec.beta).all())
+
+
+def _safe_member(name: str) -> bool:
+    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return False
+    parts = name.replace("\\", "/").split("/")
+    return ".." not in parts
+
+
+def read_package_spec(path) -> RKMESpec:
+    """The stat spec of a learnware package (zip, or its unzipped folder).
+
+    Reads ``learnware.yaml`` with ``yaml.safe_load`` and the spec file named by the first
+    ``stat_specifications`` entry whose class is ``RKMETableSpecification`` (or its legacy alias
+    ``RKMEStatSpecification``).  Package code is never imported; zip members with absolute paths or
+    ``..`` are refused.  Errors are ValueErrors naming the package.
+    """
+    import yaml
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        def read(name):
+            if not _safe_member(name):
+                raise ValueError(f"{path}: refusing unsafe file name {name!r}")
+            with open(os.path.join(path, name), encoding="utf-8") as f:
+                return f.read()
+        names = None
+    else:
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ValueError(f"{path}: not a readable zip file: {exc}") from exc
+        with zf:
+            bad = [n for n in zf.namelist() if not _safe_member(n)]
+            if bad:
+                raise ValueError(f"{path}: refusing a zip with unsafe member names {bad[:3]}")
+            names = {posixpath.normpath(n.replace("\\", "/")): zf.read(n) for n in zf.namelist() if not n.endswith("/")}
+
+        def read(name):
+            key = posixpath.normpath(name.replace("\\", "/"))
+            if not _safe_member(name) or key not in names:
+                raise ValueError(f"{path}: no member {name!r} in the package")
+            return names[key].decode("utf-8")
+    try:
+        meta = yaml.safe_load(read("learnware.yaml"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read learnware.yaml: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: learnware.yaml is not valid YAML: {exc}") from exc
+    entries = meta.get("stat_specifications") if isinstance(meta, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: learnware.yaml has no stat_specifications list")
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("class_name") in _PACKAGE_SPEC_CLASSES:
+            file_name = entry.get("file_name")
+            if not isinstance(file_name, str):
+                raise ValueError(f"{path}: stat specification entry without a file_name")
+            try:
+                text = read(file_name)
+            except OSError as exc:
+                raise ValueError(f"{path}: cannot read {file_name}: {exc}") from exc
+            return RKMESpec.loads(text, f"{path}:{file_name}")
+    raise ValueError(f"{path}: no RKMETableSpecification / RKMEStatSpecification in stat_specifications")
+
+
+@dataclass
+class BulkReport:
+    """Outcome of a bulk add: ids added (in order) and ``(path, message)`` for every failure."""
+
+    added: list = field(default_factory=list)
+    failed: list = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return not self.failed
+
+
+# ------------------------------------------------------------------------------------ groups
+class _Group:
+    """One packed store: every spec of one (type, trailing shape, gamma)."""
+
+    def __init__(self, spec_type: str, shape: tuple, gamma: float, dtype):
+        self.spec_type, self.shape, self.gamma, self.dtype = spec_type, tuple(shape), float(gamma), dtype
+        self.dim = int(np.prod(self.shape)) if self.shape else 1
+        self.z = np.empty((0, self.dim), dtype=dtype)
+        self.beta = np.empty(0, dtype=np.float64)
+        self.offsets = np.zeros(1, dtype=np.int64)
+        self.self_ip = np.empty(0, dtype=np.float64)
+        self.seq = np.empty(0, dtype=np.int64)
+        self.alive = np.empty(0, dtype=bool)
+        self.num_points = np.empty(0, dtype=np.int64)
+        self.digest = np.empty((0, 16), dtype=np.uint8)
+        self.ids: list = []
+        self.n = 0  # specs stored (alive or not)
+        self.rows = 0
+        self.n_dead = 0
+        self._dups = None  # cached (dst, src) local indices of duplicate specs, or False if none
+        self.sketch = None  # lwengine.scale.sketch.NystromSketch, built on demand (see SpecIndex.topk)
+        self.ann = {}  # faiss indexes over the sketches, by sketch kind (not persisted)
+
+    @property
+    def key(self):
+        return (self.spec_type, self.shape, self.gamma)
+
+    @property
+    def n_alive(self) -> int:
+        return self.n - self.n_dead
+
+    def append(self, ids, specs, seqs, finite) -> list:
+        """Append specs (already validated) in one packing step; returns their local indices."""
+        k = len(specs)
+        Ks = np.array([s.K for s in specs], dtype=np.int64)
+        new_rows = int(Ks.sum())
+        z_new = np.empty((new_rows, self.dim), dtype=np.float64)
+        b_new = np.empty(new_rows, dtype=np.float64)
+        pos = 0
+        for s, ok in zip(specs, finite):
+            z2 = s.z.reshape(s.K, -1)
+            if ok:
+                z_new[pos:pos + s.K] = z2
+                b_new[pos:pos + s.K] = s.beta
+            else:  # stored inert: zero weight; its self inner product is NaN so search drops it
+                z_new[pos:pos + s.K] = 0.0
+                b_new[pos:pos + s.K] = 0.0
+            pos += s.K
+        offs_new = np.concatenate([[0], np.cumsum(Ks)]).astype(np.int64)
+        self_new = kernels.self_inner(z_new, b_new, offs_new, self.gamma)
+        self_new[~np.asarray(finite, dtype=bool)] = np.nan
+        digests = [np.frombuffer(_digest(s.z, s.beta), dtype=np.uint8) for s in specs]
+        return self.append_packed(ids, z_new, b_new, offs_new, self_new, seqs,
+                                  [s.num_points for s in specs], digests)
+
+    def append_packed(self, ids, z_new, b_new, offs_new, self_new, seqs, num_points, digests) -> list:
+        """Append already packed specs (rows, weights, offsets from 0, self inner products, ...).
+        An empty group adopts ``z_new`` without a copy when its dtype matches (bulk builds)."""
+        k = len(ids)
+        new_rows = int(offs_new[-1])
+        n0, r0 = self.n, self.rows
+        if n0 == 0 and r0 == 0 and z_new.dtype == self.dtype and z_new.flags.c_contiguous:
+            self.z = z_new
+            self.beta = np.ascontiguousarray(b_new, dtype=np.float64)
+        else:
+            self.z = _grow(self.z, r0 + new_rows)
+            self.beta = _grow(self.beta, r0 + new_rows)
+            self.z[r0:r0 + new_rows] = z_new
+            self.beta[r0:r0 + new_rows] = b_new
+        self.offsets = _grow(self.offsets, n0 + k + 1)
+        self.offsets[n0 + 1:n0 + k + 1] = r0 + offs_new[1:]
+        for name, values in (("self_ip", self_new), ("seq", seqs), ("alive", np.ones(k, dtype=bool)),
+                             ("num_points", num_points), ("digest", digests)):
+            arr = _grow(getattr(self, name), n0 + k)
+            arr[n0:n0 + k] = values
+            setattr(self, name, arr)
+        self.ids.extend(ids)
+        self.n += k
+        self.rows += new_rows
+        self._dups = None
+        return list(range(n0, n0 + k))
+
+    def kill(self, local: int) -> None:
+        self.alive[local] = False
+        self.n_dead += 1
+        self._dups = None
+
+    def compact(self) -> dict:
+        """Drop dead specs; returns {id: new local index}."""
+        keep = np.flatnonzero(self.alive[: self.n])
+        lens = np.diff(self.offsets[: self.n + 1])[keep]
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]) if len(keep) else \
+            np.empty(0, dtype=np.int64)
+        self.z = np.ascontiguousarray(self.z[rows])
+        self.beta = np.ascontiguousarray(self.beta[rows])
+        self.offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        for name in ("self_ip", "seq", "num_points", "digest"):
+            setattr(self, name, np.ascontiguousarray(getattr(self, name)[keep]))
+        self.alive = np.ones(len(keep), dtype=bool)
+        self.ids = [self.ids[i] for i in keep]
+        self.n, self.rows, self.n_dead = len(keep), len(rows), 0
+        self._dups = None
+        if self.sketch is not None:
+            self.sketch.compact(keep)
+        self.ann = {}
+        return {i: j for j, i in enumerate(self.ids)}
+
+    def spec(self, local: int) -> RKMESpec:
+        a, b = int(self.offsets[local]), int(self.offsets[local + 1])
+        z = np.array(self.z[a:b], dtype=np.float64).reshape((b - a,) + self.shape)
+        return RKMESpec(z, np.array(self.beta[a:b]), self.gamma, int(self.num_points[local]))
+
+    def duplicates(self):
+        """``(dst, src)``: local indices of alive specs bit-identical to an earlier representative."""
+        if self._dups is None:
+            live = np.flatnonzero(self.alive[: self.n])
+            self._dups = False
+            if len(live) > 1:
+                keys = np.ascontiguousarray(self.digest[live]).view(np.dtype((np.void, 16))).ravel()
+                _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+                src = live[first[inverse.ravel()]]
+                mask = src != live
+                if mask.any():
+                    self._dups = (live[mask], src[mask])
+        return self._dups
+
+    def cross(self, q_z, q_beta, q_offsets) -> np.ndarray:
+        """``<mu_q, mu_i>`` with this group's gamma for Q queries x all stored specs: (Q, n)."""
+        n = self.n
+        out = np.empty((len(q_offsets) - 1, n), dtype=np.float64)
+        q_z = np.ascontiguousarray(q_z, dtype=self.dtype)
+        native = getattr(_backend.core, "cross_inner", None) is not None
+        budget = (1 << 26) if native else (1 << 22)  # bound the numpy fallback's (Kq x rows) temporaries
+        max_rows = max(1, budget // max(1, q_z.shape[0]))
+        i = 0
+        while i < n:
+            j = int(np.searchsorted(self.offsets[: n + 1], self.offsets[i] + max_rows, side="right")) - 1
+            j = min(max(j, i + 1), n)
+            a, b = int(self.offsets[i]), int(self.offsets[j])
+            out[:, i:j] = kernels.cross_inner(q_z, q_beta, q_offsets, self.z[a:b], self.beta[a:b],
+                                              self.offsets[i:j + 1] - a, self.gamma)
+            i = j
+        return out
+
+
+# ------------------------------------------------------------------------------------- index
+class SpecIndex:
+    """Many RKME specs packed for batched kernels, searchable like the reference market.
+
+    Parameters
+    ----------
+    dtype : "float64" (default) or "float32" — storage of the reduced sets.  float64 reproduces the
+        reference's distances to ~1e-15; float32 halves the memory (see docs/search.md for the
+        measured error, ~1e-8 on distances).  Self inner products are always computed in float64
+        from the original values.
+    """
+
+    def __init__(self, *, dtype: str = "float64"):
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+        self.dtype = dtype
+        self._np_dtype = _DTYPES[dtype]
+        self._groups: dict = {}
+        self._where: dict = {}  # id -> (group, local index)
+        self._semantic: dict = {}
+        self._nonfinite: dict = {}  # id -> original (z, beta) of specs stored inert
+        self._next_seq = 0
+        self._sketch_params = None  # lwengine.scale.SketchParams (defaults when None)
+        self.last_stats: dict = {}  # statistics of the last topk() call
+
+    # ------------------------------------------------------------------ basic container
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, id) -> bool:
+        return id in self._where
+
+    def __repr__(self) -> str:
+        return f"SpecIndex({len(self)} specs, {len(self._groups)} groups, dtype={self.dtype})"
+
+    def ids(self) -> list:
+        """All ids in insertion order (the order that breaks ranking ties)."""
+        pairs = [(int(g.seq[l]), i) for i, (g, l) in self._where.items()]
+        pairs.sort()
+        return [i for _, i in pairs]
+
+    def get(self, id) -> RKMESpec:
+        """The stored spec of ``id`` (a fresh :class:`RKMESpec`)."""
+        g, local = self._locate(id)
+        spec = g.spec(local)
+        if id in self._nonfinite:
+            z, beta = self._nonfinite[id]
+            spec = RKMESpec(z, beta, g.gamma, spec.num_points)
+        return spec
+
+    def get_semantic(self, id):
+        self._locate(id)
+        return self._semantic.get(id)
+
+    def set_semantic(self, id, semantic) -> None:
+        self._locate(id)
+        if semantic is None:
+            self._semantic.pop(id, None)
+        else:
+            self._semantic[id] = _check_semantic(semantic)
+
+    def _locate(self, id):
+        try:
+            return self._where[id]
+        except KeyError:
+            raise KeyError(f"no spec with id {id!r} in the index") from None
+
+    # ------------------------------------------------------------------ mutation
+    def add(self, id, spec, semantic=None) -> None:
+        """Add one spec under a new string id (ValueError if the id exists)."""
+        self.add_many([(id, spec, semantic)])
+
+    def add_many(self, items) -> None:
+        """Add ``(id, spec[, semantic])`` items, packing each group once.  All-or-nothing."""
+        prepared = []
+        seen = set()
+        for item in items:
+            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                raise TypeError("add_many items must be (id, spec) or (id, spec, semantic) tuples")
+            id, spec = item[0], item[1]
+            semantic = item[2] if len(item) == 3 else None
+            self._check_new_id(id, seen)
+            seen.add(id)
+            s = _as_spec(spec, f"spec {id!r}")
+            prepared.append((id, s, None if semantic is None else _check_semantic(semantic)))
+        self._insert(prepared, seqs=None)
+
+    def _check_new_id(self, id, seen=()):
+        if not isinstance(id, str) or not id:
+            raise TypeError(f"id must be a non-empty string, got {id!r}")
+        if id in self._where or id in seen:
+            raise ValueError(f"duplicate id {id!r}: already in the index")
+
+    def _insert(self, prepared, seqs) -> None:
+        if seqs is None:
+            seqs = list(range(self._next_seq, self._next_seq + len(prepared)))
+        self._next_seq = max([self._next_seq] + [s + 1 for s in seqs])
+        by_group: dict = {}
+        for (id, s, sem), seq in zip(prepared, seqs):
+            key = (TABLE_TYPE, s.z_shape, float(s.gamma))
+            by_group.setdefault(key, []).append((id, s, sem, seq))
+        for key, rows in by_group.items():
+            g = self._groups.get(key)
+            if g is None:
+                g = self._groups[key] = _Group(*key, self._np_dtype)
+            finite = [_is_finite_spec(s) for _, s, _, _ in rows]
+            locals_ = g.append([r[0] for r in rows], [r[1] for r in rows], [r[3] for r in rows], finite)
+            if g.sketch is not None and g.sketch.projected:  # keep the landmarks, project the new specs
+                g.sketch.extend(g)
+            for (id, s, sem, _), local, ok in zip(rows, locals_, finite):
+                self._where[id] = (g, local)
+                if sem is not None:
+                    self._semantic[id] = sem
+                if not ok:
+                    self._nonfinite[id] = (s.z.copy(), s.beta.copy())
+                    log.warning("spec %r holds non-finite values; search will drop it", id)
+
+    def add_packed(self, ids, z, beta, offsets, gamma, *, num_points=None, progress: bool | None = None) -> None:
+        """Bulk add of finite table specs already packed (``z`` (M, d), ``beta`` (M,), ``offsets``
+        (n + 1,), one ``gamma``) under new ids, without building spec objects (market generators,
+        1e6 specs).  Self inner products are computed in float64 from ``z``; with a float32 index and a
+        float32 ``z`` into an empty group, ``z`` is adopted without a copy."""
+        ids = list(ids)
+        z = np.asarray(z)
+        if z.ndim != 2:
+            raise ValueError(f"z must have shape (M, d), got {z.shape}")
+        beta = kernels._as_vector(beta, "beta", z.shape[0])
+        offsets = kernels._as_offsets(offsets, "offsets", z.shape[0])
+        gamma = kernels._as_gamma(gamma)
+        n = len(offsets) - 1
+        if len(ids) != n:
+            raise ValueError(f"ids must have {n} entries (one per spec), got {len(ids)}")
+        if n and np.any(np.diff(offsets) < 1):
+            raise ValueError("offsets must give every spec at least one row")
+        seen = set()
+        for i in ids:
+            self._check_new_id(i, seen)
+            seen.add(i)
+        if not (np.isfinite(z).all() and np.isfinite(beta).all()):
+            raise ValueError("z and beta must be finite (use add/add_many for non-finite specs)")
+        self_ip = np.empty(n)
+        digests = np.empty((n, 16), dtype=np.uint8)
+        step = max(1, (1 << 22) // max(1, z.shape[1] * max(1, z.shape[0] // max(1, n))))
+        for a in _progress(range(0, n, step), progress, "packing specs"):
+            b = min(n, a + step)
+            ra, rb = int(offsets[a]), int(offsets[b])
+            z64 = np.ascontiguousarray(z[ra:rb], dtype=np.float64)
+            self_ip[a:b] = kernels.self_inner(z64, beta[ra:rb], offsets[a:b + 1] - ra, gamma)
+            for i in range(a, b):
+                p, q = int(offsets[i]) - ra, int(offsets[i + 1]) - ra
+                digests[i] = np.frombuffer(_digest(z64[p:q], beta[ra + p:ra + q]), dtype=np.uint8)
+        key = (TABLE_TYPE, (z.shape[1],), float(gamma))
+        g = self._groups.get(key)
+        if g is None:
+            g = self._groups[key] = _Group(*key, self._np_dtype)
+        seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
+        self._next_seq += n
+        npts = np.full(n, -1, dtype=np.int64) if num_points is None else np.asarray(num_points, dtype=np.int64)
+        locals_ = g.append_packed(ids, z if z.dtype == self._np_dtype else z.astype(self._np_dtype), beta,
+                                  offsets, self_ip, seqs, npts, digests)
+        for i, local in zip(ids, locals_):
+            self._where[i] = (g, local)
+        if g.sketch is not None and g.sketch.projected:
+            g.sketch.extend(g)
+
+    def remove(self, id) -> None:
+        """Remove ``id`` (KeyError if absent)."""
+        g, local = self._locate(id)
+        g.kill(local)
+        del self._where[id]
+        self._semantic.pop(id, None)
+        self._nonfinite.pop(id, None)
+        if g.n_alive == 0:
+            del self._groups[g.key]
+        elif g.n_dead > 64 and g.n_dead * 2 > g.n:
+            for i, local in g.compact().items():
+                self._where[i] = (g, local)
+
+    def replace(self, id, spec, semantic=_KEEP) -> None:
+        """Replace the spec of an existing id, keeping its place in the insertion order."""
+        g, local = self._locate(id)
+        s = _as_spec(spec, f"spec {id!r}")
+        seq = int(g.seq[local])
+        sem = self._semantic.get(id) if semantic is _KEEP else semantic
+        sem = None if sem is None else _check_semantic(sem)
+        self.remove(id)
+        self._insert([(id, s, sem)], seqs=[seq])
+
+    # ------------------------------------------------------------------ bulk loading
+    def add_folder(self, path, *, progress: bool | None = None) -> BulkReport:
+        """Add every spec JSON file (id = file stem), learnware zip (id = zip stem) and unzipped
+        package folder (id = folder name, must hold learnware.yaml) of ``path``, in sorted file-name
+        order.  Unreadable entries are reported (path, message) and the rest still added."""
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"specs folder not found: {path}")
+        report = BulkReport()
+        prepared, seen = [], set()
+        names = sorted(os.listdir(path))
+        for name in _progress(names, progress, "reading specs"):
+            full = os.path.join(path, name)
+            if name.endswith(".json") and os.path.isfile(full):
+                id, loader = name[:-5], RKMESpec.load
+            elif name.endswith(".zip") and os.path.isfile(full):
+                id, loader = name[:-4], read_package_spec
+            elif os.path.isdir(full) and os.path.isfile(os.path.join(full, "learnware.yaml")):
+                id, loader = name, read_package_spec
+            else:
+                continue
+            try:
+                self._check_new_id(id, seen)
+                spec = loader(full)
+            except (ValueError, TypeError, OSError, UnicodeDecodeError) as exc:
+                report.failed.append((full, str(exc)))
+                log.warning("skipping %s: %s", full, exc)
+                continue
+            seen.add(id)
+            prepared.append((id, spec, None))
+        self._insert(prepared, seqs=None)
+        report.added = [p[0] for p in prepared]
+        return report
+
+    def add_packages(self, paths) -> BulkReport:
+        """Add learnware packages (zips or unzipped folders); id = file stem / folder name."""
+        report, prepared, seen = BulkReport(), [], set()
+        for p in paths:
+            p = os.fspath(p)
+            base = os.path.basename(os.path.normpath(p))
+            id = base[:-4] if base.endswith(".zip") else base
+            try:
+                self._check_new_id(id, seen)
+                prepared.append((id, read_package_spec(p), None))
+                seen.add(id)
+            except (ValueError, TypeError, OSError, UnicodeDecodeError) as exc:
+                report.failed.append((p, str(exc)))
+        self._insert(prepared, seqs=None)
+        report.added = [x[0] for x in prepared]
+        return report
+
+    @classmethod
+    def from_folder(cls, path, *, dtype: str = "float64", progress: bool | None = None):
+        """``(index, report)`` built from a folder (see :meth:`add_folder`)."""
+        index = cls(dtype=dtype)
+        report = index.add_folder(path, progress=progress)
+        return index, report
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write the index as one binary file: a magic, a JSON header and 64-byte-aligned raw arrays."""
+        groups, arrays = [], []
+        for g in self._groups.values():
+            if g.n_dead:
+                for i, local in g.compact().items():
+                    self._where[i] = (g, local)
+            entry = {"spec_type": g.spec_type, "shape": list(g.shape), "gamma": g.gamma, "n": g.n,
+                     "rows": g.rows, "ids": g.ids, "arrays": {}}
+            for name in ("z", "beta", "offsets", "self_ip", "seq", "num_points", "digest"):
+                a = getattr(g, name)
+                a = a[: g.rows] if name in ("z", "beta") else a[: g.n + 1] if name == "offsets" else a[: g.n]
+                entry["arrays"][name] = [len(arrays), a.dtype.str, list(a.shape)]
+                arrays.append(np.ascontiguousarray(a))
+            if g.sketch is not None:
+                meta, sk_arrays = _sketch_state(g.sketch)
+                entry["sketch"] = meta
+                for name, a in sk_arrays.items():
+                    entry["arrays"][name] = [len(arrays), a.dtype.str, list(a.shape)]
+                    arrays.append(np.ascontiguousarray(a))
+            groups.append(entry)
+        header = {"format": "lwengine-index", "version": 1, "dtype": self.dtype, "next_seq": self._next_seq,
+                  "groups": groups, "semantic": self._semantic,
+                  "nonfinite": {i: [z.tolist(), b.tolist()] for i, (z, b) in self._nonfinite.items()}}
+        offsets, pos = [], 0
+        for a in arrays:
+            offsets.append(pos)
+            pos += -(-a.nbytes // _ALIGN) * _ALIGN
+        header["array_offsets"] = offsets
+        blob = json.dumps(header, allow_nan=True).encode("utf-8")
+        start = -(-(len(_MAGIC) + 8 + len(blob)) // _ALIGN) * _ALIGN
+        blob += b" " * (start - len(_MAGIC) - 8 - len(blob))
+        tmp = os.fspath(path) + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(_MAGIC)
+            f.write(np.uint64(len(blob)).tobytes())
+            f.write(blob)
+            for a, off in zip(arrays, offsets):
+                f.seek(start + off)
+                f.write(a.tobytes())
+            f.truncate(start + pos)
+        os.replace(tmp, os.fspath(path))
+
+    @classmethod
+    def load(cls, path, *, mmap: bool = True) -> "SpecIndex":
+        """Read an index written by :meth:`save`.  ``mmap=True`` maps the arrays read-only (pages are
+        read on first use; any later add copies the touched group into memory)."""
+        path = os.fspath(path)
+        with open(path, "rb") as f:
+            if f.read(len(_MAGIC)) != _MAGIC:
+                raise ValueError(f"{path}: not an lwengine index file (bad magic)")
+            n = int(np.frombuffer(f.read(8), dtype=np.uint64)[0])
+            try:
+                header = json.loads(f.read(n).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{path}: corrupt index header: {exc}") from exc
+        start = len(_MAGIC) + 8 + n
+        size = os.path.getsize(path)
+        index = cls(dtype=header["dtype"])
+        index._next_seq = int(header["next_seq"])
+        offsets = header["array_offsets"]
+        for entry in header["groups"]:
+            g = _Group(entry["spec_type"], tuple(entry["shape"]), float(entry["gamma"]), index._np_dtype)
+            sk_arrays = {}
+            for name, (k, dt, shape) in entry["arrays"].items():
+                dt = np.dtype(dt)
+                count = int(np.prod(shape))
+                off = start + offsets[k]
+                if off + count * dt.itemsize > size:
+                    raise ValueError(f"{path}: truncated index file (array {name})")
+                if mmap and count:
+                    a = np.memmap(path, dtype=dt, mode="r", offset=off, shape=tuple(shape))
+                else:
+                    a = np.fromfile(path, dtype=dt, count=count, offset=off).reshape(shape)
+                if name.startswith("sketch."):
+                    sk_arrays[name] = a
+                else:
+                    setattr(g, name, a)
+            g.ids = list(entry["ids"])
+            g.n, g.rows = int(entry["n"]), int(entry["rows"])
+            g.alive = np.ones(g.n, dtype=bool)
+            if "sketch" in entry:
+                g.sketch = _sketch_restore(g, entry["sketch"], sk_arrays)
+            index._groups[g.key] = g
+            for local, i in enumerate(g.ids):
+                index._where[i] = (g, local)
+        index._semantic = dict(header.get("semantic", {}))
+        index._nonfinite = {i: (np.array(z, dtype=np.float64), np.array(b, dtype=np.float64))
+                            for i, (z, b) in header.get("nonfinite", {}).items()}
+        return index
+
+    # ------------------------------------------------------------------ search
+    def search(self, user_spec, max_search_num: int = 5, method: str = "greedy", semantic=None):
+        """Reference-compatible search (semantics §4-5): see :func:`lwengine.search.search`.
+
+        Always the exact batched scan of every candidate: the reference's scores need the mean and
+        max distance over *all* candidates, so the RKHS sketches (:meth:`topk`) are never used here."""
+        from .search import search
+
+        return search(self, user_spec, max_search_num=max_search_num, method=method, semantic=semantic)
+
+    def search_batch(self, user_specs, max_search_num: int = 5, method: str = "greedy", semantic=None):
+        """:meth:`search` for many users sharing one store scan per group."""
+        from .search import search_batch
+
+        return search_batch(self, user_specs, max_search_num=max_search_num, method=method, semantic=semantic)
+
+    # ------------------------------------------------------------------ scalable identification
+    def topk(self, user_spec, k: int = 5, mode: str = "certified", **options) -> list:
+        """The ``k`` nearest specs as ``[(id, dist)]`` ascending, ``dist = learnware.dist(user)``
+        exactly as :meth:`search` ranks (ties in insertion order, non-finite dropped).
+
+        ``mode``: ``"brute"`` (one batched kernel over every spec of the user's shape), ``"certified"``
+        (Nyström lower bounds order the work and prove when to stop: same result as brute, fewer
+        exact kernel evaluations where the bounds are tight, brute force where they are not), or
+        ``"approx"`` (faiss over the sketches + exact re-rank of a pool; options ``pool``,
+        ``approx_sketch="nystrom"|"rff"``, ``ef_search``).  Certified option: ``brute_fraction``.
+        Sketches are built on first use (see :meth:`build_sketch`).  Statistics of the call (exact
+        evaluations, candidates scanned, timings, regime decisions) are left in :attr:`last_stats`.
+        See docs/scale.md.
+        """
+        from .scale.certified import topk
+
+        res, stats = topk(self, user_spec, k, mode, **options)
+        self.last_stats = stats
+        return res
+
+    def build_sketch(self, params=None, *, progress: bool | None = None, **kwargs) -> None:
+        """(Re)build the Nyström sketch of every group: landmarks, basis, regime probe and, where the
+        regime is "sketch", the projection of every spec.  ``params``: a
+        :class:`lwengine.scale.SketchParams` or its fields as keyword arguments."""
+        from .scale.sketch import SketchParams
+
+        if params is None:
+            params = SketchParams(**kwargs) if kwargs else (self._sketch_params or SketchParams())
+        elif kwargs:
+            raise TypeError("give either params or keyword fields, not both")
+        if not isinstance(params, SketchParams):
+            raise TypeError(f"params must be a SketchParams, got {type(params).__name__}")
+        self._sketch_params = params
+        for g in self._groups.values():
+            g.sketch, g.ann = None, {}
+            self._sketch_for(g, project=None, progress=progress)
+
+    def refresh_sketch(self, *, progress: bool | None = None) -> None:
+        """Recompute landmarks and every projection (after the data drifted); same parameters."""
+        self.build_sketch(self._sketch_params, progress=progress)
+
+    def _sketch_for(self, g, project, progress=None):
+        """The group's sketch, fitted on demand; projected when ``project`` (True), or when its
+        regime is "sketch" (``project`` False/None)."""
+        from .scale.sketch import NystromSketch, SketchParams
+
+        if g.sketch is None:
+            g.sketch = NystromSketch.fit(g, self._sketch_params or SketchParams())
+            g.ann = {}
+        sk = g.sketch
+        if (project or sk.regime == "sketch") and sk.n < g.n:
+            if progress is None:
+                progress = g.n - sk.n > 20000 and sys.stderr.isatty()
+            sk.extend(g, progress=progress)
+        return sk
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the packed arrays (capacity included)."""
+        total = 0
+        for g in self._groups.values():
+            for name in ("z", "beta", "offsets", "self_ip", "seq", "alive", "num_points", "digest"):
+                total += getattr(g, name).nbytes
+        return total
+
+
+def _sketch_state(sk):
+    meta = {"params": dict(vars(sk.params)), "R2": sk.R2, "n": sk.n, "projected": sk.projected,
+            "resid_share_median": sk.resid_share_median, "regime": sk.regime}
+    arrays = {"sketch.landmarks": sk.landmarks, "sketch.basis": sk.basis}
+    if sk.projected:
+        for name in ("s", "sq", "resid", "self_stored", "abs_beta"):
+            arrays["sketch." + name] = getattr(sk, name)[: sk.n]
+    return meta, arrays
+
+
+def _sketch_restore(g, meta, arrays):
+    from .scale.sketch import NystromSketch, SketchParams
+
+    sk = NystromSketch(g.gamma, arrays["sketch.landmarks"], arrays["sketch.basis"],
+                       SketchParams(**meta["params"]))
+    sk.R2, sk.projected = float(meta["R2"]), bool(meta["projected"])
+    sk.resid_share_median, sk.regime = float(meta["resid_share_median"]), meta["regime"]
+    if sk.projected:
+        for name in ("s", "sq", "resid", "self_stored", "abs_beta"):
+            setattr(sk, name, arrays["sketch." + name])
+        sk.n = int(meta["n"])
+    return sk
+
+
+def _check_semantic(semantic) -> dict:
+    if not isinstance(semantic, dict):
+        raise TypeError(f"semantic must be a dict of {{key: {{'Type', 'Values'}}}}, got {type(semantic).__name__}")
+    return semantic
+
+
+def _progress(items, progress, desc):
+    if progress is None:
+        progress = len(items) > 2000 and sys.stderr.isatty()
+    if not progress:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc)

@@ -85,8 +85,10 @@ def _store(z, beta, offsets, prefix: str, dtype=None):
 
 
 def _native(name: str):
-    """The _core function ``name`` (the numpy twin while the native one is not yet built)."""
+    """The _core function ``name``; RuntimeError when the installed extension lacks it."""
     fn = getattr(_backend.require_core(), name, None)
+    if fn is None:
+        raise RuntimeError(f"lwengine's CPU extension _core has no function {name!r}: rebuild the package")
     return fn
 
 
@@ -104,8 +106,6 @@ def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma):
     g = _as_gamma(gamma)
     out = np.zeros((q_offsets.shape[0] - 1, offsets.shape[0] - 1), dtype=np.float64)
     fn = _native("cross_inner")
-    if fn is None:
-        return _reference.cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, g)
     if out.size and z.shape[0] and q_z.shape[0]:
         fn(q_z, q_beta, q_offsets, z, beta, offsets, g, out)
     return out
@@ -117,8 +117,6 @@ def self_inner(z, beta, offsets, gamma):
     g = _as_gamma(gamma)
     out = np.zeros(offsets.shape[0] - 1, dtype=np.float64)
     fn = _native("self_inner")
-    if fn is None:
-        return _reference.self_inner(z, beta, offsets, g)
     if out.size and z.shape[0]:
         fn(z, beta, offsets, g, out)
     return out
@@ -131,8 +129,6 @@ def gram(z, beta, offsets, gamma):
     n = offsets.shape[0] - 1
     out = np.zeros((n, n), dtype=np.float64)
     fn = _native("gram")
-    if fn is None:
-        return _reference.gram(z, beta, offsets, g)
     if n and z.shape[0]:
         fn(z, beta, offsets, g, out)
     return out
@@ -152,9 +148,6 @@ def zx_moments(z, x, gamma, *, with_t: bool = True):
         raise ValueError(f"z has dimension {z.shape[1]} but x has dimension {x.shape[1]}")
     g = _as_gamma(gamma)
     fn = _native("zx_moments")
-    if fn is None:
-        C, T = _reference.zx_moments(z, x, g)
-        return C, (T if with_t else None)
     C = np.zeros(z.shape[0], dtype=np.float64)
     T = np.zeros(z.shape, dtype=np.float64) if with_t else None
     fn(z, x, g, C, T)
@@ -178,8 +171,6 @@ def rs_step_from_moments(z, beta, C, T, gamma, step_size, *, exact_gradient: boo
     g = _as_gamma(gamma)
     step = float(step_size)
     fn = _native("rs_step_from_moments")
-    if fn is None:
-        return _reference.rs_step_from_moments(z, beta, C, T, g, step, exact_gradient=exact_gradient)
     out = np.empty_like(z)
     fn(z, beta, C, T, g, step, 2.0 if exact_gradient else 1.0, out)
     return out
@@ -213,8 +204,6 @@ def simplex_qp(G, c):
     """
     G, c = _as_qp(G, c)
     fn = _native("simplex_qp")
-    if fn is None:
-        return _reference.simplex_qp(G, c)
     x = np.zeros_like(c)
     obj = fn(G, c, x)
     return x, float(obj)
@@ -229,8 +218,6 @@ def simplex_qp_batch(Gs, cs):
     if not (np.isfinite(Gs).all() and np.isfinite(cs).all()):
         raise ValueError("Gs and cs must be finite")
     fn = _native("simplex_qp_batch")
-    if fn is None:
-        return _reference.simplex_qp_batch(Gs, cs)
     xs = np.zeros_like(cs)
     objs = np.zeros(cs.shape[0], dtype=np.float64)
     if cs.shape[0]:
@@ -263,8 +250,6 @@ def kmeans(x, k, *, max_iter: int = 100, tol: float = 1e-4, seed=None, init: str
     else:
         raise ValueError(f"init must be 'random' or 'k-means++', got {init!r}")
     fn = _native("kmeans")
-    if fn is None:
-        return _reference.kmeans(x, k, max_iter=max_iter, tol=tol, init_idx=idx)
     c = np.ascontiguousarray(x[idx])
     it = fn(x, c, int(max_iter), float(tol))
     return c, int(it)

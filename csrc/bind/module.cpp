@@ -1,7 +1,299 @@
-// _core: thin pybind11 bindings of the CPU kernels (csrc/cpu). Filled in by the kernel work.
+// _core: thin pybind11 bindings of the CPU kernels (compute lives in csrc/cpu).
+//
+// Every array argument is checked here (type, dtype, C-contiguity, shape, writeability of outputs,
+// CSR offsets) and a bad one raises ValueError naming it: the bindings never copy or convert, so an
+// output array is always written in place, and nothing reachable from Python can crash.
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "../cpu/ops.h"
+
 namespace py = pybind11;
+using lwe::index_t;
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw py::value_error(msg); }
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+template <class T>
+const char* dtype_name() {
+  if (std::is_same<T, float>::value) return "float32";
+  if (std::is_same<T, double>::value) return "float64";
+  return "int64";
+}
+
+// The object as a C-contiguous array of dtype T with `ndim` dimensions (and writeable if `out`).
+template <class T>
+py::array checked(const py::object& obj, const char* name, int ndim, bool out = false) {
+  if (!py::isinstance<py::array>(obj))
+    fail(std::string(name) + " must be a numpy array, got " + std::string(py::str(obj.get_type().attr("__name__"))));
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  if (!py::isinstance<py::array_t<T>>(a))
+    fail(std::string(name) + " must have dtype " + dtype_name<T>() + ", got " + std::string(py::str(a.dtype())));
+  if (a.ndim() != ndim)
+    fail(std::string(name) + " must be " + std::to_string(ndim) + "-dimensional, got shape " + shape_str(a));
+  if (!(a.flags() & py::array::c_style) || !(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
+    fail(std::string(name) + " must be C-contiguous and aligned");
+  if (out && !a.writeable()) fail(std::string(name) + " must be writeable");
+  return a;
+}
+
+void expect_dim(const py::array& a, const char* name, int axis, py::ssize_t want, const char* what) {
+  if (a.shape(axis) != want)
+    fail(std::string(name) + " must have " + what + " = " + std::to_string(want) + ", got shape " + shape_str(a));
+}
+
+// CSR offsets: length >= 1, offsets[0] == 0, non-decreasing, offsets[-1] == rows.
+const index_t* checked_offsets(const py::object& obj, const char* name, index_t rows) {
+  py::array a = checked<std::int64_t>(obj, name, 1);
+  const auto* o = static_cast<const index_t*>(a.data());
+  const index_t len = a.shape(0);
+  bool ok = len >= 1 && o[0] == 0 && o[len - 1] == rows;
+  for (index_t i = 0; ok && i + 1 < len; ++i) ok = o[i] <= o[i + 1];
+  if (!ok)
+    fail(std::string(name) + " must be non-decreasing int64 offsets from 0 to the number of rows (" +
+         std::to_string(rows) + ")");
+  return o;
+}
+
+double checked_gamma(double gamma) {
+  if (!std::isfinite(gamma) || gamma <= 0) fail("gamma must be a finite positive number, got " + std::to_string(gamma));
+  return gamma;
+}
+
+bool is_dtype(const py::object& obj, bool want_f32) {
+  if (!py::isinstance<py::array>(obj)) return false;
+  return want_f32 ? py::isinstance<py::array_t<float>>(obj) : py::isinstance<py::array_t<double>>(obj);
+}
+
+// ------------------------------------------------------------------ inner products
+template <class T>
+void cross_inner_t(const py::object& q_z_o, const py::object& q_beta_o, const py::object& q_off_o,
+                   const py::object& z_o, const py::object& beta_o, const py::object& off_o, double gamma,
+                   const py::object& out_o) {
+  py::array q_z = checked<T>(q_z_o, "q_z", 2), z = checked<T>(z_o, "z", 2);
+  const index_t Mq = q_z.shape(0), M = z.shape(0), d = z.shape(1);
+  if (q_z.shape(1) != d)
+    fail("q_z has dimension " + std::to_string(q_z.shape(1)) + " but z has dimension " + std::to_string(d));
+  py::array q_beta = checked<double>(q_beta_o, "q_beta", 1), beta = checked<double>(beta_o, "beta", 1);
+  expect_dim(q_beta, "q_beta", 0, Mq, "length");
+  expect_dim(beta, "beta", 0, M, "length");
+  const index_t* qo = checked_offsets(q_off_o, "q_offsets", Mq);
+  const index_t* o = checked_offsets(off_o, "offsets", M);
+  const index_t Q = py::reinterpret_borrow<py::array>(q_off_o).shape(0) - 1;
+  const index_t N = py::reinterpret_borrow<py::array>(off_o).shape(0) - 1;
+  py::array out = checked<double>(out_o, "out", 2, true);
+  expect_dim(out, "out", 0, Q, "rows");
+  expect_dim(out, "out", 1, N, "columns");
+  checked_gamma(gamma);
+  const T* qz = static_cast<const T*>(q_z.data());
+  const T* zp = static_cast<const T*>(z.data());
+  const double* qb = static_cast<const double*>(q_beta.data());
+  const double* b = static_cast<const double*>(beta.data());
+  double* outp = static_cast<double*>(out.mutable_data());
+  py::gil_scoped_release nogil;
+  lwe::cross_inner(qz, qb, qo, Q, zp, b, o, N, d, gamma, outp);
+}
+
+void cross_inner(const py::object& q_z, const py::object& q_beta, const py::object& q_off, const py::object& z,
+                 const py::object& beta, const py::object& off, double gamma, const py::object& out) {
+  if (is_dtype(q_z, true) && is_dtype(z, true))
+    cross_inner_t<float>(q_z, q_beta, q_off, z, beta, off, gamma, out);
+  else if (is_dtype(q_z, false) && is_dtype(z, false))
+    cross_inner_t<double>(q_z, q_beta, q_off, z, beta, off, gamma, out);
+  else
+    fail("q_z and z must be numpy arrays, both float32 or both float64");
+}
+
+template <class T, bool Gram>
+void store_op_t(const py::object& z_o, const py::object& beta_o, const py::object& off_o, double gamma,
+                const py::object& out_o) {
+  py::array z = checked<T>(z_o, "z", 2);
+  const index_t M = z.shape(0), d = z.shape(1);
+  py::array beta = checked<double>(beta_o, "beta", 1);
+  expect_dim(beta, "beta", 0, M, "length");
+  const index_t* o = checked_offsets(off_o, "offsets", M);
+  const index_t N = py::reinterpret_borrow<py::array>(off_o).shape(0) - 1;
+  py::array out = checked<double>(out_o, "out", Gram ? 2 : 1, true);
+  expect_dim(out, "out", 0, N, Gram ? "rows" : "length");
+  if (Gram) expect_dim(out, "out", 1, N, "columns");
+  checked_gamma(gamma);
+  const T* zp = static_cast<const T*>(z.data());
+  const double* b = static_cast<const double*>(beta.data());
+  double* outp = static_cast<double*>(out.mutable_data());
+  py::gil_scoped_release nogil;
+  if (Gram)
+    lwe::gram(zp, b, o, N, d, gamma, outp);
+  else
+    lwe::self_inner(zp, b, o, N, d, gamma, outp);
+}
+
+template <bool Gram>
+void store_op(const py::object& z, const py::object& beta, const py::object& off, double gamma, const py::object& out) {
+  if (is_dtype(z, true))
+    store_op_t<float, Gram>(z, beta, off, gamma, out);
+  else if (is_dtype(z, false))
+    store_op_t<double, Gram>(z, beta, off, gamma, out);
+  else
+    fail("z must be a float32 or float64 numpy array");
+}
+
+// ------------------------------------------------------------------ moments and Z step
+template <class Tx>
+void zx_moments_t(const py::array& z, const py::object& x_o, double gamma, const py::object& C_o,
+                  const py::object& T_o) {
+  const index_t K = z.shape(0), d = z.shape(1);
+  py::array x = checked<Tx>(x_o, "x", 2);
+  const index_t n = x.shape(0);
+  if (n < 1) fail("x must have at least one row, got 0");
+  expect_dim(x, "x", 1, d, "dimension (columns of z)");
+  py::array C = checked<double>(C_o, "C", 1, true);
+  expect_dim(C, "C", 0, K, "length");
+  double* Tp = nullptr;
+  if (!T_o.is_none()) {
+    py::array T = checked<double>(T_o, "T", 2, true);
+    expect_dim(T, "T", 0, K, "rows");
+    expect_dim(T, "T", 1, d, "columns");
+    Tp = static_cast<double*>(T.mutable_data());
+  }
+  checked_gamma(gamma);
+  const double* zp = static_cast<const double*>(z.data());
+  const Tx* xp = static_cast<const Tx*>(x.data());
+  double* Cp = static_cast<double*>(C.mutable_data());
+  py::gil_scoped_release nogil;
+  if (K > 0) lwe::zx_moments(zp, K, xp, n, d, gamma, Cp, Tp);
+}
+
+void zx_moments(const py::object& z_o, const py::object& x, double gamma, const py::object& C, const py::object& T) {
+  py::array z = checked<double>(z_o, "z", 2);
+  if (is_dtype(x, true))
+    zx_moments_t<float>(z, x, gamma, C, T);
+  else if (is_dtype(x, false))
+    zx_moments_t<double>(z, x, gamma, C, T);
+  else
+    fail("x must be a float32 or float64 numpy array");
+}
+
+void rs_step_from_moments(const py::object& z_o, const py::object& beta_o, const py::object& C_o,
+                          const py::object& T_o, double gamma, double step, double t1_factor,
+                          const py::object& out_o) {
+  py::array z = checked<double>(z_o, "z", 2);
+  const index_t K = z.shape(0), d = z.shape(1);
+  py::array beta = checked<double>(beta_o, "beta", 1), C = checked<double>(C_o, "C", 1);
+  expect_dim(beta, "beta", 0, K, "length");
+  expect_dim(C, "C", 0, K, "length");
+  py::array T = checked<double>(T_o, "T", 2);
+  expect_dim(T, "T", 0, K, "rows");
+  expect_dim(T, "T", 1, d, "columns");
+  py::array out = checked<double>(out_o, "out", 2, true);
+  expect_dim(out, "out", 0, K, "rows");
+  expect_dim(out, "out", 1, d, "columns");
+  checked_gamma(gamma);
+  if (!std::isfinite(step)) fail("step_size must be finite");
+  if (!std::isfinite(t1_factor)) fail("t1_factor must be finite");
+  auto cp = [](const py::array& a) { return static_cast<const double*>(a.data()); };
+  const double *zp = cp(z), *bp = cp(beta), *Cp = cp(C), *Tp = cp(T);
+  double* op = static_cast<double*>(out.mutable_data());
+  py::gil_scoped_release nogil;
+  lwe::rs_step_from_moments(zp, bp, Cp, Tp, K, d, gamma, step, t1_factor, op);
+}
+
+// ------------------------------------------------------------------ QP
+void check_finite(const double* p, index_t count, const char* name) {
+  for (index_t i = 0; i < count; ++i)
+    if (!std::isfinite(p[i])) fail(std::string(name) + " must be finite");
+}
+
+double simplex_qp(const py::object& G_o, const py::object& c_o, const py::object& x_o) {
+  py::array c = checked<double>(c_o, "c", 1);
+  const index_t n = c.shape(0);
+  if (n < 1) fail("c must have at least one entry");
+  py::array G = checked<double>(G_o, "G", 2);
+  expect_dim(G, "G", 0, n, "rows (len(c))");
+  expect_dim(G, "G", 1, n, "columns (len(c))");
+  py::array x = checked<double>(x_o, "x_out", 1, true);
+  expect_dim(x, "x_out", 0, n, "length");
+  const double* Gp = static_cast<const double*>(G.data());
+  const double* cp = static_cast<const double*>(c.data());
+  check_finite(Gp, n * n, "G");
+  check_finite(cp, n, "c");
+  double* xp = static_cast<double*>(x.mutable_data());
+  py::gil_scoped_release nogil;
+  return lwe::simplex_qp(Gp, cp, n, xp);
+}
+
+void simplex_qp_batch(const py::object& Gs_o, const py::object& cs_o, const py::object& xs_o, const py::object& objs_o) {
+  py::array cs = checked<double>(cs_o, "cs", 2);
+  const index_t B = cs.shape(0), n = cs.shape(1);
+  if (n < 1) fail("cs must have at least one column");
+  py::array Gs = checked<double>(Gs_o, "Gs", 3);
+  expect_dim(Gs, "Gs", 0, B, "batch size (len(cs))");
+  expect_dim(Gs, "Gs", 1, n, "rows (cs.shape[1])");
+  expect_dim(Gs, "Gs", 2, n, "columns (cs.shape[1])");
+  py::array xs = checked<double>(xs_o, "xs_out", 2, true);
+  expect_dim(xs, "xs_out", 0, B, "rows");
+  expect_dim(xs, "xs_out", 1, n, "columns");
+  py::array objs = checked<double>(objs_o, "objs_out", 1, true);
+  expect_dim(objs, "objs_out", 0, B, "length");
+  const double* Gp = static_cast<const double*>(Gs.data());
+  const double* cp = static_cast<const double*>(cs.data());
+  check_finite(Gp, B * n * n, "Gs");
+  check_finite(cp, B * n, "cs");
+  double* xp = static_cast<double*>(xs.mutable_data());
+  double* op = static_cast<double*>(objs.mutable_data());
+  py::gil_scoped_release nogil;
+  lwe::simplex_qp_batch(Gp, cp, B, n, xp, op);
+}
+
+// ------------------------------------------------------------------ k-means
+int kmeans(const py::object& x_o, const py::object& c_o, int max_iter, double tol) {
+  py::array x = checked<float>(x_o, "x", 2);
+  const index_t n = x.shape(0), d = x.shape(1);
+  if (n < 1) fail("x must have at least one row, got 0");
+  py::array c = checked<float>(c_o, "c", 2, true);
+  const index_t k = c.shape(0);
+  if (k < 1) fail("c must have at least one row (k >= 1), got 0");
+  expect_dim(c, "c", 1, d, "dimension (columns of x)");
+  if (max_iter < 1) fail("max_iter must be >= 1, got " + std::to_string(max_iter));
+  if (std::isnan(tol)) fail("tol must not be NaN");
+  const float* xp = static_cast<const float*>(x.data());
+  float* cp = static_cast<float*>(c.mutable_data());
+  py::gil_scoped_release nogil;
+  return lwe::kmeans(xp, n, d, cp, k, max_iter, tol);
+}
+
+py::dict cpu_info() {
+  py::dict info;
+  bool avx2 = false, fma = false;
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+  avx2 = __builtin_cpu_supports("avx2");
+  fma = __builtin_cpu_supports("fma");
+#endif
+  info["avx2"] = avx2;
+  info["fma"] = fma;
+  info["avx2_build"] = bool(LWE_HAVE_AVX2_BUILD);
+  info["simd"] = std::string(lwe::simd_path());
+#ifdef LWE_HAVE_OPENMP
+  info["openmp"] = true;
+#else
+  info["openmp"] = false;
+#endif
+  info["max_threads"] = lwe::get_num_threads();
+  return info;
+}
+
+}  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "lwengine CPU kernels";
@@ -13,4 +305,45 @@ PYBIND11_MODULE(_core, m) {
 #else
   m.attr("has_openmp") = false;
 #endif
+  m.def("cross_inner", &cross_inner, py::arg("q_z"), py::arg("q_beta"), py::arg("q_offsets"), py::arg("z"),
+        py::arg("beta"), py::arg("offsets"), py::arg("gamma"), py::arg("out"),
+        "out[q, i] = sum_ab q_beta_a beta_b exp(-gamma |q_z_a - z_b|^2) over query spec q and store spec i.");
+  m.def("self_inner", &store_op<false>, py::arg("z"), py::arg("beta"), py::arg("offsets"), py::arg("gamma"),
+        py::arg("out"), "out[i] = <mu_i, mu_i> for every spec of a packed store.");
+  m.def("gram", &store_op<true>, py::arg("z"), py::arg("beta"), py::arg("offsets"), py::arg("gamma"),
+        py::arg("out"), "out[i, j] = <mu_i, mu_j> (symmetric).");
+  m.def("zx_moments", &zx_moments, py::arg("z"), py::arg("x"), py::arg("gamma"), py::arg("C"),
+        py::arg("T").none(true), "C_i = mean_j k(z_i, x_j), T_i = mean_j k(z_i, x_j) x_j (T may be None).");
+  m.def("rs_step_from_moments", &rs_step_from_moments, py::arg("z"), py::arg("beta"), py::arg("C"), py::arg("T"),
+        py::arg("gamma"), py::arg("step_size"), py::arg("t1_factor"), py::arg("out"),
+        "One Jacobi reduced-set Z step from the data moments.");
+  m.def("simplex_qp", &simplex_qp, py::arg("G"), py::arg("c"), py::arg("x_out"),
+        "Exact argmin 1/2 x'Gx - c'x, x >= 0, sum x = 1; writes x_out, returns the objective.");
+  m.def("simplex_qp_batch", &simplex_qp_batch, py::arg("Gs"), py::arg("cs"), py::arg("xs_out"),
+        py::arg("objs_out"), "simplex_qp over a batch (OpenMP over problems).");
+  m.def("kmeans", &kmeans, py::arg("x"), py::arg("c"), py::arg("max_iter"), py::arg("tol"),
+        "Lloyd k-means in float32 (reference rules); c holds the initial centroids and is updated in place.");
+  m.def("cpu_info", &cpu_info, "CPU features, SIMD path in use and OpenMP threads.");
+  m.def("set_simd", &lwe::set_simd, py::arg("enabled"),
+        "Enable/disable the AVX2 path (LWE_DISABLE_AVX2=1 in the environment also disables it).");
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) fail("n must be >= 1, got " + std::to_string(n));
+    lwe::set_num_threads(n);
+  }, py::arg("n"));
+  m.def("get_num_threads", &lwe::get_num_threads);
+  m.def("peak_probe", [](double seconds) {
+    if (!(seconds > 0 && seconds < 60)) fail("seconds must be in (0, 60)");
+    double fma, ex;
+    {
+      py::gil_scoped_release nogil;
+      fma = lwe::peak_fma_f32(seconds);
+      ex = lwe::peak_exp_f32(seconds);
+    }
+    py::dict r;
+    r["fma_f32_flops"] = fma;
+    r["exp_f32_per_s"] = ex;
+    r["simd"] = std::string(lwe::simd_path());
+    r["threads"] = lwe::get_num_threads();
+    return r;
+  }, py::arg("seconds") = 0.2, "Measured fp32 FMA flop/s and float32 exp/s of the active SIMD path, all threads.");
 }

@@ -1,0 +1,112 @@
+// Run-time choice between the AVX2 and the portable instantiation, thread control, and the
+// public entry points that route to one of them.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+#ifdef LWE_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#include "ops.h"
+
+namespace lwe {
+namespace {
+std::atomic<bool> g_simd_user{true};
+
+bool env_disables_avx2() {
+  const char* v = std::getenv("LWE_DISABLE_AVX2");  // read at every call: tests flip it
+  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
+}
+}  // namespace
+
+bool cpu_has_avx2_fma() {
+#if LWE_HAVE_AVX2_BUILD && (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+bool simd_enabled() { return cpu_has_avx2_fma() && g_simd_user.load() && !env_disables_avx2(); }
+void set_simd(bool enabled) { g_simd_user.store(enabled); }
+const char* simd_path() { return simd_enabled() ? "avx2" : "portable"; }
+
+void set_num_threads(int n) {
+#ifdef LWE_HAVE_OPENMP
+  omp_set_num_threads(n < 1 ? 1 : n);
+#else
+  (void)n;
+#endif
+}
+int get_num_threads() {
+#ifdef LWE_HAVE_OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+#if LWE_HAVE_AVX2_BUILD
+#define LWE_ROUTE(fn, ...) (simd_enabled() ? avx2::fn(__VA_ARGS__) : portable::fn(__VA_ARGS__))
+#else
+#define LWE_ROUTE(fn, ...) portable::fn(__VA_ARGS__)
+#endif
+
+#define LWE_ROUTE_INNER(T)                                                                         \
+  void cross_inner(const T* q_z, const double* q_beta, const index_t* q_off, index_t Q, const T* z, \
+                   const double* beta, const index_t* off, index_t N, index_t d, double gamma,      \
+                   double* out) {                                                                   \
+    LWE_ROUTE(cross_inner, q_z, q_beta, q_off, Q, z, beta, off, N, d, gamma, out);                 \
+  }                                                                                                 \
+  void self_inner(const T* z, const double* beta, const index_t* off, index_t N, index_t d,         \
+                  double gamma, double* out) {                                                      \
+    LWE_ROUTE(self_inner, z, beta, off, N, d, gamma, out);                                          \
+  }                                                                                                 \
+  void gram(const T* z, const double* beta, const index_t* off, index_t N, index_t d, double gamma,  \
+            double* out) {                                                                          \
+    LWE_ROUTE(gram, z, beta, off, N, d, gamma, out);                                                \
+  }                                                                                                 \
+  void zx_moments(const double* z, index_t K, const T* x, index_t n, index_t d, double gamma,       \
+                  double* C, double* Tout) {                                                        \
+    LWE_ROUTE(zx_moments, z, K, x, n, d, gamma, C, Tout);                                          \
+  }
+LWE_ROUTE_INNER(float)
+LWE_ROUTE_INNER(double)
+
+double peak_fma_f32(double seconds) { return LWE_ROUTE(probe_fma_f32, seconds); }
+double peak_exp_f32(double seconds) { return LWE_ROUTE(probe_exp_f32, seconds); }
+
+int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol) {
+  std::vector<std::int64_t> labels(static_cast<size_t>(n));
+  std::vector<double> sums(static_cast<size_t>(k * d));
+  std::vector<index_t> counts(static_cast<size_t>(k));
+  int it = 0;
+  for (it = 1; it <= max_iter; ++it) {
+    LWE_ROUTE(kmeans_assign, x, n, d, c, k, labels.data());
+    // deterministic update: sequential float64 sums in row order, mean rounded to float32
+    std::fill(sums.begin(), sums.end(), 0.0);
+    std::fill(counts.begin(), counts.end(), 0);
+    for (index_t j = 0; j < n; ++j) {
+      const index_t l = labels[j];
+      ++counts[l];
+      double* s = &sums[l * d];
+      for (index_t t = 0; t < d; ++t) s[t] += static_cast<double>(x[j * d + t]);
+    }
+    double shift = 0.0;
+    for (index_t l = 0; l < k; ++l) {
+      for (index_t t = 0; t < d; ++t) {
+        // an empty cluster's centroid becomes the zero vector (reference rule)
+        const float nv = counts[l] ? static_cast<float>(sums[l * d + t] / static_cast<double>(counts[l])) : 0.0f;
+        const double diff = static_cast<double>(nv) - static_cast<double>(c[l * d + t]);
+        shift += diff * diff;
+        c[l * d + t] = nv;
+      }
+    }
+    if (shift <= tol) break;
+  }
+  return it > max_iter ? max_iter : it;
+}
+
+}  // namespace lwe

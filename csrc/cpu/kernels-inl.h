@@ -1,0 +1,484 @@
+// The CPU compute kernels, written once on width-agnostic vectors (simd.h) and compiled per ISA:
+// inner_portable.cpp (baseline SSE2) and inner_avx2.cpp (-mavx2 -mfma).  Define LWE_ISA first.
+//
+// Determinism: every output value depends only on its own inputs (a spec pair, a data chunk
+// layout fixed by the problem size), never on the thread count or the position in the store, so
+// identical specs give bit-identical results and reruns are reproducible.
+#pragma once
+#include <algorithm>
+#include <type_traits>
+#include <vector>
+#ifdef LWE_HAVE_OPENMP
+#include <omp.h>
+#endif
+
+#include "lwengine/kernels/pair.h"
+#include "ops.h"
+#include "simd.h"
+
+namespace lwe {
+namespace LWE_ISA {
+
+constexpr double kLog2e = 1.4426950408889634;
+
+inline index_t round_up(index_t v, index_t m) { return (v + m - 1) / m * m; }
+
+// ------------------------------------------------------------------ query packing
+// A query spec, transposed to (d, Kp) so that vector lanes run over its points.
+//   float32: qT = 2*gamma*L*qz, bias = -gamma*L*|qz|^2 with L = log2(e)
+//            (u = qT.z + bias - gamma*L*|z|^2 = arg*L, one FMA per term, then exp(arg) = 2^u)
+//   float64: qT = qz,         bias = |qz|^2          (arg = -gamma*((|qz|^2 - 2 qz.z) + |z|^2),
+//                                                     the reference's expansion order)
+// Padding lanes have qb = 0 so they contribute exactly 0.
+template <class T>
+struct QueryPack {
+  index_t K = 0, Kp = 0, d = 0;
+  std::vector<T> qT, bias, qb;
+};
+
+template <class T>
+void build_pack(QueryPack<T>& P, const T* qz, const double* qbeta, index_t K, index_t d, double gamma) {
+  constexpr int W = Simd<T>::W;
+  constexpr bool F32 = std::is_same<T, float>::value;
+  P.K = K;
+  P.d = d;
+  P.Kp = round_up(std::max<index_t>(K, 1), W);
+  P.qT.assign(static_cast<size_t>(d * P.Kp), T(0));
+  P.bias.assign(static_cast<size_t>(P.Kp), T(0));
+  P.qb.assign(static_cast<size_t>(P.Kp), T(0));
+  for (index_t a = 0; a < K; ++a) {
+    double nrm = 0.0;
+    for (index_t k = 0; k < d; ++k) {
+      const double v = static_cast<double>(qz[a * d + k]);
+      nrm += v * v;
+      P.qT[k * P.Kp + a] = F32 ? static_cast<T>(2.0 * gamma * kLog2e * v) : static_cast<T>(v);
+    }
+    P.bias[a] = F32 ? static_cast<T>(-gamma * kLog2e * nrm) : static_cast<T>(nrm);
+    P.qb[a] = static_cast<T>(qbeta[a]);
+  }
+}
+
+// R store rows x NV lane-vectors of query points: dot products, exp, weighted lane sums.
+template <class T, int R, int NV>
+inline void inner_chunk(const QueryPack<T>& P, index_t a0, const T* zr, const T* zterm, T gamma,
+                        typename Simd<T>::V* rowacc) {
+  using V = typename Simd<T>::V;
+  constexpr int W = Simd<T>::W;
+  const index_t d = P.d, Kp = P.Kp;
+  V acc[R][NV];
+  _Pragma("GCC unroll 8")
+  for (int v = 0; v < NV; ++v)
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < R; ++r) {
+      if constexpr (std::is_same<T, float>::value)
+        acc[r][v] = vload<V>(&P.bias[a0 + v * W]) - zterm[r];
+      else
+        acc[r][v] = V{};
+    }
+  const T* q = P.qT.data() + a0;
+  for (index_t k = 0; k < d; ++k) {
+    V qv[NV];
+    _Pragma("GCC unroll 8")
+    for (int v = 0; v < NV; ++v) qv[v] = vload<V>(q + k * Kp + v * W);
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < R; ++r) {
+      const V zb = vbroadcast<V>(zr[r * d + k]);
+      _Pragma("GCC unroll 8")
+      for (int v = 0; v < NV; ++v) acc[r][v] += qv[v] * zb;
+    }
+  }
+  _Pragma("GCC unroll 8")
+  for (int v = 0; v < NV; ++v) {
+    const V qbv = vload<V>(&P.qb[a0 + v * W]);
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < R; ++r) {
+      if constexpr (std::is_same<T, float>::value) {
+        rowacc[r] += qbv * exp2_f32(acc[r][v]);
+      } else {
+        const V bias = vload<V>(&P.bias[a0 + v * W]);
+        rowacc[r] += qbv * vexp(-gamma * ((bias - T(2) * acc[r][v]) + zterm[r]));
+      }
+    }
+  }
+}
+
+template <class T, int R>
+inline double inner_rows(const QueryPack<T>& P, const T* zr, const double* beta, double gamma) {
+  using V = typename Simd<T>::V;
+  constexpr int W = Simd<T>::W;
+  const index_t d = P.d;
+  T zterm[R];
+  _Pragma("GCC unroll 8")
+  for (int r = 0; r < R; ++r) {
+    double s = 0.0;
+    for (index_t k = 0; k < d; ++k) {
+      const double v = static_cast<double>(zr[r * d + k]);
+      s += v * v;
+    }
+    zterm[r] = std::is_same<T, float>::value ? static_cast<T>(gamma * kLog2e * s) : static_cast<T>(s);
+  }
+  V rowacc[R];
+  _Pragma("GCC unroll 8")
+  for (int r = 0; r < R; ++r) rowacc[r] = V{};
+  index_t a0 = 0;
+  for (; a0 + 2 * W <= P.Kp; a0 += 2 * W) inner_chunk<T, R, 2>(P, a0, zr, zterm, T(gamma), rowacc);
+  if (a0 < P.Kp) inner_chunk<T, R, 1>(P, a0, zr, zterm, T(gamma), rowacc);
+  double s = 0.0;
+  _Pragma("GCC unroll 8")
+  for (int r = 0; r < R; ++r) s += beta[r] * static_cast<double>(hsum<T>(rowacc[r]));
+  return s;
+}
+
+// <query spec, store spec>: rows in tiles of 4 from the spec's own start (position independent).
+template <class T>
+double spec_inner(const QueryPack<T>& P, const T* z, const double* beta, index_t Ki, double gamma) {
+  if (P.K == 0 || Ki == 0) return 0.0;
+  double total = 0.0;
+  index_t b = 0;
+  for (; b + 4 <= Ki; b += 4) total += inner_rows<T, 4>(P, z + b * P.d, beta + b, gamma);
+  for (; b < Ki; ++b) total += inner_rows<T, 1>(P, z + b * P.d, beta + b, gamma);
+  return total;
+}
+
+template <class T>
+void cross_inner_impl(const T* q_z, const double* q_beta, const index_t* q_off, index_t Q, const T* z,
+                      const double* beta, const index_t* off, index_t N, index_t d, double gamma,
+                      double* out) {
+  std::vector<QueryPack<T>> packs(static_cast<size_t>(Q));
+#pragma omp parallel for schedule(dynamic, 8)
+  for (index_t q = 0; q < Q; ++q)
+    build_pack(packs[q], q_z + q_off[q] * d, q_beta + q_off[q], q_off[q + 1] - q_off[q], d, gamma);
+  const index_t total = Q * N;
+#pragma omp parallel for schedule(static, 16)
+  for (index_t t = 0; t < total; ++t) {
+    const index_t q = t / N, i = t % N;
+    out[t] = spec_inner(packs[q], z + off[i] * d, beta + off[i], off[i + 1] - off[i], gamma);
+  }
+}
+
+template <class T>
+void self_inner_impl(const T* z, const double* beta, const index_t* off, index_t N, index_t d,
+                     double gamma, double* out) {
+#pragma omp parallel
+  {
+    QueryPack<T> P;
+#pragma omp for schedule(dynamic, 8)
+    for (index_t i = 0; i < N; ++i) {
+      const index_t Ki = off[i + 1] - off[i];
+      build_pack(P, z + off[i] * d, beta + off[i], Ki, d, gamma);
+      out[i] = spec_inner(P, z + off[i] * d, beta + off[i], Ki, gamma);
+    }
+  }
+}
+
+template <class T>
+void gram_impl(const T* z, const double* beta, const index_t* off, index_t N, index_t d, double gamma,
+               double* out) {
+  std::vector<QueryPack<T>> packs(static_cast<size_t>(N));
+#pragma omp parallel for schedule(dynamic, 8)
+  for (index_t i = 0; i < N; ++i)
+    build_pack(packs[i], z + off[i] * d, beta + off[i], off[i + 1] - off[i], d, gamma);
+#pragma omp parallel for schedule(dynamic, 1)
+  for (index_t i = 0; i < N; ++i)
+    for (index_t j = i; j < N; ++j) {
+      const double v = spec_inner(packs[i], z + off[j] * d, beta + off[j], off[j + 1] - off[j], gamma);
+      out[i * N + j] = v;
+      out[j * N + i] = v;
+    }
+}
+
+// ------------------------------------------------------------------ data moments
+// C_i = (1/n) sum_j k(z_i, x_j),  T_i = (1/n) sum_j k(z_i, x_j) x_j, all in float64.
+// x is streamed in tiles of kTileX rows; tiles are grouped into NC chunks (NC fixed by n, K, d),
+// each chunk sums its tiles in order into its own partial, partials are added in chunk order.
+constexpr index_t kTileX = 256;
+constexpr index_t kBlockZ = 64;
+
+template <int R, int NV>
+inline void zx_chunk(const double* zr, index_t d, const double* zn, const double* xT, const double* xn,
+                     index_t j0, double gamma, double* E, index_t ldE) {
+  using V = f64x4;
+  constexpr int W = 4;
+  V acc[R][NV];
+  _Pragma("GCC unroll 8")
+  for (int r = 0; r < R; ++r)
+    _Pragma("GCC unroll 8")
+    for (int v = 0; v < NV; ++v) acc[r][v] = V{};
+  for (index_t k = 0; k < d; ++k) {
+    V xv[NV];
+    _Pragma("GCC unroll 8")
+    for (int v = 0; v < NV; ++v) xv[v] = vload<V>(xT + k * kTileX + j0 + v * W);
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < R; ++r) {
+      const V zb = vbroadcast<V>(zr[r * d + k]);
+      _Pragma("GCC unroll 8")
+      for (int v = 0; v < NV; ++v) acc[r][v] += zb * xv[v];
+    }
+  }
+  _Pragma("GCC unroll 8")
+  for (int v = 0; v < NV; ++v) {
+    const V xnv = vload<V>(xn + j0 + v * W);
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < R; ++r) {
+      const V arg = -gamma * ((zn[r] - 2.0 * acc[r][v]) + xnv);
+      vstore(E + r * ldE + j0 + v * W, vexp(arg));
+    }
+  }
+}
+
+template <class Tx>
+void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t d, double gamma,
+                     double* C, double* Tout) {
+  using V = f64x4;
+  const index_t ntiles = (n + kTileX - 1) / kTileX;
+  const index_t P = Tout ? K * (1 + d) : K;
+  const index_t NC = std::max<index_t>(1, std::min<index_t>({ntiles, 64, (index_t(1) << 22) / P}));
+  std::vector<double> part(static_cast<size_t>(NC * P), 0.0);
+  std::vector<double> zn(static_cast<size_t>(K));
+  for (index_t i = 0; i < K; ++i) {
+    double s = 0.0;
+    for (index_t k = 0; k < d; ++k) s += z[i * d + k] * z[i * d + k];
+    zn[i] = s;
+  }
+#pragma omp parallel
+  {
+    std::vector<double> xT(static_cast<size_t>(d * kTileX)), xn(kTileX), E(kBlockZ * kTileX);
+#pragma omp for schedule(static)
+    for (index_t c = 0; c < NC; ++c) {
+      double* pc = part.data() + c * P;
+      const index_t t0 = c * ntiles / NC, t1 = (c + 1) * ntiles / NC;
+      for (index_t t = t0; t < t1; ++t) {
+        const index_t r0 = t * kTileX, m = std::min(kTileX, n - r0), mp = round_up(m, 8);
+        std::fill(xT.begin(), xT.end(), 0.0);
+        for (index_t j = 0; j < m; ++j) {
+          double s = 0.0;
+          for (index_t k = 0; k < d; ++k) {
+            const double v = static_cast<double>(x[(r0 + j) * d + k]);
+            xT[k * kTileX + j] = v;
+            s += v * v;
+          }
+          xn[j] = s;
+        }
+        for (index_t j = m; j < mp; ++j) xn[j] = 0.0;
+        for (index_t i0 = 0; i0 < K; i0 += kBlockZ) {
+          const index_t kb = std::min(kBlockZ, K - i0);
+          index_t r = 0;
+          for (; r + 4 <= kb; r += 4)
+            for (index_t j = 0; j < mp; j += 8)
+              zx_chunk<4, 2>(z + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j, gamma,
+                             E.data() + r * kTileX, kTileX);
+          for (; r < kb; ++r)
+            for (index_t j = 0; j < mp; j += 8)
+              zx_chunk<1, 2>(z + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j, gamma,
+                             E.data() + r * kTileX, kTileX);
+          for (index_t rr = 0; rr < kb; ++rr) {
+            double* e = E.data() + rr * kTileX;
+            for (index_t j = m; j < mp; ++j) e[j] = 0.0;
+            V s = V{};
+            for (index_t j = 0; j < mp; j += 4) s += vload<V>(e + j);
+            pc[i0 + rr] += hsum<double>(s);
+            if (Tout) {
+              double* tp = pc + K + (i0 + rr) * d;
+              for (index_t k = 0; k < d; ++k) {
+                const double* xk = xT.data() + k * kTileX;
+                V a0 = V{}, a1 = V{};
+                for (index_t j = 0; j < mp; j += 8) {
+                  a0 += vload<V>(e + j) * vload<V>(xk + j);
+                  a1 += vload<V>(e + j + 4) * vload<V>(xk + j + 4);
+                }
+                tp[k] += hsum<double>(a0 + a1);
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  const double inv_n = 1.0 / static_cast<double>(n);
+  for (index_t i = 0; i < P; ++i) {
+    double s = 0.0;
+    for (index_t c = 0; c < NC; ++c) s += part[c * P + i];
+    if (i < K)
+      C[i] = s * inv_n;
+    else
+      Tout[i - K] = s * inv_n;
+  }
+}
+
+// ------------------------------------------------------------------ k-means assignment
+// label_j = argmax_c (2 x_j.c - |x_j|^2) - |c|^2 in float32, ties to the lowest index.
+template <int R, int NV>
+inline void km_chunk(const float* xr, index_t d, const float* cT, index_t kp, index_t c0, float* S,
+                     index_t ldS) {
+  using V = f32x8;
+  V acc[R][NV];
+  _Pragma("GCC unroll 8")
+  for (int r = 0; r < R; ++r)
+    _Pragma("GCC unroll 8")
+    for (int v = 0; v < NV; ++v) acc[r][v] = V{};
+  for (index_t k = 0; k < d; ++k) {
+    V cv[NV];
+    _Pragma("GCC unroll 8")
+    for (int v = 0; v < NV; ++v) cv[v] = vload<V>(cT + k * kp + c0 + v * 8);
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < R; ++r) {
+      const V xb = vbroadcast<V>(xr[r * d + k]);
+      _Pragma("GCC unroll 8")
+      for (int v = 0; v < NV; ++v) acc[r][v] += xb * cv[v];
+    }
+  }
+  _Pragma("GCC unroll 8")
+  for (int r = 0; r < R; ++r)
+    _Pragma("GCC unroll 8")
+    for (int v = 0; v < NV; ++v) vstore(S + r * ldS + c0 + v * 8, acc[r][v]);
+}
+
+inline void kmeans_assign_impl(const float* x, index_t n, index_t d, const float* c, index_t k,
+                               std::int64_t* labels) {
+  const index_t kp = round_up(k, 8);
+  std::vector<float> cT(static_cast<size_t>(d * kp), 0.0f), cn(static_cast<size_t>(k));
+  for (index_t j = 0; j < k; ++j) {
+    double s = 0.0;
+    for (index_t t = 0; t < d; ++t) {
+      cT[t * kp + j] = c[j * d + t];
+      s += static_cast<double>(c[j * d + t]) * c[j * d + t];
+    }
+    cn[j] = static_cast<float>(s);
+  }
+  constexpr index_t RB = 4;
+  const index_t nblocks = (n + RB - 1) / RB;
+#pragma omp parallel
+  {
+    std::vector<float> S(static_cast<size_t>(RB * kp));
+#pragma omp for schedule(static)
+    for (index_t b = 0; b < nblocks; ++b) {
+      const index_t r0 = b * RB, rows = std::min(RB, n - r0);
+      const float* xr = x + r0 * d;
+      index_t c0 = 0;
+      if (rows == RB) {
+        for (; c0 + 16 <= kp; c0 += 16) km_chunk<4, 2>(xr, d, cT.data(), kp, c0, S.data(), kp);
+        if (c0 < kp) km_chunk<4, 1>(xr, d, cT.data(), kp, c0, S.data(), kp);
+      } else {
+        for (index_t r = 0; r < rows; ++r) {
+          for (c0 = 0; c0 + 16 <= kp; c0 += 16)
+            km_chunk<1, 2>(xr + r * d, d, cT.data(), kp, c0, S.data() + r * kp, kp);
+          if (c0 < kp) km_chunk<1, 1>(xr + r * d, d, cT.data(), kp, c0, S.data() + r * kp, kp);
+        }
+      }
+      for (index_t r = 0; r < rows; ++r) {
+        double xs = 0.0;
+        for (index_t t = 0; t < d; ++t) xs += static_cast<double>(xr[r * d + t]) * xr[r * d + t];
+        const float xnf = static_cast<float>(xs);
+        const float* s = S.data() + r * kp;
+        std::int64_t best = 0;
+        float bv = (2.0f * s[0] - xnf) - cn[0];
+        for (index_t j = 1; j < k; ++j) {
+          const float v = (2.0f * s[j] - xnf) - cn[j];
+          if (v > bv) {
+            bv = v;
+            best = j;
+          }
+        }
+        labels[r0 + r] = best;
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------ machine probes
+inline double now_s() {
+#ifdef LWE_HAVE_OPENMP
+  return omp_get_wtime();
+#else
+  return 0.0;
+#endif
+}
+
+inline double probe_fma_impl(double seconds) {
+  double total = 0.0;
+#pragma omp parallel reduction(+ : total)
+  {
+    f32x8 a[10];
+    for (int i = 0; i < 10; ++i) a[i] = vbroadcast<f32x8>(1.0f + 1e-3f * i);
+    const f32x8 m = vbroadcast<f32x8>(0.999999f), c = vbroadcast<f32x8>(1e-7f);
+    double flops = 0.0;
+    const double t0 = now_s();
+    double t = t0;
+    do {
+      for (int it = 0; it < 4096; ++it)
+        for (int i = 0; i < 10; ++i) a[i] = a[i] * m + c;
+      flops += 4096.0 * 10 * 8 * 2;
+      t = now_s();
+    } while (t - t0 < seconds);
+    float sink[8];
+    f32x8 s = a[0];
+    for (int i = 1; i < 10; ++i) s += a[i];
+    vstore(sink, s);
+    total += flops / (t - t0) + (sink[0] == 12345.0f ? 1.0 : 0.0);
+  }
+  return total;
+}
+
+inline double probe_exp_impl(double seconds) {
+  // throughput of the kernel's exp (2^u form), 8 independent streams so latency is hidden
+  double total = 0.0;
+#pragma omp parallel reduction(+ : total)
+  {
+    f32x8 x[8], s[8];
+    for (int i = 0; i < 8; ++i) {
+      x[i] = vbroadcast<f32x8>(-0.5f - 0.1f * i);
+      s[i] = f32x8{};
+    }
+    double count = 0.0;
+    const double t0 = now_s();
+    double t = t0;
+    do {
+      for (int it = 0; it < 1024; ++it)
+        _Pragma("GCC unroll 8") for (int i = 0; i < 8; ++i) {
+          s[i] += exp2_f32(x[i]);
+          x[i] = x[i] - 1e-7f;
+        }
+      count += 1024.0 * 8 * 8;
+      t = now_s();
+    } while (t - t0 < seconds);
+    float sink[8];
+    f32x8 acc = s[0];
+    for (int i = 1; i < 8; ++i) acc += s[i];
+    vstore(sink, acc);
+    total += count / (t - t0) + (sink[0] == 12345.0f ? 1.0 : 0.0);
+  }
+  return total;
+}
+
+// ------------------------------------------------------------------ exported per-ISA entry points
+#define LWE_INNER_DEF(T)                                                                           \
+  void cross_inner(const T* q_z, const double* q_beta, const index_t* q_off, index_t Q, const T* z, \
+                   const double* beta, const index_t* off, index_t N, index_t d, double gamma,      \
+                   double* out) {                                                                   \
+    cross_inner_impl<T>(q_z, q_beta, q_off, Q, z, beta, off, N, d, gamma, out);                     \
+  }                                                                                                 \
+  void self_inner(const T* z, const double* beta, const index_t* off, index_t N, index_t d,         \
+                  double gamma, double* out) {                                                      \
+    self_inner_impl<T>(z, beta, off, N, d, gamma, out);                                             \
+  }                                                                                                 \
+  void gram(const T* z, const double* beta, const index_t* off, index_t N, index_t d, double gamma,  \
+            double* out) {                                                                          \
+    gram_impl<T>(z, beta, off, N, d, gamma, out);                                                   \
+  }                                                                                                 \
+  void zx_moments(const double* z, index_t K, const T* x, index_t n, index_t d, double gamma,       \
+                  double* C, double* Tout) {                                                        \
+    zx_moments_impl<T>(z, K, x, n, d, gamma, C, Tout);                                              \
+  }
+LWE_INNER_DEF(float)
+LWE_INNER_DEF(double)
+#undef LWE_INNER_DEF
+
+void kmeans_assign(const float* x, index_t n, index_t d, const float* c, index_t k,
+                   std::int64_t* labels) {
+  kmeans_assign_impl(x, n, d, c, k, labels);
+}
+double probe_fma_f32(double seconds) { return probe_fma_impl(seconds); }
+double probe_exp_f32(double seconds) { return probe_exp_impl(seconds); }
+
+}  // namespace LWE_ISA
+}  // namespace lwe

@@ -1,0 +1,1 @@
+"""Drop-in adapters for other learnware tooling (each guarded: importing them never needs the tool)."""

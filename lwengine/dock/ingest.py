@@ -1,0 +1,281 @@
+"""Hostile-input-safe reading of learnware packages (zip or folder) and spec files.
+
+Nothing here imports or executes package code.  Every problem is a :class:`PackageError`
+(a ValueError) naming the package; nothing is written anywhere (the store writes only what a
+successful read returns).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import posixpath
+import stat
+import zipfile
+from dataclasses import dataclass, field
+
+from ..spec import RKMESpec
+
+__all__ = ["PackageError", "Limits", "Package", "read_package", "read_spec_file", "read_semantic",
+           "check_semantic", "build_package_zip"]
+
+PACKAGE_SPEC_CLASSES = ("RKMETableSpecification", "RKMEStatSpecification")
+SEMANTIC_FILE = "semantic_specification.json"
+
+
+class PackageError(ValueError):
+    """A learnware package or spec file that the dock refuses (the message names it and why)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits for untrusted input (bytes unless said otherwise)."""
+
+    max_package_bytes: int = 256 << 20     # sum of uncompressed member sizes / folder file sizes
+    max_members: int = 10_000
+    max_ratio: float = 200.0               # uncompressed / compressed, members over 1 MiB
+    max_spec_bytes: int = 64 << 20
+    max_yaml_bytes: int = 1 << 20
+    max_semantic_bytes: int = 1 << 20
+
+    def __post_init__(self):
+        for name in ("max_package_bytes", "max_members", "max_spec_bytes", "max_yaml_bytes", "max_semantic_bytes"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.max_ratio > 1:
+            raise ValueError(f"max_ratio must be > 1, got {self.max_ratio!r}")
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass
+class Package:
+    """A validated package: its spec, optional semantic spec, and the normalised zip bytes to keep."""
+
+    spec: RKMESpec
+    semantic: dict | None
+    spec_file: str
+    zip_bytes: bytes
+    meta: dict = field(default_factory=dict)
+
+
+def _unsafe(name: str) -> bool:
+    if not name or "\x00" in name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        return True
+    return ".." in name.replace("\\", "/").split("/")
+
+
+def _norm(name: str) -> str:
+    return posixpath.normpath(name.replace("\\", "/"))
+
+
+def _read_zip_members(path: str, data: bytes | None, limits: Limits) -> dict:
+    """``{normalised name: bytes}`` of a zip after every safety check (sizes enforced while reading)."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data) if data is not None else path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise PackageError(f"{path}: not a readable zip file: {exc}") from exc
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > limits.max_members:
+            raise PackageError(f"{path}: too many zip members ({len(infos)} > {limits.max_members})")
+        declared = 0
+        for info in infos:
+            if _unsafe(info.filename):
+                raise PackageError(f"{path}: refusing unsafe member name {info.filename!r}")
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise PackageError(f"{path}: refusing symlink member {info.filename!r}")
+            if info.flag_bits & 0x1:
+                raise PackageError(f"{path}: encrypted member {info.filename!r}")
+            declared += info.file_size
+            if info.file_size > (1 << 20) and info.file_size > limits.max_ratio * max(1, info.compress_size):
+                raise PackageError(f"{path}: member {info.filename!r} compression ratio "
+                                   f"{info.file_size / max(1, info.compress_size):.0f} exceeds {limits.max_ratio:g} "
+                                   "(zip bomb?)")
+        if declared > limits.max_package_bytes:
+            raise PackageError(f"{path}: uncompressed size {declared} exceeds the limit {limits.max_package_bytes}")
+        members, total = {}, 0
+        for info in infos:
+            if info.is_dir():
+                continue
+            key = _norm(info.filename)
+            if key in members:
+                raise PackageError(f"{path}: duplicate member {key!r}")
+            cap = limits.max_package_bytes - total
+            try:
+                with zf.open(info) as f:  # never trust the header: read at most the remaining budget
+                    blob = f.read(cap + 1)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+                raise PackageError(f"{path}: cannot read member {info.filename!r}: {exc}") from exc
+            total += len(blob)
+            if total > limits.max_package_bytes:
+                raise PackageError(f"{path}: uncompressed size exceeds the limit {limits.max_package_bytes}")
+            members[key] = blob
+    return members
+
+
+def _read_folder_members(path: str, limits: Limits) -> dict:
+    members, total = {}, 0
+    for root, dirs, files in os.walk(path, followlinks=False):
+        for d in dirs:
+            if os.path.islink(os.path.join(root, d)):
+                raise PackageError(f"{path}: refusing symlink {os.path.relpath(os.path.join(root, d), path)!r}")
+        for name in files:
+            full = os.path.join(root, name)
+            rel = os.path.relpath(full, path).replace(os.sep, "/")
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                raise PackageError(f"{path}: refusing symlink {rel!r}")
+            if not stat.S_ISREG(st.st_mode):
+                raise PackageError(f"{path}: refusing non-regular file {rel!r}")
+            if len(members) >= limits.max_members:
+                raise PackageError(f"{path}: too many files (> {limits.max_members})")
+            total += st.st_size
+            if total > limits.max_package_bytes:
+                raise PackageError(f"{path}: package size exceeds the limit {limits.max_package_bytes}")
+            with open(full, "rb") as f:
+                members[_norm(rel)] = f.read(st.st_size + 1)[: limits.max_package_bytes + 1]
+    return members
+
+
+def _text(path, members, name, cap, what) -> str:
+    key = _norm(name)
+    if key not in members:
+        raise PackageError(f"{path}: no {what} {name!r} in the package")
+    blob = members[key]
+    if len(blob) > cap:
+        raise PackageError(f"{path}: {name} is {len(blob)} bytes, over the limit {cap}")
+    try:
+        return blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PackageError(f"{path}: {name} is not UTF-8 text: {exc}") from exc
+
+
+def check_semantic(semantic, source: str = "semantic") -> dict:
+    """A semantic spec must be a JSON object of ``{key: {"Type", "Values"}}`` objects."""
+    if not isinstance(semantic, dict):
+        raise PackageError(f"{source}: a semantic specification must be a JSON object, got {type(semantic).__name__}")
+    for key, entry in semantic.items():
+        if not isinstance(key, str) or not isinstance(entry, dict):
+            raise PackageError(f"{source}: semantic key {key!r} must map to an object with 'Type' and 'Values'")
+    return semantic
+
+
+def read_semantic(path, limits: Limits = DEFAULT_LIMITS) -> dict:
+    """A semantic specification JSON file (size-limited, validated)."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        blob = f.read(limits.max_semantic_bytes + 1)
+    if len(blob) > limits.max_semantic_bytes:
+        raise PackageError(f"{path}: semantic specification over the limit {limits.max_semantic_bytes} bytes")
+    try:
+        return check_semantic(json.loads(blob.decode("utf-8")), path)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PackageError(f"{path}: invalid semantic specification JSON: {exc}") from exc
+
+
+def read_spec_file(path, limits: Limits = DEFAULT_LIMITS) -> RKMESpec:
+    """A spec JSON file, size-limited (the spec type is checked by :meth:`RKMESpec.from_dict`)."""
+    path = os.fspath(path)
+    if os.path.islink(path):
+        raise PackageError(f"{path}: refusing a symlink")
+    with open(path, "rb") as f:
+        blob = f.read(limits.max_spec_bytes + 1)
+    if len(blob) > limits.max_spec_bytes:
+        raise PackageError(f"{path}: spec file over the limit {limits.max_spec_bytes} bytes")
+    try:
+        return RKMESpec.loads(blob.decode("utf-8"), path)
+    except UnicodeDecodeError as exc:
+        raise PackageError(f"{path}: spec file is not UTF-8: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        raise PackageError(str(exc)) from exc
+
+
+def read_package(path, *, data: bytes | None = None, limits: Limits = DEFAULT_LIMITS) -> Package:
+    """Read and validate a learnware package: a zip file, zip bytes (``data``), or an unzipped folder.
+
+    Checks: member names (no absolute paths, ``..``, NUL), no symlinks or special files, member count,
+    total uncompressed size and compression ratio (zip bombs), ``learnware.yaml`` present, valid YAML
+    (``yaml.safe_load``) with a ``stat_specifications`` list naming an ``RKMETableSpecification`` (or
+    legacy ``RKMEStatSpecification``) file, the spec JSON's size and type, and the optional
+    ``semantic_specification.json``.
+    """
+    import yaml
+
+    path = "<upload>" if path is None else os.fspath(path)
+    if data is None and os.path.islink(path):
+        raise PackageError(f"{path}: refusing a symlink")
+    if data is None and os.path.isdir(path):
+        members = _read_folder_members(path, limits)
+        zip_bytes = None
+    else:
+        if data is None:
+            try:
+                size = os.path.getsize(path)
+            except OSError as exc:
+                raise PackageError(f"{path}: cannot read: {exc}") from exc
+            if size > limits.max_package_bytes:
+                raise PackageError(f"{path}: {size} bytes, over the limit {limits.max_package_bytes}")
+            with open(path, "rb") as f:
+                data = f.read()
+        members = _read_zip_members(path, data, limits)
+        zip_bytes = data
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        meta = yaml.load(_text(path, members, "learnware.yaml", limits.max_yaml_bytes, "file"), Loader=loader)
+    except yaml.YAMLError as exc:
+        raise PackageError(f"{path}: learnware.yaml is not valid YAML: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise PackageError(f"{path}: learnware.yaml must be a mapping, got {type(meta).__name__}")
+    entries = meta.get("stat_specifications")
+    if not isinstance(entries, list):
+        raise PackageError(f"{path}: learnware.yaml has no stat_specifications list")
+    entry = next((e for e in entries if isinstance(e, dict) and e.get("class_name") in PACKAGE_SPEC_CLASSES), None)
+    if entry is None:
+        found = [e.get("class_name") for e in entries if isinstance(e, dict)]
+        raise PackageError(f"{path}: no RKMETableSpecification / RKMEStatSpecification in stat_specifications "
+                           f"(found {found})")
+    spec_file = entry.get("file_name")
+    if not isinstance(spec_file, str) or _unsafe(spec_file):
+        raise PackageError(f"{path}: stat specification entry has a missing or unsafe file_name {spec_file!r}")
+    text = _text(path, members, spec_file, limits.max_spec_bytes, "spec file")
+    try:
+        spec = RKMESpec.loads(text, f"{path}:{spec_file}")
+    except (ValueError, TypeError) as exc:
+        raise PackageError(str(exc)) from exc
+    semantic = None
+    if _norm(SEMANTIC_FILE) in members:
+        sem_text = _text(path, members, SEMANTIC_FILE, limits.max_semantic_bytes, "file")
+        try:
+            semantic = check_semantic(json.loads(sem_text), f"{path}:{SEMANTIC_FILE}")
+        except json.JSONDecodeError as exc:
+            raise PackageError(f"{path}: {SEMANTIC_FILE} is not valid JSON: {exc}") from exc
+    if zip_bytes is None:
+        zip_bytes = build_package_zip(members)
+    return Package(spec=spec, semantic=semantic, spec_file=_norm(spec_file), zip_bytes=zip_bytes, meta=meta)
+
+
+def build_package_zip(members: dict) -> bytes:
+    """Zip ``{name: bytes}`` (deflated, sorted names, fixed timestamps: same members -> same bytes)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, members[name])
+    return buf.getvalue()
+
+
+def package_members(zip_bytes: bytes, limits: Limits = DEFAULT_LIMITS) -> dict:
+    """Members of a stored package zip (already validated at ingestion; checked again anyway)."""
+    return _read_zip_members("<stored package>", zip_bytes, limits)
+
+
+def default_yaml(spec_file: str) -> str:
+    """``learnware.yaml`` for a learnware added from a bare spec (no model: export only carries the spec)."""
+    return ("model:\n  class_name: Model\n  kwargs: {}\nstat_specifications:\n"
+            "  - module_path: learnware.specification\n    class_name: RKMETableSpecification\n"
+            f"    file_name: {spec_file}\n    kwargs: {{}}\n")

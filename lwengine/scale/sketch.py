@@ -1,0 +1,317 @@
+"""RKHS sketches of packed spec groups: Nyström projection with certified MMD² bounds, and random
+Fourier features (approximate, no bound).
+
+Nyström (one per ``(shape, gamma)`` group).  Landmarks ``C`` (m, d) are k-means centroids of a sample of
+the group's stored reduced-set rows.  With ``W = k(C, C) = V Λ Vᵀ`` and the eigenpairs kept where
+``λ > eig_cutoff·λ_max``, ``B = V_r Λ_r^{-1/2}`` (m, r) spans an orthonormal basis ``e_j = Σ_c B_cj k(c, ·)``
+of a subspace of the RKHS.  The sketch of a spec is ``s_i = Bᵀ k(C, Z_i) β_i`` (the coordinates of the
+orthogonal projection ``P μ_i``) and its residual ``r_i = ‖μ_i‖² − ‖s_i‖² = ‖(I − P) μ_i‖² ≥ 0``.  Then
+
+    ‖s_u − s_i‖² + (√r_u − √r_i)²  ≤  MMD²(u, i)  ≤  ‖s_u − s_i‖² + (√r_u + √r_i)²
+
+(Pythagoras plus the triangle inequality on the residual parts).  Floating point: see :func:`bounds`
+and docs/scale.md for every slack term.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import kernels
+
+__all__ = ["SketchParams", "NystromSketch", "rff_sketch", "EPS32", "EPS64"]
+
+log = logging.getLogger(__name__)
+
+EPS32 = 2.0 ** -23
+EPS64 = 2.0 ** -52
+# relative error of ‖s‖² and of the residual from the float64 projection (eigensolver + accumulation);
+# measured ~1e-13 on ill-conditioned Grams (tests), so this keeps three orders of magnitude of margin
+BASIS_DELTA = 1e-10
+_MAX_A_BYTES = 1 << 28  # bound on the (m, chunk) float64 block of k(C, Z) β
+
+
+@dataclass(frozen=True)
+class SketchParams:
+    """``m`` landmarks (capped by the rows available), k-means on ``sample_rows`` rows, eigenvalues
+    kept above ``eig_cutoff·λ_max``; the group goes to brute force when the median residual share
+    ``r_i / ‖μ_i‖²`` of ``probe`` specs exceeds ``brute_share``."""
+
+    m: int = 256
+    sample_rows: int = 20000
+    kmeans_iter: int = 10
+    eig_cutoff: float = 1e-6
+    probe: int = 2000
+    brute_share: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self):
+        if int(self.m) < 1:
+            raise ValueError(f"m must be >= 1, got {self.m}")
+        if not 0 < float(self.eig_cutoff) < 1:
+            raise ValueError(f"eig_cutoff must be in (0, 1), got {self.eig_cutoff}")
+        if not 0 < float(self.brute_share) <= 1:
+            raise ValueError(f"brute_share must be in (0, 1], got {self.brute_share}")
+        if int(self.probe) < 1 or int(self.sample_rows) < 1 or int(self.kmeans_iter) < 1:
+            raise ValueError("probe, sample_rows and kmeans_iter must be >= 1")
+
+
+def _rows_f64(z, a, b):
+    return np.ascontiguousarray(z[a:b], dtype=np.float64)
+
+
+def _chunks(n, max_specs):
+    i = 0
+    while i < n:
+        j = min(n, i + max_specs)
+        yield i, j
+        i = j
+
+
+class NystromSketch:
+    """The sketch of one group (see the module docstring).  Arrays aligned with the group's local
+    indices: ``s`` (n, r) float32, ``sq`` = ‖s̃_i‖² of the stored float32 vectors (float64),
+    ``resid`` (float64, ≥ 0), ``self_stored`` = ‖μ_i‖² of the *stored* (possibly float32-rounded)
+    values, ``abs_beta`` = Σ|β|, plus the group-wide ``R2`` = max ‖z‖²."""
+
+    def __init__(self, gamma, landmarks, basis, params: SketchParams):
+        self.gamma = float(gamma)
+        self.landmarks = np.ascontiguousarray(landmarks, dtype=np.float64)
+        self.basis = np.ascontiguousarray(basis, dtype=np.float64)
+        self.params = params
+        self.r = self.basis.shape[1]
+        self.n = 0
+        self.s = np.empty((0, self.r), dtype=np.float32)
+        self.sq = np.empty(0)
+        self.resid = np.empty(0)
+        self.self_stored = np.empty(0)
+        self.abs_beta = np.empty(0)
+        self.R2 = 0.0
+        self.projected = False
+        self.resid_share_median = float("nan")
+        self.regime = "sketch"
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def fit(cls, group, params: SketchParams):
+        """Landmarks and basis from a sample of ``group``'s rows; then a probe decides the regime."""
+        rng = np.random.default_rng(params.seed)
+        rows = group.rows
+        take = rng.choice(rows, size=min(rows, params.sample_rows), replace=False) if rows else np.empty(0, int)
+        x = np.asarray(group.z[np.sort(take)], dtype=np.float32)
+        x = x[np.isfinite(x).all(axis=1)] if len(x) else x
+        if len(x) == 0:
+            x = np.zeros((1, group.dim), dtype=np.float32)
+        m = int(min(params.m, len(x)))
+        # duplicates are fine (the eigen cutoff drops the null space); float32 values so that the
+        # float32 store path sees exactly the same landmarks
+        C, _ = kernels.kmeans(x, m, max_iter=params.kmeans_iter, seed=params.seed)
+        C = C.astype(np.float64)
+        W = _point_gram(C, group.gamma)
+        lam, V = np.linalg.eigh(W)
+        keep = lam > params.eig_cutoff * max(lam[-1], 0.0)
+        if not keep.any():
+            keep[-1] = True
+        basis = V[:, keep] / np.sqrt(lam[keep])
+        sk = cls(group.gamma, C, basis, params)
+        sk._probe(group, rng)
+        return sk
+
+    def _probe(self, group, rng):
+        alive = np.flatnonzero(group.alive[: group.n] & np.isfinite(group.self_ip[: group.n]))
+        if len(alive) == 0:
+            self.resid_share_median = 0.0
+            return
+        pick = np.sort(rng.choice(alive, size=min(len(alive), self.params.probe), replace=False))
+        s, sq, resid, self_st, _ = self.project_subset(group, pick)
+        share = resid / np.maximum(self_st, np.finfo(float).tiny)
+        self.resid_share_median = float(np.median(share))
+        self.regime = "brute" if self.resid_share_median > self.params.brute_share else "sketch"
+
+    def _kernel_block(self, z, beta, offsets):
+        """``k(C, Z_i) β_i`` for a packed block: (n, m) float64, one native call (the block's specs as
+        queries against the landmarks as m single-point specs of weight 1; float64 on the stored values)."""
+        m = self.landmarks.shape[0]
+        return kernels.cross_inner(z, beta, offsets, self.landmarks, np.ones(m),
+                                   np.arange(m + 1, dtype=np.int64), self.gamma)
+
+    def project_packed(self, z, beta, offsets, self_stored=None):
+        """``(s (n, r) float32, sq, resid, self_stored, abs_beta)`` for a packed float64 store."""
+        z = np.ascontiguousarray(z, dtype=np.float64)
+        beta = np.asarray(beta, dtype=np.float64)
+        A = self._kernel_block(z, beta, offsets)
+        s64 = A @ self.basis
+        if self_stored is None:
+            self_stored = kernels.self_inner(z, beta, offsets, self.gamma)
+        resid = self_stored - np.einsum("ij,ij->i", s64, s64)
+        tol = BASIS_DELTA * np.abs(self_stored)
+        bad = resid < -tol - 1e-300
+        if bad.any():  # more negative than the analysis allows: report, never hide
+            log.warning("Nystrom residual below its error bound for %d spec(s) (min %.3g)",
+                        int(bad.sum()), float(resid.min()))
+        resid = np.maximum(resid, 0.0)
+        s = s64.astype(np.float32)
+        s64r = s.astype(np.float64)
+        sq = np.einsum("ij,ij->i", s64r, s64r)
+        abs_beta = np.add.reduceat(np.abs(beta), offsets[:-1]) if len(beta) else np.zeros(len(offsets) - 1)
+        abs_beta[np.diff(offsets) == 0] = 0.0
+        return s, sq, resid, self_stored, abs_beta
+
+    def project_subset(self, group, local):
+        z, beta, offs = gather(group, local)
+        return self.project_packed(z, beta, offs)
+
+    def extend(self, group, progress=None):
+        """Project group specs ``self.n .. group.n`` (insert hook; the whole group on first use)."""
+        start, stop = self.n, group.n
+        if stop <= start:
+            return
+        per = max(1, _MAX_A_BYTES // (8 * max(1, self.landmarks.shape[0])) // max(1, int(
+            np.ceil(group.rows / max(1, group.n)))))
+        parts = []
+        chunks = list(_chunks(stop - start, per))
+        it = chunks
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(chunks, desc=f"sketching gamma={self.gamma:g}", unit="chunk")
+        for a, b in it:
+            local = np.arange(start + a, start + b)
+            parts.append(self.project_subset(group, local))
+        s, sq, resid, self_st, absb = (np.concatenate(p) for p in zip(*parts))
+        z_hi = np.asarray(group.z[int(group.offsets[start]): int(group.offsets[stop])])
+        if len(z_hi):
+            r2 = np.einsum("ij,ij->i", z_hi.astype(np.float64), z_hi.astype(np.float64))
+            r2 = r2[np.isfinite(r2)]
+            if len(r2):
+                self.R2 = max(self.R2, float(r2.max()))
+        self.s = _put(self.s, start, s)
+        for name, v in (("sq", sq), ("resid", resid), ("self_stored", self_st), ("abs_beta", absb)):
+            setattr(self, name, _put(getattr(self, name), start, v))
+        self.n = stop
+        self.projected = True
+
+    def compact(self, keep):
+        if self.projected:
+            for name in ("s", "sq", "resid", "self_stored", "abs_beta"):
+                setattr(self, name, np.ascontiguousarray(getattr(self, name)[keep]))
+            self.n = len(keep)
+
+    # ------------------------------------------------------------------ query side
+    def user(self, uz_store, ubeta):
+        """``(s_u float32, sq_u, r_u, self_u, abs_beta_u, R2_u)`` of a user spec in this group's gamma,
+        ``uz_store`` already rounded to the store's dtype."""
+        z = np.ascontiguousarray(uz_store, dtype=np.float64)
+        offs = np.array([0, len(ubeta)], dtype=np.int64)
+        s, sq, resid, self_st, absb = self.project_packed(z, ubeta, offs)
+        return s[0], float(sq[0]), float(resid[0]), float(self_st[0]), float(absb[0]), \
+            float(np.einsum("ij,ij->i", z, z).max())
+
+    def sketch_dist(self, su, squ, idx=None):
+        """``‖s̃_u − s̃_i‖²`` (float32 GEMM for the cross term, float64 norms) for ``idx`` or all."""
+        S = self.s[: self.n] if idx is None else self.s[idx]
+        sq = self.sq[: self.n] if idx is None else self.sq[idx]
+        dot = (S @ su).astype(np.float64)
+        return sq + squ - 2.0 * dot
+
+    def bounds(self, user, *, store_eps, user_K, idx=None):
+        """Certified ``(lower, upper)`` of the *computed* MMD² of the stored values with the user
+        (self terms in this group's gamma), for ``idx`` or every projected spec.
+
+        Slack terms (all relative to ``T = ‖μ_u‖² + ‖μ_i‖²``):
+        * float32 sketch: storage rounding of s (2·2⁻²⁴ per vector) and the float32 dot product
+          (r·2⁻²⁴·‖s_u‖‖s_i‖) -> ``τ_s = (r + 8)·2⁻²³``, a 2x margin;
+        * projection (eigensolver, accumulation): ``BASIS_DELTA`` on ‖s‖² and on the residuals, which
+          moves √r by at most √(BASIS_DELTA·‖μ‖²);
+        * the exact kernel that ranks (float32 store: docs/kernels.md bound
+          ``ε·S·(4 + Kq + 4(d+3)γR²)`` on the cross term, doubled by the −2; float64: the same form
+          with 2⁻⁵⁰) -- ``store_eps`` selects it.
+        """
+        su, squ, ru, selfu, absbu, R2u = user
+        idx_all = slice(None, self.n) if idx is None else idx
+        D = self.sketch_dist(su, squ, idx)
+        ri = self.resid[idx_all]
+        selfi = self.self_stored[idx_all]
+        T = selfu + selfi
+        tau = (self.r + 8) * EPS32 + 2 * BASIS_DELTA
+        eta = np.sqrt(BASIS_DELTA * selfu) + np.sqrt(BASIS_DELTA * np.abs(selfi))
+        sru, sri = np.sqrt(ru), np.sqrt(ri)
+        lo_res = np.maximum(np.abs(sru - sri) - eta, 0.0) ** 2
+        hi_res = (sru + sri + eta) ** 2
+        d = self.landmarks.shape[1]
+        R2 = max(self.R2, R2u)
+        ker = 2.0 * store_eps * absbu * self.abs_beta[idx_all] * (4 + user_K + 4 * (d + 3) * self.gamma * R2)
+        slack = tau * T + ker + 8 * EPS64 * T
+        return D + lo_res - slack, D + hi_res + slack
+
+
+def _point_gram(C, gamma):
+    sq = np.einsum("ij,ij->i", C, C)
+    D = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (C @ C.T), 0.0)
+    return np.exp(-gamma * D)
+
+
+def _put(arr, start, values):
+    need = start + len(values)
+    if arr.shape[0] < need or not arr.flags.writeable:
+        out = np.empty((max(need, 2 * arr.shape[0], 16),) + arr.shape[1:], dtype=arr.dtype)
+        out[:start] = arr[:start]
+        arr = out
+    arr[start:need] = values
+    return arr
+
+
+def gather(group, local):
+    """The packed float64 sub-store ``(z, beta, offsets)`` of the group's specs ``local``."""
+    local = np.asarray(local, dtype=np.int64)
+    starts = np.asarray(group.offsets[local], dtype=np.int64)
+    lens = np.asarray(group.offsets[local + 1], dtype=np.int64) - starts
+    offs = np.zeros(len(local) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offs[1:])
+    rows = np.repeat(starts - offs[:-1], lens) + np.arange(offs[-1], dtype=np.int64)
+    return np.asarray(group.z[rows], dtype=np.float64), np.asarray(group.beta[rows]), offs
+
+
+def gather_store(group, local):
+    """Like :func:`gather` but keeps the store's dtype (what the ranking kernel sees)."""
+    local = np.asarray(local, dtype=np.int64)
+    starts = np.asarray(group.offsets[local], dtype=np.int64)
+    lens = np.asarray(group.offsets[local + 1], dtype=np.int64) - starts
+    offs = np.zeros(len(local) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offs[1:])
+    rows = np.repeat(starts - offs[:-1], lens) + np.arange(offs[-1], dtype=np.int64)
+    return np.ascontiguousarray(group.z[rows]), np.ascontiguousarray(group.beta[rows]), offs
+
+
+# ------------------------------------------------------------------------------ random features
+def rff_sketch(z, beta, offsets, gamma, D=256, *, seed=0, chunk_rows=1 << 18):
+    """Orthogonal random Fourier features: ``s_i = Σ_b β_b φ(z_b)`` with
+    ``φ(x) = √(2/D) cos(Wx + b)``, W rows orthogonal blocks scaled by χ_d norms times √(2γ), so that
+    ``E⟨φ(x), φ(y)⟩ = exp(−γ‖x − y‖²)`` and ``‖s_u − s_i‖² ≈ MMD²``.  Data-independent, no bound.
+    Returns float32 (n, D)."""
+    z = np.asarray(z)
+    d = z.shape[1]
+    rng = np.random.default_rng(seed)
+    blocks = []
+    while sum(b.shape[0] for b in blocks) < D:
+        q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+        norms = np.sqrt(rng.chisquare(d, size=d))
+        blocks.append(q.T * norms[:, None])
+    W = np.concatenate(blocks)[:D] * np.sqrt(2.0 * gamma)
+    phase = rng.uniform(0, 2 * np.pi, size=D)
+    n = len(offsets) - 1
+    out = np.zeros((n, D), dtype=np.float64)
+    seg = np.repeat(np.arange(n), np.diff(offsets))
+    for a in range(0, z.shape[0], chunk_rows):
+        b = min(z.shape[0], a + chunk_rows)
+        F = np.cos(np.asarray(z[a:b], dtype=np.float64) @ W.T + phase) * np.asarray(beta[a:b])[:, None]
+        _segment_add(out, seg[a:b], F)
+    return (out * np.sqrt(2.0 / D)).astype(np.float32), (W, phase)
+
+
+def _segment_add(out, seg, F):
+    if len(seg) == 0:
+        return
+    starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])
+    out[seg[starts]] += np.add.reduceat(F, starts, axis=0)

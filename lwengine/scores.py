@@ -1,0 +1,121 @@
+"""Score conversion and post-processing of the reference statistical search (semantics §4, steps 6-8).
+
+Everything here works on plain Python lists / numpy arrays so that it can be tested against the
+``score/`` fixtures without any spec.  The constants are the reference's defaults.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "DIST_RATIO",
+    "MIN_SCORE",
+    "IMPROVE_SCORE",
+    "FILTER_SCORE",
+    "IMAGE_DIST_SCALE",
+    "convert_dist_to_score",
+    "image_transform",
+    "PostProcessed",
+    "postprocess",
+]
+
+DIST_RATIO = 0.1
+MIN_SCORE = 0.92
+IMPROVE_SCORE = 0.7
+FILTER_SCORE = 0.6
+IMAGE_DIST_SCALE = 0.00005
+
+
+def convert_dist_to_score(dist_list, *, dist_ratio: float = DIST_RATIO, min_score: float = MIN_SCORE,
+                          improve_score: float = IMPROVE_SCORE) -> list:
+    """The reference's min-max style score of every distance (``_convert_dist_to_score``).
+
+    ``[] -> []``; all equal -> all ``1``; otherwise ``s_i = (max - d_i) / (max - eps)`` with
+    ``eps = dist_ratio * mean`` moved so that the best score is 1 (``min < eps``) or exactly
+    ``min_score``, and scores below ``improve_score`` lifted to ``min(sqrt(s), improve_score)``.
+    """
+    d = [float(x) for x in dist_list]
+    if not d:
+        return []
+    lo, hi = min(d), max(d)
+    if lo == hi:
+        return [1 for _ in d]
+    eps = dist_ratio * float(np.mean(d))
+    max_score = (hi - lo) / (hi - eps)
+    if lo < eps:
+        eps = lo
+    elif max_score < min_score:
+        eps = hi - (hi - lo) / min_score
+    out = []
+    for x in d:
+        s = (hi - x) / (hi - eps)
+        if s < improve_score:
+            s = min(math.sqrt(s), improve_score) if s >= 0 else s
+        out.append(s)
+    return out
+
+
+def image_transform(dists):
+    """Image specs: every distance ``d`` becomes ``1 - exp(-d / 5e-5)`` before scoring."""
+    return [1.0 - math.exp(-float(x) / IMAGE_DIST_SCALE) for x in dists]
+
+
+@dataclass
+class PostProcessed:
+    """Output of :func:`postprocess`: kept singles (positions into the sorted list) and the mixture."""
+
+    single_scores: list
+    n_single: int
+    mixture_score: float | None
+    mixture_kept: bool
+    scores_before_filter: list = field(default_factory=list)
+    mixture_score_before_filter: float | None = None
+    mixture_dropped: str | None = None
+
+
+def postprocess(sorted_dists, mixture_dist=None, *, mixture_len: int = 0, image: bool = False) -> PostProcessed:
+    """Steps 6-8 of the reference search given the sorted single distances and the mixture distance.
+
+    ``mixture_dist`` is None when no mixture search ran (or it returned nothing); a mixture of
+    ``mixture_len <= 1`` learnwares is discarded before scoring (the reference's length-1 rule).
+    """
+    dists = [float(x) for x in sorted_dists]
+    dropped = None
+    if mixture_dist is not None and mixture_len <= 1:
+        mixture_dist, dropped = None, "length_1"
+    if image:
+        dists = image_transform(dists)
+        if mixture_dist is not None:
+            mixture_dist = image_transform([mixture_dist])[0]
+    if mixture_dist is None:
+        scores = convert_dist_to_score(dists)
+        mix_score = None
+    else:
+        merged = convert_dist_to_score(dists + [float(mixture_dist)])
+        scores, mix_score = merged[:-1], merged[-1]
+    before = list(scores)
+    mix_before = mix_score
+    if mix_score is not None and scores and int(100 * mix_score) == int(100 * scores[0]):
+        mix_score, dropped = None, "same_score_2dp"
+    # single filter: keep the best one, then every following score >= 0.6 (not capped)
+    idx = min(1, len(scores))
+    while idx < len(scores) and scores[idx] >= FILTER_SCORE:
+        idx += 1
+    scores = scores[:idx]
+    if len(scores) == 1 and scores[0] < FILTER_SCORE:
+        ratio = 100 if abs(scores[0]) < 1e-5 else FILTER_SCORE / scores[0]
+        scores[0] = FILTER_SCORE
+        if mix_score is not None:
+            mix_score = min(1, mix_score * ratio)
+    return PostProcessed(
+        single_scores=scores,
+        n_single=idx,
+        mixture_score=mix_score,
+        mixture_kept=mix_score is not None,
+        scores_before_filter=before,
+        mixture_score_before_filter=mix_before,
+        mixture_dropped=dropped,
+    )

@@ -1,0 +1,358 @@
+"""Reference-compatible statistical search over a :class:`~lwengine.SpecIndex` (semantics §4-5).
+
+Pipeline per user spec: semantic filter (optional) -> metadata filter (trailing shape) -> one batched
+``cross_inner`` per packed group giving every ``d_i = learnware_i.dist(user)`` -> drop non-finite ->
+stable sort (ties in list order) -> pool = first ``max_search_num**2`` -> greedy / auto mixture on the
+pool's Gram matrix -> score conversion and filters (:mod:`lwengine.scores`).
+
+The pool's Gram matrix follows the reference's bookkeeping exactly: ``A[a, b] = spec_a.inner_prod(spec_b)``
+uses spec a's gamma, and the reference fills a symmetric matrix from it -- greedy with the gamma of the
+spec chosen *later* (it appends one row per candidate), auto with the gamma of the spec listed *earlier*.
+``C_i = user.inner_prod(spec_i)`` uses the user's gamma; a mixture's MMD^2 is ``<u,u> + 2 obj``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import kernels
+from .scores import postprocess
+from .semantic import semantic_filter
+
+__all__ = ["GREEDY_DECAY", "AUTO_CUTOFF", "SingleResult", "MixtureResult", "SearchResult", "search",
+           "search_batch", "greedy_mixture", "auto_mixture", "pool_matrices"]
+
+log = logging.getLogger(__name__)
+
+GREEDY_DECAY = 0.95
+AUTO_CUTOFF = 0.98
+_METHODS = ("greedy", "auto")
+
+
+# ------------------------------------------------------------------------------------ results
+@dataclass
+class SingleResult:
+    id: str
+    dist: float | None
+    score: float | None
+
+
+@dataclass
+class MixtureResult:
+    ids: list
+    weights: list
+    mmd2: float
+    score: float
+
+
+@dataclass
+class SearchResult:
+    """``single`` (ranked, filtered like the reference) and ``mixture`` (None or one mixture).
+
+    Extras: ``ranking`` / ``dists`` (every ranked id and its distance, ascending), ``pool`` (mixture
+    candidate ids), ``nonfinite_dropped``, ``mixture_search`` (the mixture search's raw output: ids,
+    weights, mmd2), ``mixture_dropped`` (None, "length_1", "same_score_2dp", "not_called"),
+    ``greedy_rounds``, ``auto_pool_weights``, ``pool_K`` / ``pool_C``, ``scores_before_filter``.
+    """
+
+    single: list
+    mixture: MixtureResult | None
+    dists: np.ndarray = field(default_factory=lambda: np.empty(0))
+    pool: list = field(default_factory=list)
+    nonfinite_dropped: list = field(default_factory=list)
+    mixture_search: dict | None = None
+    mixture_dropped: str | None = None
+    greedy_rounds: list = field(default_factory=list)
+    auto_pool_weights: np.ndarray | None = None
+    pool_K: np.ndarray | None = None
+    pool_C: np.ndarray | None = None
+    scores_before_filter: list = field(default_factory=list)
+    _ranking_fn: object = field(default=None, repr=False)
+
+    @property
+    def ranking(self) -> list:
+        """Every ranked id (ascending distance, ties in list order)."""
+        return [] if self._ranking_fn is None else self._ranking_fn()
+
+    def to_dict(self) -> dict:
+        return {
+            "single": [{"id": s.id, "dist": _num(s.dist), "score": _num(s.score)} for s in self.single],
+            "mixture": None if self.mixture is None else {
+                "ids": list(self.mixture.ids),
+                "weights": [float(w) for w in self.mixture.weights],
+                "mmd2": float(self.mixture.mmd2),
+                "score": float(self.mixture.score),
+            },
+        }
+
+
+def _num(x):
+    return None if x is None else float(x)
+
+
+# ------------------------------------------------------------------------------------ mixtures
+def pool_matrices(z, beta, offsets, gammas, user_z, user_beta, user_gamma):
+    """``(A, C)`` for a packed pool: ``A[a, b] = spec_a.inner_prod(spec_b)`` (gamma of a) and
+    ``C[b] = user.inner_prod(spec_b)`` (the user's gamma).  One ``cross_inner`` per distinct gamma."""
+    gammas = np.asarray(gammas, dtype=np.float64)
+    P = len(gammas)
+    A = np.empty((P, P), dtype=np.float64)
+    uniq = np.unique(gammas)
+    if len(uniq) == 1:
+        A[:] = kernels.gram(z, beta, offsets, float(uniq[0]))
+    else:
+        for g in uniq:
+            rows = np.flatnonzero(gammas == g)
+            qz, qb, qo = _subset(z, beta, offsets, rows)
+            A[rows] = kernels.cross_inner(qz, qb, qo, z, beta, offsets, float(g))
+    user_off = np.array([0, len(user_beta)], dtype=np.int64)
+    C = kernels.cross_inner(user_z, user_beta, user_off, z, beta, offsets, user_gamma)[0]
+    return A, C
+
+
+def _subset(z, beta, offsets, idx):
+    parts = [np.arange(offsets[i], offsets[i + 1]) for i in idx]
+    rows = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    lens = np.array([offsets[i + 1] - offsets[i] for i in idx], dtype=np.int64)
+    return z[rows], beta[rows], np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+
+
+def _later_gamma_gram(A, order):
+    """Greedy's matrix over ``order``: entry (i, j) is A[order[max(i,j)], order[min(i,j)]]."""
+    o = np.asarray(order, dtype=np.int64)
+    M = A[np.ix_(o, o)]
+    low = np.tril(M)  # row = later spec
+    return low + np.tril(M, -1).T
+
+
+def _earlier_gamma_gram(A, order):
+    """Auto's matrix over ``order``: entry (i, j) is A[order[min(i,j)], order[max(i,j)]]."""
+    o = np.asarray(order, dtype=np.int64)
+    M = A[np.ix_(o, o)]
+    up = np.triu(M)
+    return up + np.triu(M, 1).T
+
+
+def greedy_mixture(A, C, user_self, max_search_num, *, decay_rate=GREEDY_DECAY):
+    """Greedy mixture (semantics 4.1) on pool matrices -> ``(mmd2, weights, chosen, rounds)``.
+
+    Each round solves every candidate's QP in one :func:`kernels.simplex_qp_batch` call.
+    """
+    P = len(C)
+    m = min(int(max_search_num), P)
+    chosen, best_prev, weights, rounds = [], None, None, []
+    for k in range(m):
+        taken = set(chosen)
+        cands = np.array([i for i in range(P) if i not in taken], dtype=np.int64)
+        B = len(cands)
+        Gs = np.empty((B, k + 1, k + 1), dtype=np.float64)
+        if k:
+            Gs[:, :k, :k] = _later_gamma_gram(A, chosen)
+            cross = A[np.ix_(cands, chosen)]
+            Gs[:, k, :k] = cross
+            Gs[:, :k, k] = cross
+        Gs[:, k, k] = A[cands, cands]
+        cs = np.empty((B, k + 1), dtype=np.float64)
+        cs[:, :k] = C[chosen]
+        cs[:, k] = C[cands]
+        xs, objs = kernels.simplex_qp_batch(Gs, cs)
+        mmd = user_self + 2.0 * objs
+        b = int(np.argmin(mmd))  # strictly smallest, first wins ties
+        accepted = k == 0 or mmd[b] <= decay_rate * best_prev
+        rounds.append({"round": k, "candidates": cands.tolist(), "mmd2": mmd, "best": int(cands[b]),
+                       "best_mmd2": float(mmd[b]), "best_weights": xs[b].copy(), "accepted": bool(accepted)})
+        if not accepted:
+            break
+        chosen.append(int(cands[b]))
+        best_prev, weights = float(mmd[b]), xs[b].copy()
+    return best_prev, weights, chosen, rounds
+
+
+def auto_mixture(A, C, user_self, max_search_num, *, weight_cutoff=AUTO_CUTOFF):
+    """Auto mixture (semantics 4.2) -> ``(mmd2, weights, chosen, pool_weights)``."""
+    P = len(C)
+    m = min(int(max_search_num), P)
+    w, _ = kernels.simplex_qp(_earlier_gamma_gram(A, range(P)), C)
+    order = np.argsort(-w, kind="stable")
+    keep, total = [], 0.0
+    for idx in order:
+        total += float(w[idx])
+        if total <= weight_cutoff:
+            keep.append(int(idx))
+        else:
+            break
+    if len(keep) <= 1:
+        top = int(order[0])
+        return user_self - 2.0 * C[top] + A[top, top], np.array([1.0]), [top], w
+    keep = keep[:m]
+    wk, obj = kernels.simplex_qp(_earlier_gamma_gram(A, keep), C[keep])
+    return user_self + 2.0 * obj, wk, keep, w
+
+
+# ------------------------------------------------------------------------------------ search
+def _check_args(max_search_num, method):
+    if isinstance(max_search_num, bool) or not isinstance(max_search_num, (int, np.integer)):
+        raise TypeError(f"max_search_num must be an integer, got {type(max_search_num).__name__}")
+    if max_search_num < 1:
+        raise ValueError(f"max_search_num must be >= 1, got {max_search_num}")
+    if method is not None and method not in _METHODS:
+        raise ValueError(f"method must be 'greedy', 'auto' or None (no mixture), got {method!r}")
+
+
+def _user(spec, name):
+    from .index import _as_spec
+
+    u = _as_spec(spec, name)
+    z2 = np.ascontiguousarray(u.z.reshape(u.K, -1), dtype=np.float64)
+    off = np.array([0, u.K], dtype=np.int64)
+    self_ip = float(kernels.self_inner(z2, u.beta, off, u.gamma)[0])
+    if not np.isfinite(self_ip):
+        raise ValueError(f"{name} has a non-finite self-distance (non-finite values in z or beta?)")
+    return u, z2, self_ip
+
+
+def search(index, user_spec, max_search_num: int = 5, method: str | None = "greedy", semantic=None) -> SearchResult:
+    """Search ``index`` like the reference market's combined searcher.
+
+    ``semantic`` (a user semantic spec) filters first, with the reference's fuzzy rules; the statistical
+    search then runs on the survivors in the filter's order.  ``user_spec=None`` with a semantic spec
+    returns the semantic matches (dist and score None).  ``method=None`` skips the mixture search.
+    """
+    return search_batch(index, [user_spec], max_search_num=max_search_num, method=method, semantic=semantic)[0]
+
+
+def search_batch(index, user_specs, max_search_num: int = 5, method: str | None = "greedy", semantic=None,
+                 restrict=None) -> list:
+    """:func:`search` for several users; users of one trailing shape share one scan of each group.
+
+    ``restrict``: optional ordered ids; only these are searched, and ties follow this order (the
+    market passes its own learnware list this way).
+    """
+    _check_args(max_search_num, method)
+    user_specs = list(user_specs)
+    allowed = None
+    if semantic is not None or restrict is not None:
+        listed = index.ids() if restrict is None else [i for i in restrict if i in index]
+        order = listed if semantic is None else semantic_filter([(i, index._semantic.get(i)) for i in listed],
+                                                                semantic)
+        allowed = {i: r for r, i in enumerate(order)}
+    results = [None] * len(user_specs)
+    by_shape: dict = {}
+    for q, spec in enumerate(user_specs):
+        if spec is None:
+            if allowed is None:
+                raise ValueError("user_spec is None: give a spec, or a semantic spec to filter by")
+            results[q] = SearchResult(single=[SingleResult(i, None, None) for i in allowed], mixture=None)
+            continue
+        name = "user_spec" if len(user_specs) == 1 else f"user_specs[{q}]"
+        u, z2, uself = _user(spec, name)
+        by_shape.setdefault(u.z_shape, []).append((q, u, z2, uself))
+    for shape, users in by_shape.items():
+        groups = [g for g in index._groups.values() if g.shape == shape and g.n_alive]
+        qz = np.concatenate([z2 for _, _, z2, _ in users])
+        qb = np.concatenate([u.beta for _, u, _, _ in users])
+        qo = np.concatenate([[0], np.cumsum([u.K for _, u, _, _ in users])]).astype(np.int64)
+        uself = np.array([s for *_, s in users])
+        from .index import _digest
+
+        udig = [np.frombuffer(_digest(z2, u.beta), dtype=np.uint8) for _, u, z2, _ in users]
+        dists, seqs, gidx, lidx = [], [], [], []
+        for gi, g in enumerate(groups):
+            n = g.n
+            cross = g.cross(qz, qb, qo)
+            d = g.self_ip[:n][None, :] - 2.0 * cross + uself[:, None]
+            dups = g.duplicates()
+            if dups:  # bit-identical specs get bit-identical distances (exact ties, as the reference)
+                d[:, dups[0]] = d[:, dups[1]]
+            for row, (_, u, _, _) in enumerate(users):  # p.dist(p) == 0.0 exactly, as the reference
+                if u.gamma == g.gamma:
+                    same = np.flatnonzero((np.asarray(g.digest[:n]) == udig[row]).all(axis=1))
+                    d[row, same] = 0.0
+            live = np.flatnonzero(g.alive[:n])
+            dists.append(d[:, live])
+            seqs.append(np.asarray(g.seq[live]))
+            gidx.append(np.full(len(live), gi, dtype=np.int64))
+            lidx.append(live)
+        if groups:
+            D = np.concatenate(dists, axis=1)
+            seq, gi_all, li_all = np.concatenate(seqs), np.concatenate(gidx), np.concatenate(lidx)
+        else:
+            D = np.empty((len(users), 0))
+            seq = gi_all = li_all = np.empty(0, dtype=np.int64)
+        if allowed is not None:
+            ids = [groups[g].ids[l] for g, l in zip(gi_all, li_all)]
+            key = np.array([allowed.get(i, -1) for i in ids], dtype=np.int64)
+        else:
+            key = seq
+        for row, (q, u, z2, us) in enumerate(users):
+            results[q] = _finish(groups, D[row], key, gi_all, li_all, u, z2, us, max_search_num, method)
+    return results
+
+
+def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search_num, method) -> SearchResult:
+    def ident(pos):
+        return groups[gi_all[pos]].ids[li_all[pos]]
+
+    listed = key >= 0
+    finite = np.isfinite(d)
+    bad = np.flatnonzero(listed & ~finite)
+    bad = bad[np.argsort(key[bad], kind="stable")]
+    nonfinite = [ident(p) for p in bad]
+    if nonfinite:
+        log.warning("dropped %d learnware(s) with a non-finite distance", len(nonfinite))
+    sel = np.flatnonzero(listed & finite)
+    order = sel[np.lexsort((key[sel], d[sel]))]
+    sorted_d = d[order]
+    result = SearchResult(single=[], mixture=None, dists=sorted_d, nonfinite_dropped=nonfinite,
+                          _ranking_fn=lambda: [ident(p) for p in order])
+    if len(order) == 0:
+        return result
+    m = int(max_search_num)
+    pool = order[: m * m]
+    result.pool = [ident(p) for p in pool]
+    mix_dist, mix_ids, mix_w = None, [], None
+    if method in _METHODS and sorted_d[0] > 0:
+        z, beta, offsets, gammas = _pack(groups, gi_all[pool], li_all[pool])
+        A, C = pool_matrices(z, beta, offsets, gammas, user_z2, user.beta, user.gamma)
+        result.pool_C = C
+        if method == "greedy":
+            result.pool_K = _earlier_gamma_gram(A, range(len(pool)))
+            mix_dist, mix_w, chosen, rounds = greedy_mixture(A, C, user_self, m)
+            for r in rounds:
+                r["candidates"] = [result.pool[c] for c in r["candidates"]]
+                r["best"] = result.pool[r["best"]]
+            result.greedy_rounds = rounds
+        else:
+            result.pool_K = _earlier_gamma_gram(A, range(len(pool)))
+            mix_dist, mix_w, chosen, result.auto_pool_weights = auto_mixture(A, C, user_self, m)
+        mix_ids = [result.pool[c] for c in chosen]
+        result.mixture_search = {"ids": mix_ids, "weights": np.asarray(mix_w, dtype=np.float64).tolist(),
+                                 "mmd2": float(mix_dist)}
+    else:
+        result.mixture_dropped = "not_called"
+    pp = postprocess(sorted_d.tolist(), mix_dist, mixture_len=len(mix_ids),
+                     image=groups[0].spec_type == "RKMEImageSpecification")
+    result.scores_before_filter = pp.scores_before_filter
+    if result.mixture_dropped is None:
+        result.mixture_dropped = pp.mixture_dropped
+    result.single = [SingleResult(ident(order[i]), float(sorted_d[i]), float(pp.single_scores[i]))
+                     for i in range(pp.n_single)]
+    if pp.mixture_kept:
+        result.mixture = MixtureResult(mix_ids, [float(w) for w in mix_w], float(mix_dist), float(pp.mixture_score))
+    return result
+
+
+def _pack(groups, gis, lis):
+    """Pool specs (float64 rows) packed as one store, plus their gammas."""
+    zs, bs, lens, gammas = [], [], [], []
+    for gi, li in zip(gis, lis):
+        g = groups[gi]
+        a, b = int(g.offsets[li]), int(g.offsets[li + 1])
+        zs.append(np.asarray(g.z[a:b], dtype=np.float64))
+        bs.append(np.asarray(g.beta[a:b]))
+        lens.append(b - a)
+        gammas.append(g.gamma)
+    offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    return np.concatenate(zs), np.concatenate(bs), offsets, np.array(gammas)

@@ -1,0 +1,67 @@
+"""Score conversion and search post-processing against the reference's score/ fixtures."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lwengine.scores import convert_dist_to_score, image_transform, postprocess
+
+
+def _cases(fixtures_dir, kind):
+    root = fixtures_dir / "score"
+    manifest = json.loads((root / "manifest.json").read_text())
+    out = []
+    for case in manifest["cases"]:
+        if case["kind"] == kind:
+            out.append(json.loads((root / case["path"] / "manifest.json").read_text()))
+    assert out, f"no {kind} cases in the fixtures"
+    return out
+
+
+def test_convert_dist_to_score_fixtures(fixtures_dir):
+    for case in _cases(fixtures_dir, "convert_dist_to_score"):
+        got = convert_dist_to_score(case["inputs"]["dist_list"])
+        want = case["expected"]["scores"]
+        assert len(got) == len(want), case["case"]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=case["case"])
+
+
+def test_search_postprocess_fixtures(fixtures_dir):
+    for case in _cases(fixtures_dir, "search_postprocess"):
+        inp, exp = case["inputs"], case["expected"]
+        dists = inp["sorted_dist_list"]
+        called = inp["search_method"] in ("greedy", "auto") and len(dists) > 0 and dists[0] > 0
+        assert called == exp["mixture_search_called"], case["case"]
+        mix = inp["mixture"] if called else None
+        pp = postprocess(
+            dists,
+            None if mix is None else mix["mmd2"],
+            mixture_len=0 if mix is None else len(mix["ids"]),
+        )
+        want_single = exp["single_results"]
+        assert [inp["ids"][i] for i in range(pp.n_single)] == [s["id"] for s in want_single], case["case"]
+        np.testing.assert_allclose(pp.single_scores, [s["score"] for s in want_single], atol=1e-12)
+        if exp["multiple_results"]:
+            assert pp.mixture_kept, case["case"]
+            np.testing.assert_allclose(pp.mixture_score, exp["multiple_results"][0]["score"], atol=1e-12)
+        else:
+            assert not pp.mixture_kept and pp.mixture_score is None, case["case"]
+
+
+def test_convert_edge_cases():
+    assert convert_dist_to_score([]) == []
+    assert convert_dist_to_score([0.3]) == [1]
+    s = convert_dist_to_score([0.0, 0.5, 1.0])
+    assert s[0] == 1.0 and s[-1] == 0.0
+
+
+def test_image_transform():
+    np.testing.assert_allclose(image_transform([0.0, 5e-5]), [0.0, 1.0 - np.exp(-1.0)])
+
+
+def test_postprocess_length1_mixture_dropped_before_scoring():
+    pp = postprocess([0.1, 0.12, 0.3], 0.05, mixture_len=1)
+    assert pp.mixture_dropped == "length_1" and pp.mixture_score is None
+    assert pp.single_scores == pytest.approx(convert_dist_to_score([0.1, 0.12, 0.3])[: pp.n_single])
