@@ -199,11 +199,12 @@ def _active_set_qp(G, c):
     return x
 
 
-def simplex_qp(G, c):
+def simplex_qp(G, c, *, x0=None):
     """Exact solution of ``min 1/2 x'Gx - c'x  s.t. x >= 0, sum x = 1``.
 
     Returns ``(x, obj)``.  Bit-identical rows (duplicate points) share their weight equally, as the
-    reference's interior-point solver does.
+    reference's interior-point solver does.  ``x0`` (the native warm start) is accepted for
+    signature parity and ignored: this twin always starts from the best vertex.
     """
     G = np.asarray(G, dtype=np.float64)
     c = np.asarray(c, dtype=np.float64)

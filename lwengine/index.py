@@ -450,7 +450,7 @@ class SpecIndex:
             g = self._groups[key] = _Group(*key, self._np_dtype)
         seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
         self._next_seq += n
-        npts = np.full(n, -1, dtype=np.int64) if num_points is None else np.asarray(num_points, dtype=np.int64)
+        npts = np.diff(offsets) if num_points is None else np.asarray(num_points, dtype=np.int64)
         locals_ = g.append_packed(ids, z if z.dtype == self._np_dtype else z.astype(self._np_dtype), beta,
                                   offsets, self_ip, seqs, npts, digests)
         for i, local in zip(ids, locals_):

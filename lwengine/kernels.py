@@ -196,16 +196,27 @@ def _as_qp(G, c, prefix=""):
     return G, c
 
 
-def simplex_qp(G, c):
+def simplex_qp(G, c, *, x0=None):
     """Exact ``argmin 1/2 x'Gx - c'x  s.t. x >= 0, sum x = 1`` -> ``(x, obj)``.
 
     Bit-identical rows (duplicate points) share their weight equally, as the reference's
-    interior-point solver does; G may be singular.
+    interior-point solver does; G may be singular.  ``x0`` (n,), optional: a warm start (finite,
+    >= 0, positive sum; it is normalised) whose support is the first active-set face, e.g. the
+    previous solution of a slightly changed problem.  It changes the path, not the answer, when
+    G is positive semidefinite (the minimum is then global; with a singular G another minimiser of
+    the same objective may be returned); with an indefinite G the result is a KKT point reached
+    from x0.
     """
     G, c = _as_qp(G, c)
+    if x0 is not None:
+        x0 = _as_vector(x0, "x0", c.shape[0])
+        if not np.isfinite(x0).all():
+            raise ValueError("x0 must be finite")
+        if (x0 < 0).any() or not x0.sum() > 0:
+            raise ValueError("x0 must be nonnegative with a positive sum")
     fn = _native("simplex_qp")
     x = np.zeros_like(c)
-    obj = fn(G, c, x)
+    obj = fn(G, c, x, x0)
     return x, float(obj)
 
 

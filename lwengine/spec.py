@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import kernels
+from . import _backend, kernels
 
 __all__ = ["RKMESpec", "FitInfo", "fit_many", "SPEC_TYPE"]
 
@@ -73,9 +73,20 @@ def _single(K: int) -> np.ndarray:
 
 
 def _point_gram(z2d: np.ndarray, gamma: float) -> np.ndarray:
-    """``G_ij = k(z_i, z_j)`` (K x K): the Gram matrix of K one-point specs of weight 1."""
+    """``G_ij = k(z_i, z_j)`` (K x K): the Gram matrix of K one-point specs of weight 1
+    (symmetric bit for bit: identical points give identical rows)."""
+    z2d = np.ascontiguousarray(z2d, dtype=np.float64)
     K = z2d.shape[0]
-    return kernels.gram(z2d, np.ones(K), np.arange(K + 1, dtype=np.int64), gamma)
+    G = np.empty((K, K), dtype=np.float64)
+    _fast().point_gram(z2d, float(gamma), G)
+    return G
+
+
+def _fast():
+    """The native module, for the fit loop's inner calls: their arguments are built here (float64,
+    C-contiguous, checked shapes), so the public wrappers' re-validation is skipped; _core still
+    checks every array."""
+    return _backend.require_core()
 
 
 # ----------------------------------------------------------------------------- the spec
@@ -410,10 +421,21 @@ def _clean_columns(x: np.ndarray) -> None:
         column[bad[:, col]] = np.nanmean(column, dtype=np.float32)
 
 
-def _beta_update(G: np.ndarray, C: np.ndarray, nonnegative: bool) -> np.ndarray:
+def _beta_update(G: np.ndarray, C: np.ndarray, nonnegative: bool, warm=None) -> np.ndarray:
+    """The beta update; ``warm`` (the previous beta) only seeds the QP's active set."""
     if nonnegative:
-        return kernels.simplex_qp(G, C)[0]
+        beta = np.zeros_like(C)
+        _fast().simplex_qp(G, C, beta, warm)
+        return beta
     return np.linalg.solve(G + _SIGNED_RIDGE * np.eye(G.shape[0]), C)
+
+
+def _moments(z, x, gamma, with_t):
+    """``kernels.zx_moments`` without re-validation (z float64 (K, d), x float32 (n, d), C-contiguous)."""
+    C = np.zeros(z.shape[0], dtype=np.float64)
+    T = np.zeros(z.shape, dtype=np.float64) if with_t else None
+    _fast().zx_moments(z, x, gamma, C, T)
+    return C, T
 
 
 def _objective(beta, G, C) -> float:
@@ -422,7 +444,7 @@ def _objective(beta, G, C) -> float:
 
 def _beta_state(z, x, gamma, nonnegative, with_t):
     """Data moments, Gram matrix and optimal beta at a fixed Z (one zx_moments pass)."""
-    C, T = kernels.zx_moments(z, x, gamma, with_t=with_t)
+    C, T = _moments(z, x, gamma, with_t)
     G = _point_gram(z, gamma)
     beta = _beta_update(G, C, nonnegative)
     return C, T, G, beta
@@ -437,15 +459,17 @@ def _optimize(z, state, x, gamma, step_size, steps, nonnegative, update, info: F
     for t in range(steps):
         last = t == steps - 1
         if update == "reference":
-            z = kernels.rs_step_from_moments(z, beta, C, T, gamma, step)
-            C, T = kernels.zx_moments(z, x, gamma, with_t=not last)
+            z_new = np.empty_like(z)
+            _fast().rs_step_from_gram(z, beta, C, T, G, gamma, step, 1.0, z_new)  # G = k(z, z)
+            z = z_new
+            C, T = _moments(z, x, gamma, not last)
             G = _point_gram(z, gamma)
             info.step_sizes.append(step)
         else:
             z, C, T, G, step = _descent_step(z, beta, C, T, G, x, gamma, step, need_t=not last)
             info.step_sizes.append(step)
             step = 2.0 * step if step > 0 else step_size
-        beta = _beta_update(G, C, nonnegative)
+        beta = _beta_update(G, C, nonnegative, warm=beta)
         info.objective.append(_objective(beta, G, C))
         if record:
             z_traj.append(z.copy())

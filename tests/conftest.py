@@ -15,3 +15,15 @@ def fixtures_dir() -> Path:
     if not FIXTURES_DIR.is_dir():
         pytest.skip(f"golden fixtures not found at {FIXTURES_DIR}")
     return FIXTURES_DIR
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _run_outside_the_source_tree(tmp_path_factory):
+    """Work from a scratch directory: child processes (``python -c``, ``python -m lwengine``) put their
+    working directory first on sys.path, and the repo root would shadow the installed, built package."""
+    import os
+
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(old)

@@ -209,13 +209,53 @@ void rs_step_from_moments(const py::object& z_o, const py::object& beta_o, const
   lwe::rs_step_from_moments(zp, bp, Cp, Tp, K, d, gamma, step, t1_factor, op);
 }
 
+void point_gram(const py::object& z_o, double gamma, const py::object& out_o) {
+  py::array z = checked<double>(z_o, "z", 2);
+  const index_t K = z.shape(0), d = z.shape(1);
+  py::array out = checked<double>(out_o, "out", 2, true);
+  expect_dim(out, "out", 0, K, "rows (len(z))");
+  expect_dim(out, "out", 1, K, "columns (len(z))");
+  checked_gamma(gamma);
+  const double* zp = static_cast<const double*>(z.data());
+  double* op = static_cast<double*>(out.mutable_data());
+  py::gil_scoped_release nogil;
+  if (K > 0) lwe::point_gram(zp, K, d, gamma, op);
+}
+
+void rs_step_from_gram(const py::object& z_o, const py::object& beta_o, const py::object& C_o,
+                       const py::object& T_o, const py::object& G_o, double gamma, double step,
+                       double t1_factor, const py::object& out_o) {
+  py::array z = checked<double>(z_o, "z", 2);
+  const index_t K = z.shape(0), d = z.shape(1);
+  py::array beta = checked<double>(beta_o, "beta", 1), C = checked<double>(C_o, "C", 1);
+  expect_dim(beta, "beta", 0, K, "length");
+  expect_dim(C, "C", 0, K, "length");
+  py::array T = checked<double>(T_o, "T", 2);
+  expect_dim(T, "T", 0, K, "rows");
+  expect_dim(T, "T", 1, d, "columns");
+  py::array G = checked<double>(G_o, "G", 2);
+  expect_dim(G, "G", 0, K, "rows");
+  expect_dim(G, "G", 1, K, "columns");
+  py::array out = checked<double>(out_o, "out", 2, true);
+  expect_dim(out, "out", 0, K, "rows");
+  expect_dim(out, "out", 1, d, "columns");
+  checked_gamma(gamma);
+  if (!std::isfinite(step)) fail("step_size must be finite");
+  if (!std::isfinite(t1_factor)) fail("t1_factor must be finite");
+  auto cp = [](const py::array& a) { return static_cast<const double*>(a.data()); };
+  const double *zp = cp(z), *bp = cp(beta), *Cp = cp(C), *Tp = cp(T), *Gp = cp(G);
+  double* op = static_cast<double*>(out.mutable_data());
+  py::gil_scoped_release nogil;
+  lwe::rs_step_from_gram(zp, bp, Cp, Tp, Gp, K, d, gamma, step, t1_factor, op);
+}
+
 // ------------------------------------------------------------------ QP
 void check_finite(const double* p, index_t count, const char* name) {
   for (index_t i = 0; i < count; ++i)
     if (!std::isfinite(p[i])) fail(std::string(name) + " must be finite");
 }
 
-double simplex_qp(const py::object& G_o, const py::object& c_o, const py::object& x_o) {
+double simplex_qp(const py::object& G_o, const py::object& c_o, const py::object& x_o, const py::object& x0_o) {
   py::array c = checked<double>(c_o, "c", 1);
   const index_t n = c.shape(0);
   if (n < 1) fail("c must have at least one entry");
@@ -228,9 +268,22 @@ double simplex_qp(const py::object& G_o, const py::object& c_o, const py::object
   const double* cp = static_cast<const double*>(c.data());
   check_finite(Gp, n * n, "G");
   check_finite(cp, n, "c");
+  const double* x0p = nullptr;
+  if (!x0_o.is_none()) {
+    py::array x0 = checked<double>(x0_o, "x0", 1);
+    expect_dim(x0, "x0", 0, n, "length");
+    x0p = static_cast<const double*>(x0.data());
+    check_finite(x0p, n, "x0");
+    double s = 0.0;
+    for (index_t i = 0; i < n; ++i) {
+      if (x0p[i] < 0) fail("x0 must be nonnegative");
+      s += x0p[i];
+    }
+    if (!(s > 0) || !std::isfinite(s)) fail("x0 must have a positive finite sum");
+  }
   double* xp = static_cast<double*>(x.mutable_data());
   py::gil_scoped_release nogil;
-  return lwe::simplex_qp(Gp, cp, n, xp);
+  return lwe::simplex_qp(Gp, cp, n, xp, x0p);
 }
 
 void simplex_qp_batch(const py::object& Gs_o, const py::object& cs_o, const py::object& xs_o, const py::object& objs_o) {
@@ -317,8 +370,14 @@ PYBIND11_MODULE(_core, m) {
   m.def("rs_step_from_moments", &rs_step_from_moments, py::arg("z"), py::arg("beta"), py::arg("C"), py::arg("T"),
         py::arg("gamma"), py::arg("step_size"), py::arg("t1_factor"), py::arg("out"),
         "One Jacobi reduced-set Z step from the data moments.");
-  m.def("simplex_qp", &simplex_qp, py::arg("G"), py::arg("c"), py::arg("x_out"),
-        "Exact argmin 1/2 x'Gx - c'x, x >= 0, sum x = 1; writes x_out, returns the objective.");
+  m.def("point_gram", &point_gram, py::arg("z"), py::arg("gamma"), py::arg("out"),
+        "out[i, j] = exp(-gamma |z_i - z_j|^2) over the rows of z (symmetric, float64).");
+  m.def("rs_step_from_gram", &rs_step_from_gram, py::arg("z"), py::arg("beta"), py::arg("C"), py::arg("T"),
+        py::arg("G"), py::arg("gamma"), py::arg("step_size"), py::arg("t1_factor"), py::arg("out"),
+        "rs_step_from_moments given G = point_gram(z).");
+  m.def("simplex_qp", &simplex_qp, py::arg("G"), py::arg("c"), py::arg("x_out"), py::arg("x0") = py::none(),
+        "Exact argmin 1/2 x'Gx - c'x, x >= 0, sum x = 1; writes x_out, returns the objective. "
+        "x0 (optional): a start point (>= 0, positive sum; normalised) for the active set.");
   m.def("simplex_qp_batch", &simplex_qp_batch, py::arg("Gs"), py::arg("cs"), py::arg("xs_out"),
         py::arg("objs_out"), "simplex_qp over a batch (OpenMP over problems).");
   m.def("kmeans", &kmeans, py::arg("x"), py::arg("c"), py::arg("max_iter"), py::arg("tol"),

@@ -78,35 +78,12 @@ LWE_ROUTE_INNER(double)
 double peak_fma_f32(double seconds) { return LWE_ROUTE(probe_fma_f32, seconds); }
 double peak_exp_f32(double seconds) { return LWE_ROUTE(probe_exp_f32, seconds); }
 
+void point_gram(const double* z, index_t K, index_t d, double gamma, double* G) {
+  LWE_ROUTE(point_gram, z, K, d, gamma, G);
+}
+
 int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol) {
-  std::vector<std::int64_t> labels(static_cast<size_t>(n));
-  std::vector<double> sums(static_cast<size_t>(k * d));
-  std::vector<index_t> counts(static_cast<size_t>(k));
-  int it = 0;
-  for (it = 1; it <= max_iter; ++it) {
-    LWE_ROUTE(kmeans_assign, x, n, d, c, k, labels.data());
-    // deterministic update: sequential float64 sums in row order, mean rounded to float32
-    std::fill(sums.begin(), sums.end(), 0.0);
-    std::fill(counts.begin(), counts.end(), 0);
-    for (index_t j = 0; j < n; ++j) {
-      const index_t l = labels[j];
-      ++counts[l];
-      double* s = &sums[l * d];
-      for (index_t t = 0; t < d; ++t) s[t] += static_cast<double>(x[j * d + t]);
-    }
-    double shift = 0.0;
-    for (index_t l = 0; l < k; ++l) {
-      for (index_t t = 0; t < d; ++t) {
-        // an empty cluster's centroid becomes the zero vector (reference rule)
-        const float nv = counts[l] ? static_cast<float>(sums[l * d + t] / static_cast<double>(counts[l])) : 0.0f;
-        const double diff = static_cast<double>(nv) - static_cast<double>(c[l * d + t]);
-        shift += diff * diff;
-        c[l * d + t] = nv;
-      }
-    }
-    if (shift <= tol) break;
-  }
-  return it > max_iter ? max_iter : it;
+  return LWE_ROUTE(kmeans, x, n, d, c, k, max_iter, tol);
 }
 
 }  // namespace lwe

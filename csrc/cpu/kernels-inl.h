@@ -6,6 +6,8 @@
 // identical specs give bit-identical results and reruns are reproducible.
 #pragma once
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <type_traits>
 #include <vector>
 #ifdef LWE_HAVE_OPENMP
@@ -187,6 +189,36 @@ void gram_impl(const T* z, const double* beta, const index_t* off, index_t N, in
     }
 }
 
+// ------------------------------------------------------------------ self-Gram of single points
+// G_ij = exp(-gamma ((|z_i|^2 + |z_j|^2) - 2 z_i.z_j)) in float64: the expansion with the two norms
+// added first, so that G_ij == G_ji and bit-identical points give bit-identical rows (the QP merges
+// those).  Lanes run over j; every dot product is one FMA chain over the coordinates in order.
+inline void point_gram_impl(const double* z, index_t K, index_t d, double gamma, double* G) {
+  using V = f64x4;
+  const index_t Kp = round_up(K, 4);
+  std::vector<double> zT(static_cast<size_t>(d * Kp), 0.0), zn(static_cast<size_t>(Kp), 0.0);
+  for (index_t j = 0; j < K; ++j) {
+    double s = 0.0;
+    for (index_t k = 0; k < d; ++k) {
+      zT[k * Kp + j] = z[j * d + k];
+      s += z[j * d + k] * z[j * d + k];
+    }
+    zn[j] = s;
+  }
+  double row[4];
+  for (index_t i = 0; i < K; ++i) {
+    const double* zi = z + i * d;
+    const V ni = vbroadcast<V>(zn[i]);
+    for (index_t j0 = 0; j0 < Kp; j0 += 4) {
+      V acc = V{};
+      for (index_t k = 0; k < d; ++k) acc += vbroadcast<V>(zi[k]) * vload<V>(&zT[k * Kp + j0]);
+      const V arg = -gamma * ((ni + vload<V>(&zn[j0])) - 2.0 * acc);
+      vstore(row, vexp(arg));
+      for (index_t j = j0; j < std::min(K, j0 + 4); ++j) G[i * K + j] = row[j - j0];
+    }
+  }
+}
+
 // ------------------------------------------------------------------ data moments
 // C_i = (1/n) sum_j k(z_i, x_j),  T_i = (1/n) sum_j k(z_i, x_j) x_j, all in float64.
 // x is streamed in tiles of kTileX rows; tiles are grouped into NC chunks (NC fixed by n, K, d),
@@ -305,85 +337,13 @@ void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t
   }
 }
 
-// ------------------------------------------------------------------ k-means assignment
-// label_j = argmax_c (2 x_j.c - |x_j|^2) - |c|^2 in float32, ties to the lowest index.
-template <int R, int NV>
-inline void km_chunk(const float* xr, index_t d, const float* cT, index_t kp, index_t c0, float* S,
-                     index_t ldS) {
-  using V = f32x8;
-  V acc[R][NV];
-  _Pragma("GCC unroll 8")
-  for (int r = 0; r < R; ++r)
-    _Pragma("GCC unroll 8")
-    for (int v = 0; v < NV; ++v) acc[r][v] = V{};
-  for (index_t k = 0; k < d; ++k) {
-    V cv[NV];
-    _Pragma("GCC unroll 8")
-    for (int v = 0; v < NV; ++v) cv[v] = vload<V>(cT + k * kp + c0 + v * 8);
-    _Pragma("GCC unroll 8")
-    for (int r = 0; r < R; ++r) {
-      const V xb = vbroadcast<V>(xr[r * d + k]);
-      _Pragma("GCC unroll 8")
-      for (int v = 0; v < NV; ++v) acc[r][v] += xb * cv[v];
-    }
-  }
-  _Pragma("GCC unroll 8")
-  for (int r = 0; r < R; ++r)
-    _Pragma("GCC unroll 8")
-    for (int v = 0; v < NV; ++v) vstore(S + r * ldS + c0 + v * 8, acc[r][v]);
-}
+}  // namespace LWE_ISA
+}  // namespace lwe
 
-inline void kmeans_assign_impl(const float* x, index_t n, index_t d, const float* c, index_t k,
-                               std::int64_t* labels) {
-  const index_t kp = round_up(k, 8);
-  std::vector<float> cT(static_cast<size_t>(d * kp), 0.0f), cn(static_cast<size_t>(k));
-  for (index_t j = 0; j < k; ++j) {
-    double s = 0.0;
-    for (index_t t = 0; t < d; ++t) {
-      cT[t * kp + j] = c[j * d + t];
-      s += static_cast<double>(c[j * d + t]) * c[j * d + t];
-    }
-    cn[j] = static_cast<float>(s);
-  }
-  constexpr index_t RB = 4;
-  const index_t nblocks = (n + RB - 1) / RB;
-#pragma omp parallel
-  {
-    std::vector<float> S(static_cast<size_t>(RB * kp));
-#pragma omp for schedule(static)
-    for (index_t b = 0; b < nblocks; ++b) {
-      const index_t r0 = b * RB, rows = std::min(RB, n - r0);
-      const float* xr = x + r0 * d;
-      index_t c0 = 0;
-      if (rows == RB) {
-        for (; c0 + 16 <= kp; c0 += 16) km_chunk<4, 2>(xr, d, cT.data(), kp, c0, S.data(), kp);
-        if (c0 < kp) km_chunk<4, 1>(xr, d, cT.data(), kp, c0, S.data(), kp);
-      } else {
-        for (index_t r = 0; r < rows; ++r) {
-          for (c0 = 0; c0 + 16 <= kp; c0 += 16)
-            km_chunk<1, 2>(xr + r * d, d, cT.data(), kp, c0, S.data() + r * kp, kp);
-          if (c0 < kp) km_chunk<1, 1>(xr + r * d, d, cT.data(), kp, c0, S.data() + r * kp, kp);
-        }
-      }
-      for (index_t r = 0; r < rows; ++r) {
-        double xs = 0.0;
-        for (index_t t = 0; t < d; ++t) xs += static_cast<double>(xr[r * d + t]) * xr[r * d + t];
-        const float xnf = static_cast<float>(xs);
-        const float* s = S.data() + r * kp;
-        std::int64_t best = 0;
-        float bv = (2.0f * s[0] - xnf) - cn[0];
-        for (index_t j = 1; j < k; ++j) {
-          const float v = (2.0f * s[j] - xnf) - cn[j];
-          if (v > bv) {
-            bv = v;
-            best = j;
-          }
-        }
-        labels[r0 + r] = best;
-      }
-    }
-  }
-}
+#include "kmeans-inl.h"
+
+namespace lwe {
+namespace LWE_ISA {
 
 // ------------------------------------------------------------------ machine probes
 inline double now_s() {
@@ -473,9 +433,11 @@ LWE_INNER_DEF(float)
 LWE_INNER_DEF(double)
 #undef LWE_INNER_DEF
 
-void kmeans_assign(const float* x, index_t n, index_t d, const float* c, index_t k,
-                   std::int64_t* labels) {
-  kmeans_assign_impl(x, n, d, c, k, labels);
+void point_gram(const double* z, index_t K, index_t d, double gamma, double* G) {
+  point_gram_impl(z, K, d, gamma, G);
+}
+int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol) {
+  return kmeans_lloyd_impl(x, n, d, c, k, max_iter, tol);
 }
 double probe_fma_f32(double seconds) { return probe_fma_impl(seconds); }
 double probe_exp_f32(double seconds) { return probe_exp_impl(seconds); }

@@ -32,11 +32,19 @@ LWE_INNER_DECL(double)
 // ---- k-means (Lloyd, float32, reference rules); returns the number of iterations run
 int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol);
 
+// ---- G_ij = k(z_i, z_j) of K single points (symmetric, duplicates give identical rows)
+void point_gram(const double* z, index_t K, index_t d, double gamma, double* G);
+
 // ---- reduced-set step and QP (qp.cpp, moments.cpp)
+// rs_step_from_gram: the same step given G = point_gram(z) (the beta update's matrix at z)
+void rs_step_from_gram(const double* z, const double* beta, const double* C, const double* T,
+                       const double* G, index_t K, index_t d, double gamma, double step,
+                       double t1_factor, double* out);
 void rs_step_from_moments(const double* z, const double* beta, const double* C, const double* T,
                           index_t K, index_t d, double gamma, double step, double t1_factor,
                           double* out);
-double simplex_qp(const double* G, const double* c, index_t n, double* x);
+// x0: feasible start point (x0 >= 0, sum > 0; normalised) or nullptr for the best vertex
+double simplex_qp(const double* G, const double* c, index_t n, double* x, const double* x0 = nullptr);
 void simplex_qp_batch(const double* Gs, const double* cs, index_t B, index_t n, double* xs,
                       double* objs);
 
@@ -49,8 +57,8 @@ double peak_exp_f32(double seconds);
   namespace ns {                                                                                  \
   LWE_INNER_DECL(float)                                                                           \
   LWE_INNER_DECL(double)                                                                          \
-  void kmeans_assign(const float* x, index_t n, index_t d, const float* c, index_t k,             \
-                     std::int64_t* labels);                                                       \
+  int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol); \
+  void point_gram(const double* z, index_t K, index_t d, double gamma, double* G);                \
   double probe_fma_f32(double seconds);                                                           \
   double probe_exp_f32(double seconds);                                                           \
   }

@@ -1,10 +1,16 @@
 // Exact simplex-constrained QP:  min 1/2 x'Gx - c'x  s.t. x >= 0, sum x = 1.
 // A port of lwengine._reference.simplex_qp: bit-identical (row, c) pairs are merged and share their
-// weight equally; a primal active-set method starts at the best vertex, takes Newton steps on the
-// face {sum p = 0} of the free set (rays along zero/negative curvature), and frees the bound with
-// the most negative multiplier mu = g_i - mean(g_F).  The Newton step uses a Cholesky factor of the
-// reduced Hessian in the basis [I; -1'] (O(f^3/6)); only when that factor is not safely positive
-// definite does it fall back to the reference's eigendecomposition in an orthonormal basis.
+// weight equally; a primal active-set method starts at the best vertex (or at a given feasible
+// point x0), takes Newton steps on the face {sum p = 0} of the free set F (rays along zero/negative
+// curvature), and frees the bound with the most negative multiplier mu = g_i - mean(g_F).
+//
+// The Newton step uses a Cholesky factor L of the reduced Hessian M in the basis [I; -1'] around a
+// pivot l in F (M_ij = H_ij - H_il - H_jl + H_ll over F \ {l}).  L is updated, not recomputed: a
+// freed variable appends one row (O(f^2)), a variable hitting its bound deletes one row and
+// re-triangularises with Givens rotations (O(f^2)); only the pivot leaving F, or a face whose
+// factor is not safely positive definite, rebuilds it (O(f^3/6)).  When M is not safely PD (a
+// pivot <= 1e-11 x its largest diagonal), the step falls back to the reference's rule on an
+// eigendecomposition in an orthonormal basis (F in increasing index order, as the reference).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -59,12 +65,13 @@ void jacobi_eigh(Vec& A, index_t m, Vec& w, Vec& V) {
 
 enum class Face { kStationary, kStep, kRay };
 
-struct Workspace {
-  Vec Hr, r, y, w, V, N, coef, steps, tmp;
+struct EigWork {
+  Vec Hr, r, w, V, N, coef, tmp;
 };
 
 // Eigen-based face direction, exactly the reference's rule (used when Cholesky is not safe).
-Face face_direction_eig(const Vec& H, const double* g, index_t f, double* p, Workspace& ws) {
+// H is f x f (F in increasing index order), p receives the direction in that order.
+Face face_direction_eig(const Vec& H, const double* g, index_t f, double* p, EigWork& ws) {
   const index_t m = f - 1;
   // orthonormal basis of {sum p = 0}: columns 2..f of the Householder reflector mapping e1 to 1/sqrt(f)
   Vec hv(static_cast<size_t>(f));
@@ -115,7 +122,7 @@ Face face_direction_eig(const Vec& H, const double* g, index_t f, double* p, Wor
   }
   Vec dvec(static_cast<size_t>(m), 0.0);
   if (ray >= 0) {
-    const double sgn = ws.coef[ray] > 0 ? -1.0 : (ws.coef[ray] < 0 ? 1.0 : 1.0);
+    const double sgn = ws.coef[ray] > 0 ? -1.0 : 1.0;
     for (index_t k = 0; k < m; ++k) dvec[k] = sgn * ws.V[k * m + ray];
   } else {
     for (index_t e = 0; e < m; ++e) {
@@ -135,109 +142,242 @@ Face face_direction_eig(const Vec& H, const double* g, index_t f, double* p, Wor
   return pmax <= 1e-15 ? Face::kStationary : Face::kStep;
 }
 
-// Newton step on {sum p = 0} for min 1/2 p'Hp + g'p (H is f x f, row-major).
-Face face_direction(const Vec& H, const double* g, index_t f, double* p, Workspace& ws) {
-  if (f == 1) return Face::kStationary;
-  const index_t m = f - 1, l = f - 1;
-  ws.Hr.resize(static_cast<size_t>(m * m));
-  ws.r.resize(static_cast<size_t>(m));
-  const double hll = H[l * f + l];
-  double maxdiag = 0.0;
-  for (index_t i = 0; i < m; ++i) {
-    const double hil = H[i * f + l];
-    for (index_t j = 0; j <= i; ++j) ws.Hr[i * m + j] = H[i * f + j] - hil - H[l * f + j] + hll;
-    maxdiag = std::max(maxdiag, ws.Hr[i * m + i]);
-    ws.r[i] = g[i] - g[l];
-  }
-  bool ok = maxdiag > 0.0;
-  // in-place lower Cholesky
-  for (index_t j = 0; ok && j < m; ++j) {
-    double s = ws.Hr[j * m + j];
-    for (index_t k = 0; k < j; ++k) s -= ws.Hr[j * m + k] * ws.Hr[j * m + k];
-    if (!(s > 1e-11 * maxdiag)) {
-      ok = false;
-      break;
-    }
-    const double ljj = std::sqrt(s);
-    ws.Hr[j * m + j] = ljj;
-    for (index_t i = j + 1; i < m; ++i) {
-      double t = ws.Hr[i * m + j];
-      const double* li = &ws.Hr[i * m];
-      const double* lj = &ws.Hr[j * m];
-      for (index_t k = 0; k < j; ++k) t -= li[k] * lj[k];
-      ws.Hr[i * m + j] = t / ljj;
-    }
-  }
-  if (!ok) return face_direction_eig(H, g, f, p, ws);
-  ws.y.resize(static_cast<size_t>(m));
-  for (index_t i = 0; i < m; ++i) {  // L y' = -r
-    double t = -ws.r[i];
-    for (index_t k = 0; k < i; ++k) t -= ws.Hr[i * m + k] * ws.y[k];
-    ws.y[i] = t / ws.Hr[i * m + i];
-  }
-  for (index_t i = m - 1; i >= 0; --i) {  // L' y = y'
-    double t = ws.y[i];
-    for (index_t k = i + 1; k < m; ++k) t -= ws.Hr[k * m + i] * ws.y[k];
-    ws.y[i] = t / ws.Hr[i * m + i];
-  }
-  double sum = 0.0, pmax = 0.0;
-  for (index_t i = 0; i < m; ++i) {
-    p[i] = ws.y[i];
-    sum += ws.y[i];
-    pmax = std::max(pmax, std::fabs(ws.y[i]));
-  }
-  p[l] = -sum;
-  pmax = std::max(pmax, std::fabs(sum));
-  return pmax <= 1e-15 ? Face::kStationary : Face::kStep;
-}
+// Cholesky factor of the reduced Hessian of the free set, kept up to date as F changes.
+class FaceFactor {
+ public:
+  FaceFactor(const double* G, index_t n) : G_(G), n_(n), L_(static_cast<size_t>(n * n)) {}
 
-void active_set_qp(const double* G, const double* c, index_t n, double* x) {
-  std::fill(x, x + n, 0.0);
-  index_t i0 = 0;
-  for (index_t i = 1; i < n; ++i)
-    if (0.5 * G[i * n + i] - c[i] < 0.5 * G[i0 * n + i0] - c[i0]) i0 = i;
-  x[i0] = 1.0;
-  std::vector<index_t> freeset{i0}, F;
+  // invalid: rebuild before the next solve (F changed in a way that is not an update)
+  void invalidate() { state_ = kStale; }
+  bool stale() const { return state_ == kStale; }
+  // factor present and safely positive definite
+  bool usable() const { return state_ == kOk; }
+
+  // Factor M for free set F (any order) around pivot `pivot` (a member of F).
+  void rebuild(const std::vector<index_t>& F, index_t pivot) {
+    pivot_ = pivot;
+    order_.clear();
+    diag_.clear();
+    for (index_t v : F)
+      if (v != pivot) order_.push_back(v);
+    state_ = kOk;
+    const index_t m = static_cast<index_t>(order_.size());
+    for (index_t i = 0; i < m; ++i) diag_.push_back(mentry(order_[i], order_[i]));
+    for (index_t i = 0; i < m && state_ == kOk; ++i) append_row(i);
+    if (state_ != kOk) state_ = kSingular;
+  }
+
+  // F gained variable q (after the factor for F \ {q} was usable or singular).
+  void add(index_t q) {
+    if (state_ != kOk) {  // singular face: its superset is singular too (PSD) or indefinite
+      state_ = kStale;
+      return;
+    }
+    order_.push_back(q);
+    diag_.push_back(mentry(q, q));
+    append_row(static_cast<index_t>(order_.size()) - 1);
+    if (state_ != kOk) state_ = kSingular;
+  }
+
+  // F lost variable q.
+  void remove(index_t q) {
+    if (state_ != kOk || q == pivot_) {
+      state_ = kStale;
+      return;
+    }
+    const index_t m = static_cast<index_t>(order_.size());
+    index_t k = 0;
+    while (order_[k] != q) ++k;
+    double* L = L_.data();
+    const index_t ld = n_;
+    for (index_t i = k; i + 1 < m; ++i) std::memcpy(L + i * ld, L + (i + 1) * ld, sizeof(double) * (i + 2));
+    order_.erase(order_.begin() + k);
+    diag_.erase(diag_.begin() + k);
+    const index_t mm = m - 1;
+    // rows k.. now have one entry right of the diagonal: rotate columns (j, j+1) to remove it
+    for (index_t j = k; j < mm; ++j) {
+      const double a = L[j * ld + j], b = L[j * ld + j + 1];
+      const double r = std::hypot(a, b);
+      if (!(r > 0.0)) {
+        state_ = kStale;
+        return;
+      }
+      const double cs = a / r, sn = b / r;
+      for (index_t i = j; i < mm; ++i) {
+        const double u = L[i * ld + j], v = L[i * ld + j + 1];
+        L[i * ld + j] = cs * u + sn * v;
+        L[i * ld + j + 1] = -sn * u + cs * v;
+      }
+      L[j * ld + j + 1] = 0.0;
+    }
+    if (!pivots_safe()) state_ = kSingular;
+  }
+
+  // Newton step on {sum p = 0}: p (length n, entries of F only) = argmin 1/2 p'Hp + g'p.
+  Face solve(const double* g, double* p) {
+    const index_t m = static_cast<index_t>(order_.size());
+    if (m == 0) return Face::kStationary;
+    const double* L = L_.data();
+    const index_t ld = n_;
+    y_.resize(static_cast<size_t>(m));
+    const double gl = g[pivot_];
+    for (index_t i = 0; i < m; ++i) {  // L y' = -r, r_i = g_i - g_l
+      double t = -(g[order_[i]] - gl);
+      const double* li = L + i * ld;
+      for (index_t k = 0; k < i; ++k) t -= li[k] * y_[k];
+      y_[i] = t / li[i];
+    }
+    for (index_t i = m - 1; i >= 0; --i) {  // L' y = y'
+      double t = y_[i];
+      for (index_t k = i + 1; k < m; ++k) t -= L[k * ld + i] * y_[k];
+      y_[i] = t / L[i * ld + i];
+    }
+    double sum = 0.0, pmax = 0.0;
+    for (index_t i = 0; i < m; ++i) {
+      p[order_[i]] = y_[i];
+      sum += y_[i];
+      pmax = std::max(pmax, std::fabs(y_[i]));
+    }
+    p[pivot_] = -sum;
+    pmax = std::max(pmax, std::fabs(sum));
+    return pmax <= 1e-15 ? Face::kStationary : Face::kStep;
+  }
+
+ private:
+  enum State { kStale, kOk, kSingular };
+
+  double mentry(index_t i, index_t j) const {
+    const index_t l = pivot_;
+    return G_[i * n_ + j] - G_[i * n_ + l] - G_[l * n_ + j] + G_[l * n_ + l];
+  }
+
+  // a pivot <= 1e-11 x the largest diagonal entry of M: not safely positive definite
+  bool pivots_safe() const {
+    const index_t m = static_cast<index_t>(order_.size());
+    double maxdiag = 0.0, minpiv = std::numeric_limits<double>::infinity();
+    for (index_t i = 0; i < m; ++i) {
+      maxdiag = std::max(maxdiag, diag_[i]);
+      const double lii = L_[i * n_ + i];
+      minpiv = std::min(minpiv, lii * lii);
+    }
+    return m == 0 || (maxdiag > 0.0 && minpiv > 1e-11 * maxdiag);
+  }
+
+  // Row i of L from rows 0..i-1 (the leading factor is final).
+  void append_row(index_t i) {
+    double* L = L_.data();
+    const index_t ld = n_, q = order_[i];
+    double* li = L + i * ld;
+    for (index_t j = 0; j < i; ++j) {
+      double t = mentry(q, order_[j]);
+      const double* lj = L + j * ld;
+      for (index_t k = 0; k < j; ++k) t -= li[k] * lj[k];
+      li[j] = t / lj[j];
+    }
+    double s = diag_[i];
+    for (index_t k = 0; k < i; ++k) s -= li[k] * li[k];
+    double maxdiag = 0.0;
+    for (double v : diag_) maxdiag = std::max(maxdiag, v);
+    if (!(maxdiag > 0.0) || !(s > 1e-11 * maxdiag)) {
+      state_ = kSingular;
+      return;
+    }
+    li[i] = std::sqrt(s);
+    // appended to a final factor: maxdiag may have grown past an earlier pivot
+    if (i + 1 == static_cast<index_t>(order_.size()) && !pivots_safe()) state_ = kSingular;
+  }
+
+  const double* G_;
+  index_t n_;
+  Vec L_, diag_, y_;
+  std::vector<index_t> order_;
+  index_t pivot_ = 0;
+  State state_ = kStale;
+};
+
+// y: start point (feasible, length n) or nullptr for the best vertex.
+void active_set_qp(const double* G, const double* c, index_t n, const double* y0, double* x) {
   std::vector<char> is_free(static_cast<size_t>(n), 0);
-  is_free[i0] = 1;
-  Vec g(static_cast<size_t>(n)), H, gF, p;
-  Workspace ws;
+  std::vector<index_t> F;  // free set, kept in increasing index order
+  if (y0 == nullptr) {
+    std::fill(x, x + n, 0.0);
+    index_t i0 = 0;
+    for (index_t i = 1; i < n; ++i)
+      if (0.5 * G[i * n + i] - c[i] < 0.5 * G[i0 * n + i0] - c[i0]) i0 = i;
+    x[i0] = 1.0;
+  } else {
+    std::copy(y0, y0 + n, x);
+  }
+  for (index_t i = 0; i < n; ++i)
+    if (x[i] > 0.0) {
+      is_free[i] = 1;
+      F.push_back(i);
+    }
+  Vec g(static_cast<size_t>(n)), p(static_cast<size_t>(n), 0.0), H, gF, pF;
+  FaceFactor fac(G, n);
+  EigWork ews;
   bool stationary = false;
   const index_t max_iter = 100 * n + 100;
+  bool x_changed = true;  // freeing a bound leaves x, hence g, unchanged
   for (index_t iter = 0; iter < max_iter; ++iter) {
-    for (index_t i = 0; i < n; ++i) {
-      double s = 0.0;
-      for (index_t j = 0; j < n; ++j) s += G[i * n + j] * x[j];
-      g[i] = s - c[i];
+    for (index_t i = 0; x_changed && i < n; ++i) {
+      const double* gi = G + i * n;
+      double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+      index_t j = 0;
+      for (; j + 4 <= n; j += 4) {
+        s0 += gi[j] * x[j];
+        s1 += gi[j + 1] * x[j + 1];
+        s2 += gi[j + 2] * x[j + 2];
+        s3 += gi[j + 3] * x[j + 3];
+      }
+      for (; j < n; ++j) s0 += gi[j] * x[j];
+      g[i] = ((s0 + s1) + (s2 + s3)) - c[i];
     }
-    F.assign(freeset.begin(), freeset.end());
-    std::sort(F.begin(), F.end());
+    x_changed = false;
     const index_t f = static_cast<index_t>(F.size());
     if (!stationary) {
-      H.resize(static_cast<size_t>(f * f));
-      gF.resize(static_cast<size_t>(f));
-      p.assign(static_cast<size_t>(f), 0.0);
-      for (index_t a = 0; a < f; ++a) {
-        gF[a] = g[F[a]];
-        for (index_t b = 0; b < f; ++b) H[a * f + b] = G[F[a] * n + F[b]];
+      Face kind = Face::kStationary;
+      if (f > 1) {
+        if (fac.stale()) {
+          index_t piv = F[0];  // the largest weight is the least likely to leave
+          for (index_t v : F)
+            if (x[v] > x[piv]) piv = v;
+          fac.rebuild(F, piv);
+        }
+        if (fac.usable()) {
+          kind = fac.solve(g.data(), p.data());
+        } else {
+          H.resize(static_cast<size_t>(f * f));
+          gF.resize(static_cast<size_t>(f));
+          pF.assign(static_cast<size_t>(f), 0.0);
+          for (index_t a = 0; a < f; ++a) {
+            gF[a] = g[F[a]];
+            for (index_t b = 0; b < f; ++b) H[a * f + b] = G[F[a] * n + F[b]];
+          }
+          kind = face_direction_eig(H, gF.data(), f, pF.data(), ews);
+          for (index_t a = 0; a < f; ++a) p[F[a]] = pF[a];
+        }
       }
-      const Face kind = face_direction(H, gF.data(), f, p.data(), ws);
       if (kind != Face::kStationary) {
         index_t j = 0;
         double best = std::numeric_limits<double>::infinity();
-        for (index_t a = 0; a < f; ++a) {
-          const double ratio = p[a] < 0 ? -x[F[a]] / p[a] : std::numeric_limits<double>::infinity();
+        for (index_t a = 0; a < f; ++a) {  // increasing index order: ties go to the lowest
+          const double pa = p[F[a]];
+          const double ratio = pa < 0 ? -x[F[a]] / pa : std::numeric_limits<double>::infinity();
           if (ratio < best) {
             best = ratio;
             j = a;
           }
         }
         const double alpha = kind == Face::kRay ? best : std::min(1.0, best);
-        for (index_t a = 0; a < f; ++a) x[F[a]] += alpha * p[a];
+        for (index_t a = 0; a < f; ++a) x[F[a]] += alpha * p[F[a]];
+        x_changed = true;
         if (alpha == best) {
-          x[F[j]] = 0.0;
-          is_free[F[j]] = 0;
-          freeset.erase(std::find(freeset.begin(), freeset.end(), F[j]));
+          const index_t leave = F[j];
+          x[leave] = 0.0;
+          is_free[leave] = 0;
+          F.erase(F.begin() + j);
+          fac.remove(leave);
           double s = 0.0;
           for (index_t i = 0; i < n; ++i) {
             if (x[i] < 0) x[i] = 0.0;
@@ -266,40 +406,51 @@ void active_set_qp(const double* G, const double* c, index_t n, double* x) {
       }
     }
     if (jbest < 0 || mubest >= -1e-13 * std::max(1.0, gmax)) break;
-    freeset.push_back(jbest);
+    F.insert(std::upper_bound(F.begin(), F.end(), jbest), jbest);
     is_free[jbest] = 1;
+    fac.add(jbest);
     stationary = false;
   }
 }
 
 }  // namespace
 
-double simplex_qp(const double* G, const double* c, index_t n, double* x) {
+double simplex_qp(const double* G, const double* c, index_t n, double* x, const double* x0) {
   // group bit-identical (row, c) pairs, in order of first occurrence
   std::unordered_map<std::string, index_t> key_to_group;
-  std::vector<std::vector<index_t>> groups;
+  std::vector<index_t> group_of(static_cast<size_t>(n)), reps, sizes;
   std::string key;
   for (index_t i = 0; i < n; ++i) {
     key.assign(reinterpret_cast<const char*>(G + i * n), sizeof(double) * n);
     key.append(reinterpret_cast<const char*>(c + i), sizeof(double));
     auto it = key_to_group.find(key);
     if (it == key_to_group.end()) {
-      key_to_group.emplace(key, static_cast<index_t>(groups.size()));
-      groups.push_back({i});
+      key_to_group.emplace(key, static_cast<index_t>(reps.size()));
+      group_of[i] = static_cast<index_t>(reps.size());
+      reps.push_back(i);
+      sizes.push_back(1);
     } else {
-      groups[it->second].push_back(i);
+      group_of[i] = it->second;
+      ++sizes[it->second];
     }
   }
-  const index_t m = static_cast<index_t>(groups.size());
-  Vec Gr(static_cast<size_t>(m * m)), cr(static_cast<size_t>(m)), y(static_cast<size_t>(m));
+  const index_t m = static_cast<index_t>(reps.size());
+  Vec Gr(static_cast<size_t>(m * m)), cr(static_cast<size_t>(m)), y(static_cast<size_t>(m)), y0;
   for (index_t a = 0; a < m; ++a) {
-    const index_t ra = groups[a][0];
-    cr[a] = c[ra];
-    for (index_t b = 0; b < m; ++b) Gr[a * m + b] = G[ra * n + groups[b][0]];
+    cr[a] = c[reps[a]];
+    for (index_t b = 0; b < m; ++b) Gr[a * m + b] = G[reps[a] * n + reps[b]];
   }
-  active_set_qp(Gr.data(), cr.data(), m, y.data());
-  for (index_t a = 0; a < m; ++a)
-    for (index_t i : groups[a]) x[i] = y[a] / static_cast<double>(groups[a].size());
+  if (x0 != nullptr) {  // a group's start weight is its members' total, normalised to sum 1
+    y0.assign(static_cast<size_t>(m), 0.0);
+    double s = 0.0;
+    for (index_t i = 0; i < n; ++i) {
+      y0[group_of[i]] += x0[i];
+      s += x0[i];
+    }
+    for (double& v : y0) v /= s;
+  }
+  active_set_qp(Gr.data(), cr.data(), m, x0 ? y0.data() : nullptr, y.data());
+  for (index_t i = 0; i < n; ++i) x[i] = y[group_of[i]] / static_cast<double>(sizes[group_of[i]]);
   double quad = 0.0, lin = 0.0;
   for (index_t j = 0; j < n; ++j) {
     double v = 0.0;
@@ -312,7 +463,7 @@ double simplex_qp(const double* G, const double* c, index_t n, double* x) {
 
 void simplex_qp_batch(const double* Gs, const double* cs, index_t B, index_t n, double* xs, double* objs) {
 #pragma omp parallel for schedule(dynamic, 1)
-  for (index_t b = 0; b < B; ++b) objs[b] = simplex_qp(Gs + b * n * n, cs + b * n, n, xs + b * n);
+  for (index_t b = 0; b < B; ++b) objs[b] = simplex_qp(Gs + b * n * n, cs + b * n, n, xs + b * n, nullptr);
 }
 
 }  // namespace lwe

@@ -1,144 +1,266 @@
-"""A packed-index stat searcher for the ``learnware`` market (0.4.x), usable in place of
-``EasyStatSearcher``.
+"""A packed-index stat searcher for the ``learnware`` market (0.4.x): a drop-in for ``EasyStatSearcher``.
 
-``PackedStatSearcher(organizer)`` has the reference's call signature
-``searcher(learnware_list, user_info, max_search_num=5, search_method="greedy")`` and returns the
-market's own ``SearchResults``.  It keeps a :class:`~lwengine.SpecIndex` in sync with the organizer
-(``add`` / ``delete`` / ``update`` / ``reload``; an id whose spec object changed is re-packed lazily) and
-restricts every search to the ``learnware_list`` it is given, in that list's order, so ties and the
-semantic pre-filter behave as in the market.  Only table specs are packed; other user spec types
-fall back to the market's own searcher.
+The market composes its searcher as ``SeqCombinedSearcher(organizer, [EasyFuzzSemanticSearcher],
+[EasyStatSearcher])`` (``learnware.market.module.get_market_component``).  This module offers:
 
-Every ``learnware`` import is guarded: this module imports without the package, and
-:func:`make_searcher` raises ``RuntimeError`` when it is missing.
+* ``PackedStatSearcher(organizer)`` -- a subclass of ``EasyStatSearcher`` with the same call
+  ``searcher(learnware_list, user_info, max_search_num=5, search_method="greedy")`` returning the
+  market's own ``SearchResults``.  Table users (``user_info.stat_info["RKMETableSpecification"]``) are
+  searched through a :class:`~lwengine.SpecIndex`; every other case (image / text users, a
+  ``max_search_num`` below 1) runs the reference code unchanged (``super().__call__``).
+* :func:`install` -- swap the ``EasyStatSearcher`` of an existing market for a ``PackedStatSearcher``
+  and hook its organizer (``add_learnware`` / ``delete_learnware`` / ``update_learnware`` /
+  ``reload_learnware`` / ``reload_market``) so that the index follows the market eagerly.
+* :func:`instantiate_learnware_market` -- the reference's function of that name, then :func:`install`.
+
+Synchronisation: the index keeps one packed spec per learnware id, tagged with the identity of the
+spec object (and of its ``z`` / ``beta`` tensors) it was packed from.  Besides the organizer hooks,
+every search re-checks the learnwares it is given, so a learnware whose spec object changed (the easy
+organizer builds a new ``Learnware`` on update and reload) is re-packed before it is ranked, and the
+search is restricted to the given list in its order (semantic pre-filter, ``check_status`` and ties
+behave as in the market).  In-place edits of a spec's tensors are not detected.
+
+Every ``learnware`` import is guarded: this module imports without the package; using the searcher
+without it raises ``RuntimeError``.  ``PackedStatSearcher`` is created on first access (PEP 562).
 """
 from __future__ import annotations
 
+import functools
 import logging
 
 import numpy as np
 
 from ..index import SpecIndex
 from ..search import SearchResult, search_batch
+from ..spec import RKMESpec
 
-__all__ = ["available", "make_searcher", "PackedStatSearcher"]
+__all__ = ["available", "searcher_class", "make_searcher", "install", "instantiate_learnware_market",
+           "PackedStatSearcher", "from_reference_spec", "to_reference_spec", "to_reference_learnware"]
 
 log = logging.getLogger(__name__)
-_TABLE = ("RKMETableSpecification", "RKMEStatSpecification")
+
+TABLE = "RKMETableSpecification"  # the key of table specs in stat_spec / stat_info (also for the legacy
+# RKMEStatSpecification class, whose ``type`` is RKMETableSpecification)
+_HOOKED = ("add_learnware", "delete_learnware", "update_learnware", "reload_learnware", "reload_market")
+_CLASS = None
 
 
 def available() -> bool:
+    """True when ``learnware.market`` imports and provides ``EasyStatSearcher`` (needs torch)."""
     try:
-        import learnware.market  # noqa: F401
+        from learnware.market.easy import EasyStatSearcher
     except Exception:  # noqa: BLE001 - any import failure means unavailable
         return False
-    return True
+    return EasyStatSearcher is not None
 
 
-def _market_classes():
+def _market_api():
     try:
         from learnware.market.base import MultipleSearchItem, SearchResults, SingleSearchItem
         from learnware.market.easy import EasyStatSearcher
+        from learnware.market.utils import parse_specification_type
     except Exception as exc:  # noqa: BLE001
-        raise RuntimeError(f"the learnware package (0.4.x) is required for lwengine.compat.learnware: {exc}") from exc
-    return EasyStatSearcher, SearchResults, SingleSearchItem, MultipleSearchItem
+        raise RuntimeError(f"lwengine.compat.learnware needs the learnware package (0.4.x): {exc}") from exc
+    if EasyStatSearcher is None:  # learnware imports without torch but then has no searchers
+        raise RuntimeError("lwengine.compat.learnware needs learnware's EasyStatSearcher (torch is missing)")
+    return EasyStatSearcher, SearchResults, SingleSearchItem, MultipleSearchItem, parse_specification_type
 
 
 def _table_spec(learnware):
-    spec = learnware.specification
-    for name in _TABLE:
-        try:
-            s = spec.get_stat_spec_by_name(name)
-        except Exception:  # noqa: BLE001
-            s = None
-        if s is not None:
-            return s
-    return None
+    """The learnware's table spec object, or None (what ``get_stat_spec_by_name`` returns)."""
+    try:
+        return learnware.specification.get_stat_spec_by_name(TABLE)
+    except AttributeError:
+        return None
 
 
-def _arrays(rkme):
-    z = rkme.get_z() if hasattr(rkme, "get_z") else rkme.z
-    beta = rkme.get_beta() if hasattr(rkme, "get_beta") else rkme.beta
-    z = z.detach().cpu().numpy() if hasattr(z, "detach") else np.asarray(z)
-    beta = beta.detach().cpu().numpy() if hasattr(beta, "detach") else np.asarray(beta)
-    return {"z": z.tolist(), "beta": beta.reshape(-1).tolist(), "gamma": float(rkme.gamma),
-            "num_points": int(getattr(rkme, "num_points", len(beta)))}
+def _token(rkme) -> tuple:
+    """What a packed spec was made from: the spec object, its z / beta objects and gamma."""
+    return rkme, getattr(rkme, "z", None), getattr(rkme, "beta", None), float(rkme.gamma)
 
 
-class _Sync:
-    """Keeps a SpecIndex mirroring the table specs of the organizer's learnwares."""
+def _same(a: tuple | None, b: tuple) -> bool:
+    return a is not None and a[0] is b[0] and a[1] is b[1] and a[2] is b[2] and a[3] == b[3]
 
-    def __init__(self):
-        self.index = SpecIndex()
-        self._src: dict = {}  # id -> id() of the spec object packed
 
-    def add(self, learnware) -> None:
-        rkme = _table_spec(learnware)
-        lid = learnware.id
-        if rkme is None:
-            return
-        if lid in self.index:
-            if self._src.get(lid) == id(rkme):
-                return
-            self.index.replace(lid, _arrays(rkme))
-        else:
-            self.index.add(lid, _arrays(rkme))
-        self._src[lid] = id(rkme)
+def from_reference_spec(rkme) -> RKMESpec:
+    """An :class:`RKMESpec` of a market table spec (torch tensors or arrays; z keeps its trailing shape)."""
+    z, beta = rkme.z, rkme.beta
+    if hasattr(z, "detach"):
+        z = z.detach().cpu().numpy()
+    if hasattr(beta, "detach"):
+        beta = beta.detach().cpu().numpy()
+    beta = np.asarray(beta, dtype=np.float64).reshape(-1)
+    npts = getattr(rkme, "num_points", None)
+    try:
+        npts = int(npts) if npts is not None and int(npts) >= 0 else None
+    except (TypeError, ValueError):
+        npts = None
+    return RKMESpec(z, beta, float(rkme.gamma), npts)
+
+
+def to_reference_spec(spec, *, cuda_idx: int = -1):
+    """The reference's ``RKMETableSpecification`` holding ``spec`` (an RKMESpec, spec dict or path):
+    float64 CPU tensors, same gamma and num_points."""
+    import torch
+    from learnware.specification import RKMETableSpecification
+
+    from ..index import _as_spec
+
+    s = _as_spec(spec)
+    out = RKMETableSpecification(gamma=float(s.gamma), cuda_idx=cuda_idx)
+    out.z = torch.from_numpy(np.array(s.z, dtype=np.float64))
+    out.beta = torch.from_numpy(np.array(s.beta, dtype=np.float64))
+    out.num_points = int(s.num_points)
+    return out
+
+
+def to_reference_learnware(learnware_id: str, spec, semantic_spec: dict | None = None):
+    """An in-memory reference ``Learnware`` (no model, no folder) whose only stat spec is ``spec``
+    (converted by :func:`to_reference_spec` unless it already is a reference spec object)."""
+    from learnware.learnware import Learnware
+    from learnware.specification import Specification
+
+    rkme = spec if hasattr(spec, "get_z") else to_reference_spec(spec)
+    specification = Specification(semantic_spec=semantic_spec or {}, stat_spec={TABLE: rkme})
+    return Learnware(id=learnware_id, model={}, specification=specification, learnware_dirpath=None)
+
+
+class _Mirror:
+    """A SpecIndex mirroring the table specs of a set of learnwares, keyed by learnware id."""
+
+    def __init__(self, dtype: str):
+        self.dtype = dtype
+        self.index = SpecIndex(dtype=dtype)
+        self._tokens: dict = {}  # id -> _token of the packed spec
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def sync(self, learnwares) -> list:
+        """Pack what is new or changed among ``learnwares``; returns their ids that have a table spec,
+        in list order (duplicate ids: first occurrence)."""
+        order, seen, new = [], set(), []
+        for lw in learnwares:
+            lid = lw.id
+            if lid in seen:
+                continue
+            seen.add(lid)
+            rkme = _table_spec(lw)
+            if rkme is None:
+                self.delete(lid)
+                continue
+            order.append(lid)
+            tok = _token(rkme)
+            if _same(self._tokens.get(lid), tok):
+                continue
+            if lid in self.index:
+                self.index.replace(lid, from_reference_spec(rkme))
+                self._tokens[lid] = tok
+            else:
+                new.append((lid, rkme, tok))
+        if new:
+            self.index.add_many([(lid, from_reference_spec(rkme)) for lid, rkme, _ in new])
+            for lid, _, tok in new:
+                self._tokens[lid] = tok
+        return order
 
     def delete(self, lid) -> None:
         if lid in self.index:
             self.index.remove(lid)
-        self._src.pop(lid, None)
+        self._tokens.pop(lid, None)
 
-    def reload(self, learnwares) -> None:
-        self.index, self._src = SpecIndex(), {}
-        for lw in learnwares:
-            self.add(lw)
+    def prune(self, keep_ids) -> None:
+        keep = set(keep_ids)
+        for lid in [i for i in self._tokens if i not in keep]:
+            self.delete(lid)
+
+    def clear(self) -> None:
+        self.index = SpecIndex(dtype=self.dtype)
+        self._tokens = {}
 
 
-def make_searcher(organizer=None):
-    """A ``PackedStatSearcher`` instance (RuntimeError without the learnware package)."""
-    EasyStatSearcher, SearchResults, SingleSearchItem, MultipleSearchItem = _market_classes()
+def searcher_class():
+    """The ``PackedStatSearcher`` class (a subclass of ``EasyStatSearcher``); RuntimeError without learnware."""
+    global _CLASS
+    if _CLASS is not None:
+        return _CLASS
+    EasyStatSearcher, SearchResults, SingleSearchItem, MultipleSearchItem, parse_type = _market_api()
 
-    class _PackedStatSearcher(EasyStatSearcher):
-        def __init__(self, organizer=None):
-            super().__init__(organizer)
-            self._sync = _Sync()
+    class PackedStatSearcher(EasyStatSearcher):
+        """``EasyStatSearcher`` with the table-spec search on an lwengine :class:`~lwengine.SpecIndex`.
 
-        def reset(self, organizer):
-            super().reset(organizer)
-            self._sync = _Sync()
+        Same results as the reference (rankings, scores, mixtures; see docs/compat.md).  Extras:
+        ``index`` (the SpecIndex mirror) and ``last_result`` (lwengine's full result of the last table
+        search: distances, mixture weights, pool).  ``dtype="float32"`` halves the index memory
+        (distances then differ from the reference's by ~1e-8, see docs/search.md).
+        """
 
-        # organizer hooks
-        def add(self, learnware):
-            self._sync.add(learnware)
+        def __init__(self, organizer=None, dtype: str = "float64", **kwargs):
+            self._mirror = _Mirror(dtype)
+            self.last_result: SearchResult | None = None
+            super().__init__(organizer, **kwargs)
 
-        def delete(self, learnware_id):
-            self._sync.delete(learnware_id)
+        def reset(self, organizer, **kwargs):
+            super().reset(organizer, **kwargs)
+            self._mirror.clear()
 
-        def update(self, learnware):
-            self._sync.add(learnware)
+        @property
+        def index(self) -> SpecIndex:
+            return self._mirror.index
 
-        def reload(self, learnwares):
-            self._sync.reload(learnwares)
+        # ---------------------------------------------------------- organizer events (see install)
+        def add(self, learnware) -> None:
+            if learnware is not None:
+                self._mirror.sync([learnware])
 
+        update = add
+
+        def delete(self, learnware_id) -> None:
+            self._mirror.delete(learnware_id)
+
+        def reload(self, learnwares=None) -> None:
+            """Re-pack from ``learnwares`` (default: every learnware of the organizer)."""
+            self._mirror.clear()
+            if learnwares is None and self.learnware_organizer is not None:
+                learnwares = self.learnware_organizer.get_learnwares()
+            self._mirror.sync(learnwares or [])
+
+        def _prune_stale(self) -> None:
+            org = self.learnware_organizer
+            if org is None or not hasattr(org, "get_learnware_ids"):
+                return
+            try:
+                n = len(org)
+            except TypeError:
+                return
+            if len(self._mirror) > n:  # something packed is no longer in the market
+                self._mirror.prune(org.get_learnware_ids())
+
+        # ---------------------------------------------------------- search
         def __call__(self, learnware_list, user_info, max_search_num: int = 5, search_method: str = "greedy"):
-            stat_info = getattr(user_info, "stat_info", {}) or {}
-            user = None
-            for name in _TABLE:
-                if name in stat_info:
-                    user = stat_info[name]
-                    break
-            if user is None:  # image / text specs: the market's own searcher
+            spec_type = parse_type(stat_specs=user_info.stat_info, spec_list=self.SPEC_TYPES)
+            ok_num = isinstance(max_search_num, (int, np.integer)) and not isinstance(max_search_num, bool) \
+                and max_search_num >= 1
+            if spec_type != TABLE or not ok_num:  # image / text users, odd arguments: the reference code
+                self.last_result = None
                 return super().__call__(learnware_list, user_info, max_search_num, search_method)
-            for lw in learnware_list:
-                self._sync.add(lw)
-            by_id = {lw.id: lw for lw in learnware_list}
+            self.stat_spec_type = spec_type
+            user = from_reference_spec(user_info.stat_info[TABLE])
+            order = self._mirror.sync(learnware_list)
+            self._prune_stale()
+            if not (np.isfinite(user.z).all() and np.isfinite(user.beta).all()):
+                # the reference computes a NaN distance to every learnware and drops them all
+                log.warning("the user's table spec holds non-finite values: no learnware can be ranked")
+                self.last_result = None
+                return SearchResults()
             method = search_method if search_method in ("greedy", "auto") else None
             if method is None:
                 log.warning("%s not supported!", search_method)
-            order = list(by_id)
-            result = _restricted_search(self._sync.index, order, _arrays(user), max_search_num, method)
+            result = search_batch(self._mirror.index, [user], max_search_num=int(max_search_num), method=method,
+                                  restrict=order)[0]
+            self.last_result = result
+            by_id = {lw.id: lw for lw in learnware_list}
             singles = [SingleSearchItem(learnware=by_id[s.id], score=s.score) for s in result.single]
             multiples = []
             if result.mixture is not None:
@@ -146,14 +268,93 @@ def make_searcher(organizer=None):
                                                 score=result.mixture.score)]
             return SearchResults(single_results=singles, multiple_results=multiples)
 
-    return _PackedStatSearcher(organizer)
+    _CLASS = PackedStatSearcher
+    return _CLASS
 
 
-def PackedStatSearcher(organizer=None):  # noqa: N802 - reads like the class it builds
-    """Alias of :func:`make_searcher` (the class is created only when learnware is importable)."""
-    return make_searcher(organizer)
+def make_searcher(organizer=None, *, dtype: str = "float64"):
+    """A ``PackedStatSearcher`` bound to ``organizer`` (RuntimeError without the learnware package)."""
+    return searcher_class()(organizer, dtype=dtype)
 
 
-def _restricted_search(index, order, user, max_search_num, method) -> SearchResult:
-    """Search restricted to ``order`` (ids in the market list's order)."""
-    return search_batch(index, [user], max_search_num=max_search_num, method=method, restrict=order)[0]
+def __getattr__(name):  # PEP 562: ``from lwengine.compat.learnware import PackedStatSearcher``
+    if name == "PackedStatSearcher":
+        return searcher_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ------------------------------------------------------------------------------ market wiring
+def _hook_organizer(organizer, searcher) -> None:
+    """Wrap the organizer's mutating methods (once) so that they notify every installed searcher."""
+    listeners = organizer.__dict__.get("_lwengine_listeners")
+    if listeners is None:
+        listeners = organizer.__dict__["_lwengine_listeners"] = []
+        for name in _HOOKED:
+            original = getattr(organizer, name, None)
+            if original is not None:
+                setattr(organizer, name, _notifying(organizer, name, original, listeners))
+    if searcher not in listeners:
+        listeners.append(searcher)
+
+
+def _notifying(organizer, name, original, listeners):
+    @functools.wraps(original)
+    def wrapped(*args, **kwargs):
+        out = original(*args, **kwargs)
+        for s in list(listeners):
+            if s.learnware_organizer is not organizer:  # the searcher was reset onto another organizer
+                continue
+            if name == "add_learnware":
+                lid = out[0] if isinstance(out, tuple) and out else None
+                if lid is not None:
+                    s.add(organizer.get_learnware_by_ids(lid))
+            elif name == "delete_learnware":
+                lid = args[0] if args else kwargs.get("id")
+                if out and lid is not None:
+                    s.delete(lid)
+            elif name in ("update_learnware", "reload_learnware"):
+                lid = args[0] if args else kwargs.get("id", kwargs.get("learnware_id"))
+                if lid is not None:
+                    lw = organizer.get_learnware_by_ids(lid)
+                    s.update(lw) if lw is not None else s.delete(lid)
+            else:  # reload_market
+                s.reload()
+        return out
+
+    return wrapped
+
+
+def install(market, *, dtype: str = "float64"):
+    """Replace the ``EasyStatSearcher`` of ``market`` (a ``LearnwareMarket`` whose searcher is a
+    ``SeqCombinedSearcher``, as built by ``instantiate_learnware_market``) with a ``PackedStatSearcher``
+    on the same organizer, hook the organizer and pack the market's learnwares.  Returns the searcher.
+
+    Other stat searchers (e.g. the hetero market's ``HeteroStatSearcher``, tried first) are kept."""
+    EasyStatSearcher = _market_api()[0]
+    cls = searcher_class()
+    combined = getattr(market, "learnware_searcher", None)
+    stat_list = getattr(combined, "stat_searcher_list", None)
+    if stat_list is None:
+        raise ValueError("market must be a LearnwareMarket whose searcher has a stat_searcher_list "
+                         f"(a SeqCombinedSearcher), got searcher {type(combined).__name__}")
+    slots = [i for i, s in enumerate(stat_list) if type(s) is EasyStatSearcher or isinstance(s, cls)]
+    if not slots:
+        raise ValueError("market's stat_searcher_list holds no EasyStatSearcher to replace: "
+                         f"{[type(s).__name__ for s in stat_list]}")
+    organizer = market.learnware_organizer
+    searcher = stat_list[slots[0]] if isinstance(stat_list[slots[0]], cls) else cls(organizer, dtype=dtype)
+    for i in slots:
+        stat_list[i] = searcher
+    _hook_organizer(organizer, searcher)
+    searcher.reload()
+    return searcher
+
+
+def instantiate_learnware_market(*args, dtype: str = "float64", **kwargs):
+    """``learnware.market.instantiate_learnware_market(*args, **kwargs)`` with :func:`install` applied."""
+    _market_api()
+    from learnware.market import instantiate_learnware_market as _instantiate
+
+    market = _instantiate(*args, **kwargs)
+    install(market, dtype=dtype)
+    return market

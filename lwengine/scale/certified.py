@@ -167,16 +167,10 @@ def _certified(index, groups, user, k, stats, brute_fraction):
     stats["candidates_after_bounds"] = int(len(need))
     stats["dist_mean_bounds"] = [float(LB.mean()), float(UB.mean())]
     stats["dist_max_bounds"] = [float(LB.max()), float(UB.max())]
-    if len(need) > brute_fraction * stats["n_specs"]:
-        stats["fallback"] = "bounds_too_loose"
-        for i in np.unique(GI[need]):
-            live, d = exact_group(groups[i], user)
-            found.append((int(i), live, d))
-            stats["exact_evaluations"] += len(live)
-        return _select(groups, found, k)
     order = need[np.argsort(LB[need], kind="stable")]
     best = known.copy()
     pos, batch, batches = 0, max(2 * k, 64), 0
+    limit = brute_fraction * stats["n_specs"]
     while pos < len(order):
         take = order[pos: pos + batch]
         pos += len(take)
@@ -193,9 +187,21 @@ def _certified(index, groups, user, k, stats, brute_fraction):
             if pos >= len(order) or kth < LB[order[pos]]:
                 break
             # every remaining candidate with a lower bound <= kth must be looked at: take them all
-            rest = LB[order[pos:]]
-            batch = max(int(np.searchsorted(rest, kth, side="right")), batch)
+            batch = max(int(np.searchsorted(LB[order[pos:]], kth, side="right")), batch)
         else:
             batch *= 2
+        if pos + batch > limit:  # bounds too loose for this query: the batched brute-force kernel
+            stats["fallback"] = "bounds_too_loose"
+            found = [(i, l, d) for i, l, d in _brute_groups(groups, user, stats)]
+            break
     stats["batches"] = batches
     return _select(groups, found, k)
+
+
+def _brute_groups(groups, user, stats):
+    out = []
+    for i, g in enumerate(groups):
+        live, d = exact_group(g, user)
+        out.append((i, live, d))
+        stats["exact_evaluations"] += len(live)
+    return out

@@ -44,7 +44,7 @@ class SketchParams:
     kmeans_iter: int = 10
     eig_cutoff: float = 1e-6
     probe: int = 2000
-    brute_share: float = 0.5
+    brute_share: float = 0.25
     seed: int = 0
 
     def __post_init__(self):

@@ -1,0 +1,271 @@
+// Lloyd k-means in float32 with the reference's rules, per ISA (included by kernels-inl.h).
+//
+// Assignment: label = argmax_j s_j, s_j = (2 x.c_j - |x|^2) - |c_j|^2 in float32 (x.c_j one FMA
+// chain over the coordinates in order, |x|^2 and |c_j|^2 summed in float64 then rounded), ties to
+// the lowest j.  Each s_j depends only on (x, c_j), never on the blocking or the thread count.
+//
+// Exact pruning (Hamerly's bounds, made safe for float32 rounding): every row keeps an upper bound
+// u on its distance to its own centroid and a lower bound l on its distance to every other one
+// (float64, true distances).  With E = a bound on |s_j + |x - c_j|^2| for every j (rounding of
+// the float32 score, below), l^2 - u^2 > 2E proves s_own > s_j strictly for every other j: the
+// full scoring would return the same label, so the row is skipped.  Otherwise u is tightened to
+// the float64 distance to its centroid and the test repeated; only then are all k scores
+// computed.  After the update u grows by its centroid's movement and l shrinks by the largest
+// movement of another centroid (triangle inequality).  The labels are therefore exactly those of
+// scoring every row every iteration.
+//
+// Rounding bound: with unit roundoff eps = 2^-24, the FMA chain errs by <= d eps |x||c_j|
+// (1 + O(d eps)), |x|^2 and |c_j|^2 by eps each, the two subtractions by eps times their result;
+// in total <= (d + 6) eps (|x|^2 + |c_j|^2) (1 + O(d eps)).  E uses twice that, with max_j |c_j|^2.
+//
+// Update: sums in float64 in row order, mean rounded to float32, an empty cluster's centroid is the
+// zero vector; only clusters whose membership changed are recomputed (the others would reproduce
+// their previous value bit for bit).  Stop after the iteration whose summed squared movement is
+// <= tol (as the reference).
+#pragma once
+
+namespace lwe {
+namespace LWE_ISA {
+
+constexpr index_t kKmRows = 16;  // rows per scoring tile (two vectors of 8 lanes)
+constexpr int kKmCols = 6;       // centroids per register block
+
+template <>
+inline i32x8 vbroadcast<i32x8, std::int32_t>(std::int32_t s) {
+  i32x8 v = {};
+  return v + s;
+}
+
+// Best/second scores and best index for 16 rows (lanes) against centroids [j0, j0 + C).
+template <int C>
+inline void km_block(const float* xT, index_t d, const float* c, index_t j0, const float* cn,
+                     const f32x8* xnf, f32x8* b1, f32x8* b2, i32x8* i1, i32x8* nan) {
+  f32x8 acc[2][C];
+  _Pragma("GCC unroll 8")
+  for (int j = 0; j < C; ++j) acc[0][j] = acc[1][j] = f32x8{};
+  const float* cj = c + j0 * d;
+  for (index_t k = 0; k < d; ++k) {
+    const f32x8 x0 = vload<f32x8>(xT + k * kKmRows), x1 = vload<f32x8>(xT + k * kKmRows + 8);
+    _Pragma("GCC unroll 8")
+    for (int j = 0; j < C; ++j) {
+      const f32x8 cb = vbroadcast<f32x8>(cj[j * d + k]);
+      acc[0][j] += x0 * cb;
+      acc[1][j] += x1 * cb;
+    }
+  }
+  _Pragma("GCC unroll 8")
+  for (int j = 0; j < C; ++j) {
+    const f32x8 cnj = vbroadcast<f32x8>(cn[j0 + j]);
+    const i32x8 idx = vbroadcast<i32x8>(static_cast<std::int32_t>(j0 + j));
+    _Pragma("GCC unroll 2")
+    for (int v = 0; v < 2; ++v) {
+      const f32x8 s = (2.0f * acc[v][j] - xnf[v]) - cnj;
+      const i32x8 gt = s > b1[v];
+      nan[v] |= (s != s);
+      b2[v] = gt ? b1[v] : vmax(s, b2[v]);
+      b1[v] = gt ? s : b1[v];
+      i1[v] = gt ? idx : i1[v];
+    }
+  }
+}
+
+// Score the rows rows[0..m) (m <= 16) against all k centroids: best label, best and second score.
+inline void km_score_tile(const float* x, index_t d, const index_t* rows, index_t m, const float* c,
+                          index_t k, const float* cn, const float* xnf_all, float* xT,
+                          std::int64_t* label, float* best, float* second, bool* has_nan) {
+  std::fill(xT, xT + d * kKmRows, 0.0f);
+  float xnf_buf[kKmRows] = {};
+  for (index_t r = 0; r < m; ++r) {
+    const float* xr = x + rows[r] * d;
+    for (index_t t = 0; t < d; ++t) xT[t * kKmRows + r] = xr[t];
+    xnf_buf[r] = xnf_all[rows[r]];
+  }
+  const float ninf = -std::numeric_limits<float>::infinity();
+  f32x8 xnf[2] = {vload<f32x8>(xnf_buf), vload<f32x8>(xnf_buf + 8)};
+  f32x8 b1[2] = {vbroadcast<f32x8>(ninf), vbroadcast<f32x8>(ninf)};
+  f32x8 b2[2] = {b1[0], b1[1]};
+  i32x8 i1[2] = {i32x8{}, i32x8{}}, nan[2] = {i32x8{}, i32x8{}};
+  index_t j0 = 0;
+  for (; j0 + kKmCols <= k; j0 += kKmCols) km_block<kKmCols>(xT, d, c, j0, cn, xnf, b1, b2, i1, nan);
+  switch (k - j0) {
+    case 5: km_block<5>(xT, d, c, j0, cn, xnf, b1, b2, i1, nan); break;
+    case 4: km_block<4>(xT, d, c, j0, cn, xnf, b1, b2, i1, nan); break;
+    case 3: km_block<3>(xT, d, c, j0, cn, xnf, b1, b2, i1, nan); break;
+    case 2: km_block<2>(xT, d, c, j0, cn, xnf, b1, b2, i1, nan); break;
+    case 1: km_block<1>(xT, d, c, j0, cn, xnf, b1, b2, i1, nan); break;
+    default: break;
+  }
+  float b1s[kKmRows], b2s[kKmRows];
+  std::int32_t i1s[kKmRows], nans[kKmRows];
+  for (int v = 0; v < 2; ++v) {
+    vstore(b1s + 8 * v, b1[v]);
+    vstore(b2s + 8 * v, b2[v]);
+    vstore(i1s + 8 * v, i1[v]);
+    vstore(nans + 8 * v, nan[v]);
+  }
+  for (index_t r = 0; r < m; ++r) {
+    label[r] = i1s[r];
+    best[r] = b1s[r];
+    second[r] = b2s[r];
+    has_nan[r] = nans[r] != 0;
+  }
+}
+
+// The scalar rule for a row whose scores hold a NaN (the comparisons then decide as written).
+inline std::int64_t km_scalar_label(const float* xr, index_t d, const float* c, index_t k, const float* cn,
+                                    float xnf) {
+  std::int64_t bestj = 0;
+  float bv = 0.0f;
+  for (index_t j = 0; j < k; ++j) {
+    float s = 0.0f;
+    for (index_t t = 0; t < d; ++t) s += xr[t] * c[j * d + t];
+    const float v = (2.0f * s - xnf) - cn[j];
+    if (j == 0 || v > bv) {
+      bv = v;
+      bestj = j;
+    }
+  }
+  return bestj;
+}
+
+inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter,
+                             double tol) {
+  constexpr double kEps = 5.9604644775390625e-08;  // 2^-24
+  const double err_coef = 2.0 * (static_cast<double>(d) + 6.0) * kEps;
+  std::vector<double> xn(static_cast<size_t>(n)), u(static_cast<size_t>(n)), l(static_cast<size_t>(n), 0.0);
+  std::vector<float> xnf(static_cast<size_t>(n)), cn(static_cast<size_t>(k));
+  std::vector<std::int64_t> label(static_cast<size_t>(n), -1);
+  std::vector<double> sums(static_cast<size_t>(k * d)), move(static_cast<size_t>(k));
+  std::vector<index_t> counts(static_cast<size_t>(k)), todo;
+  std::vector<char> changed(static_cast<size_t>(k)), need(static_cast<size_t>(n), 1);
+  todo.reserve(static_cast<size_t>(n));
+  for (index_t i = 0; i < n; ++i) {
+    double s = 0.0;
+    for (index_t t = 0; t < d; ++t) s += static_cast<double>(x[i * d + t]) * x[i * d + t];
+    xn[i] = s;
+    xnf[i] = static_cast<float>(s);
+  }
+  // one thread unless the scoring is large: the fork/join costs more than it saves on small
+  // problems (and this box's two vCPUs share one core's FP units)
+  const bool par = static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(d) >= 5e7;
+  (void)par;
+  int it = 0;
+  for (it = 1; it <= max_iter; ++it) {
+    double cmax = 0.0;
+    for (index_t j = 0; j < k; ++j) {
+      double s = 0.0;
+      for (index_t t = 0; t < d; ++t) s += static_cast<double>(c[j * d + t]) * c[j * d + t];
+      cn[j] = static_cast<float>(s);
+      cmax = std::max(cmax, s);
+    }
+    // ---- which rows can change label (bounds), tightening u on the way
+    if (it > 1) {
+#pragma omp parallel for schedule(static, 1024) if (par)
+      for (index_t i = 0; i < n; ++i) {
+        const double E2 = 2.0 * err_coef * (xn[i] + cmax);
+        const double li = l[i];
+        if (li > 0.0 && li * li - u[i] * u[i] > E2) {
+          need[i] = 0;
+          continue;
+        }
+        const float* xr = x + i * d;
+        const float* cr = c + label[i] * d;
+        double D = 0.0;
+        for (index_t t = 0; t < d; ++t) {
+          const double diff = static_cast<double>(xr[t]) - static_cast<double>(cr[t]);
+          D += diff * diff;
+        }
+        u[i] = std::sqrt(D) * (1.0 + 1e-12);
+        need[i] = !(li > 0.0 && li * li - u[i] * u[i] > E2);
+      }
+    }
+    todo.clear();
+    for (index_t i = 0; i < n; ++i)
+      if (need[i]) todo.push_back(i);
+    const index_t ntodo = static_cast<index_t>(todo.size());
+    const index_t ntiles = (ntodo + kKmRows - 1) / kKmRows;
+    std::vector<std::int64_t> new_label(label);
+#pragma omp parallel if (par && ntodo * k * d >= 2000000)
+    {
+      std::vector<float> xT(static_cast<size_t>(d * kKmRows));
+      std::int64_t lab[kKmRows];
+      float b1[kKmRows], b2[kKmRows];
+      bool bad[kKmRows];
+#pragma omp for schedule(dynamic, 4)
+      for (index_t t = 0; t < ntiles; ++t) {
+        const index_t r0 = t * kKmRows, m = std::min(kKmRows, ntodo - r0);
+        const index_t* rows = todo.data() + r0;
+        km_score_tile(x, d, rows, m, c, k, cn.data(), xnf.data(), xT.data(), lab, b1, b2, bad);
+        for (index_t r = 0; r < m; ++r) {
+          const index_t i = rows[r];
+          const double E = err_coef * (xn[i] + cmax);
+          if (bad[r]) {
+            new_label[i] = km_scalar_label(x + i * d, d, c, k, cn.data(), xnf[i]);
+            u[i] = std::numeric_limits<double>::infinity();
+            l[i] = 0.0;
+            continue;
+          }
+          new_label[i] = lab[r];
+          u[i] = std::sqrt(std::max(0.0, -static_cast<double>(b1[r]) + E));
+          l[i] = k > 1 ? std::sqrt(std::max(0.0, -static_cast<double>(b2[r]) - E))
+                       : std::numeric_limits<double>::infinity();
+        }
+      }
+    }
+    // ---- update: only clusters whose membership changed
+    std::fill(changed.begin(), changed.end(), static_cast<char>(it == 1));
+    for (index_t i = 0; i < n; ++i)
+      if (new_label[i] != label[i]) {
+        changed[new_label[i]] = 1;
+        if (label[i] >= 0) changed[label[i]] = 1;
+      }
+    label.swap(new_label);
+    for (index_t j = 0; j < k; ++j)
+      if (changed[j]) {
+        counts[j] = 0;
+        std::fill(&sums[j * d], &sums[j * d] + d, 0.0);
+      }
+    for (index_t i = 0; i < n; ++i) {
+      const index_t j = label[i];
+      if (!changed[j]) continue;
+      ++counts[j];
+      double* s = &sums[j * d];
+      const float* xr = x + i * d;
+      for (index_t t = 0; t < d; ++t) s[t] += static_cast<double>(xr[t]);
+    }
+    double shift = 0.0, move1 = 0.0, move2 = 0.0;
+    index_t arg1 = -1;
+    for (index_t j = 0; j < k; ++j) {
+      move[j] = 0.0;
+      if (!changed[j]) continue;
+      double mj = 0.0;
+      for (index_t t = 0; t < d; ++t) {
+        // an empty cluster's centroid becomes the zero vector (reference rule)
+        const float nv = counts[j] ? static_cast<float>(sums[j * d + t] / static_cast<double>(counts[j])) : 0.0f;
+        const double diff = static_cast<double>(nv) - static_cast<double>(c[j * d + t]);
+        shift += diff * diff;  // element order as a full recompute (unchanged clusters add +0)
+        mj += diff * diff;
+        c[j * d + t] = nv;
+      }
+      move[j] = std::sqrt(mj) * (1.0 + 1e-12);
+      if (move[j] > move1) {
+        move2 = move1;
+        move1 = move[j];
+        arg1 = j;
+      } else if (move[j] > move2) {
+        move2 = move[j];
+      }
+    }
+    if (shift <= tol) break;
+    // ---- bounds follow the centroids
+    for (index_t i = 0; i < n; ++i) {
+      const index_t j = label[i];
+      u[i] += move[j];
+      l[i] -= (j == arg1 ? move2 : move1);
+    }
+  }
+  return it > max_iter ? max_iter : it;
+}
+
+}  // namespace LWE_ISA
+}  // namespace lwe
