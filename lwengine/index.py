@@ -170,6 +170,7 @@ class _Group:
         self._dups = None  # cached (dst, src) local indices of duplicate specs, or False if none
         self.sketch = None  # lwengine.scale.sketch.NystromSketch, built on demand (see SpecIndex.topk)
         self.ann = {}  # faiss indexes over the sketches, by sketch kind (not persisted)
+        self._screen = None  # (z32, beta_l1, r2max), see screen()
 
     @property
     def key(self):
@@ -228,6 +229,7 @@ class _Group:
         self.n += k
         self.rows += new_rows
         self._dups = None
+        self._screen = None
         return list(range(n0, n0 + k))
 
     def kill(self, local: int) -> None:
@@ -250,6 +252,7 @@ class _Group:
         self.ids = [self.ids[i] for i in keep]
         self.n, self.rows, self.n_dead = len(keep), len(rows), 0
         self._dups = None
+        self._screen = None
         if self.sketch is not None:
             self.sketch.compact(keep)
         self.ann = {}
@@ -274,23 +277,40 @@ class _Group:
                     self._dups = (live[mask], src[mask])
         return self._dups
 
-    def cross(self, q_z, q_beta, q_offsets) -> np.ndarray:
-        """``<mu_q, mu_i>`` with this group's gamma for Q queries x all stored specs: (Q, n)."""
-        n = self.n
-        out = np.empty((len(q_offsets) - 1, n), dtype=np.float64)
-        q_z = np.ascontiguousarray(q_z, dtype=self.dtype)
-        native = getattr(_backend.core, "cross_inner", None) is not None
-        budget = (1 << 26) if native else (1 << 22)  # bound the numpy fallback's (Kq x rows) temporaries
-        max_rows = max(1, budget // max(1, q_z.shape[0]))
-        i = 0
-        while i < n:
-            j = int(np.searchsorted(self.offsets[: n + 1], self.offsets[i] + max_rows, side="right")) - 1
-            j = min(max(j, i + 1), n)
-            a, b = int(self.offsets[i]), int(self.offsets[j])
-            out[:, i:j] = kernels.cross_inner(q_z, q_beta, q_offsets, self.z[a:b], self.beta[a:b],
-                                              self.offsets[i:j + 1] - a, self.gamma)
-            i = j
-        return out
+    def cross(self, q_z, q_beta, q_offsets, *, screened: bool = False, specs=None) -> np.ndarray:
+        """``<mu_q, mu_i>`` with this group's gamma for Q queries x the stored specs: (Q, n).
+
+        ``screened=True`` scans the float32 copy of the rows (bulk screening; error bound in
+        :func:`lwengine.kernels.cross_inner_f32_bound`).  ``specs``: local indices to compute only
+        those (columns in that order), gathered from the float64 rows."""
+        if specs is not None:
+            specs = np.asarray(specs, dtype=np.int64)
+            lens = self.offsets[specs + 1] - self.offsets[specs]
+            rows = np.repeat(self.offsets[specs] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) \
+                + np.arange(int(lens.sum()))
+            offs = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+            return kernels.cross_inner(q_z, q_beta, q_offsets, self.z[rows], self.beta[rows], offs, self.gamma)
+        n, r = self.n, int(self.offsets[self.n])
+        z = self.screen()[0] if screened else self.z
+        return kernels.cross_inner(q_z, q_beta, q_offsets, z[:r], self.beta[:r], self.offsets[: n + 1], self.gamma)
+
+    def screen(self):
+        """``(z32, beta_l1, r2max)``: the float32 copy of the rows and, per spec, sum |beta| and the
+        largest squared row norm (inputs of the float32 screening error bound).  Cached."""
+        if self._screen is None or len(self._screen[1]) != self.n:
+            r = int(self.offsets[self.n])
+            z = np.asarray(self.z[:r])
+            z32 = z if z.dtype == np.float32 else z.astype(np.float32)
+            starts = self.offsets[: self.n]
+            empty = self.offsets[1: self.n + 1] == starts
+            safe = np.minimum(starts, max(r - 1, 0))
+            beta_l1 = np.add.reduceat(np.abs(self.beta[:r]), safe) if r else np.zeros(self.n)
+            r2 = np.einsum("ij,ij->i", z, z, dtype=np.float64) if r else np.zeros(0)
+            r2max = np.maximum.reduceat(r2, safe) if r else np.zeros(self.n)
+            beta_l1 = np.where(empty, 0.0, beta_l1)
+            r2max = np.where(empty, 0.0, r2max)
+            self._screen = (z32, beta_l1, r2max)
+        return self._screen
 
 
 # ------------------------------------------------------------------------------------- index
@@ -554,6 +574,13 @@ class SpecIndex:
                 a = a[: g.rows] if name in ("z", "beta") else a[: g.n + 1] if name == "offsets" else a[: g.n]
                 entry["arrays"][name] = [len(arrays), a.dtype.str, list(a.shape)]
                 arrays.append(np.ascontiguousarray(a))
+            z32, beta_l1, r2max = g.screen()
+            screen = {"screen.beta_l1": beta_l1, "screen.r2max": r2max}
+            if g.z.dtype != np.float32:
+                screen["screen.z32"] = z32
+            for name, a in screen.items():
+                entry["arrays"][name] = [len(arrays), a.dtype.str, list(a.shape)]
+                arrays.append(np.ascontiguousarray(a))
             if g.sketch is not None:
                 meta, sk_arrays = _sketch_state(g.sketch)
                 entry["sketch"] = meta
@@ -614,13 +641,18 @@ class SpecIndex:
                     a = np.memmap(path, dtype=dt, mode="r", offset=off, shape=tuple(shape))
                 else:
                     a = np.fromfile(path, dtype=dt, count=count, offset=off).reshape(shape)
-                if name.startswith("sketch."):
+                if name.startswith(("sketch.", "screen.")):
                     sk_arrays[name] = a
                 else:
                     setattr(g, name, a)
             g.ids = list(entry["ids"])
             g.n, g.rows = int(entry["n"]), int(entry["rows"])
             g.alive = np.ones(g.n, dtype=bool)
+            if "screen.beta_l1" in sk_arrays:
+                g._screen = (sk_arrays.pop("screen.z32", None), sk_arrays.pop("screen.beta_l1"),
+                             sk_arrays.pop("screen.r2max"))
+                if g._screen[0] is None:  # a float32 store screens its own rows
+                    g._screen = (g.z,) + g._screen[1:]
             if "sketch" in entry:
                 g.sketch = _sketch_restore(g, entry["sketch"], sk_arrays)
             index._groups[g.key] = g
@@ -632,20 +664,25 @@ class SpecIndex:
         return index
 
     # ------------------------------------------------------------------ search
-    def search(self, user_spec, max_search_num: int = 5, method: str = "greedy", semantic=None):
+    def search(self, user_spec, max_search_num: int = 5, method: str = "greedy", semantic=None, *,
+               screen: bool | None = None):
         """Reference-compatible search (semantics §4-5): see :func:`lwengine.search.search`.
 
-        Always the exact batched scan of every candidate: the reference's scores need the mean and
-        max distance over *all* candidates, so the RKHS sketches (:meth:`topk`) are never used here."""
+        A batched scan of every candidate (the reference's scores need the mean and max distance over
+        *all* candidates, so the RKHS sketches of :meth:`topk` are never used here); ``screen`` picks
+        the float32 screening scan with certified float64 re-ranking (default for large groups)."""
         from .search import search
 
-        return search(self, user_spec, max_search_num=max_search_num, method=method, semantic=semantic)
+        return search(self, user_spec, max_search_num=max_search_num, method=method, semantic=semantic,
+                      screen=screen)
 
-    def search_batch(self, user_specs, max_search_num: int = 5, method: str = "greedy", semantic=None):
+    def search_batch(self, user_specs, max_search_num: int = 5, method: str = "greedy", semantic=None, *,
+                     screen: bool | None = None):
         """:meth:`search` for many users sharing one store scan per group."""
         from .search import search_batch
 
-        return search_batch(self, user_specs, max_search_num=max_search_num, method=method, semantic=semantic)
+        return search_batch(self, user_specs, max_search_num=max_search_num, method=method, semantic=semantic,
+                            screen=screen)
 
     # ------------------------------------------------------------------ scalable identification
     def topk(self, user_spec, k: int = 5, mode: str = "certified", **options) -> list:

@@ -24,6 +24,7 @@ __all__ = [
     "simplex_qp",
     "simplex_qp_batch",
     "kmeans",
+    "cross_inner_f32_bound",
 ]
 
 
@@ -264,3 +265,16 @@ def kmeans(x, k, *, max_iter: int = 100, tol: float = 1e-4, seed=None, init: str
     c = np.ascontiguousarray(x[idx])
     it = fn(x, c, int(max_iter), float(tol))
     return c, int(it)
+
+
+def cross_inner_f32_bound(q_beta_l1, beta_l1, q_K, dim, gamma, r2max):
+    """Bound on ``|cross_inner(float32 rows) - cross_inner(float64 rows)|`` (elementwise, broadcasts).
+
+    ``q_beta_l1`` / ``beta_l1``: sum |beta| of the query / store spec; ``q_K``: query spec size;
+    ``r2max``: the largest squared row norm over both specs.  This is the kernel's float32 bound
+    (docs/kernels.md: eps * S * (4 + Kq + 4 (d + 3) gamma R^2)) plus the rounding of float64 inputs
+    to float32 (4 eps gamma R^2 relative per kernel value), doubled as a safety margin.
+    """
+    eps = float(np.finfo(np.float32).eps)
+    S = np.asarray(q_beta_l1, dtype=np.float64) * np.asarray(beta_l1, dtype=np.float64)
+    return 2.0 * eps * S * (4.0 + q_K + 4.0 * (dim + 4) * gamma * np.asarray(r2max, dtype=np.float64))

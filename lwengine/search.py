@@ -54,7 +54,8 @@ class SearchResult:
     Extras: ``ranking`` / ``dists`` (every ranked id and its distance, ascending), ``pool`` (mixture
     candidate ids), ``nonfinite_dropped``, ``mixture_search`` (the mixture search's raw output: ids,
     weights, mmd2), ``mixture_dropped`` (None, "length_1", "same_score_2dp", "not_called"),
-    ``greedy_rounds``, ``auto_pool_weights``, ``pool_K`` / ``pool_C``, ``scores_before_filter``.
+    ``greedy_rounds``, ``auto_pool_weights``, ``pool_K`` / ``pool_C``, ``scores_before_filter``,
+    ``exact_recomputed`` (distances recomputed in float64 after the float32 screening scan).
     """
 
     single: list
@@ -69,6 +70,7 @@ class SearchResult:
     pool_K: np.ndarray | None = None
     pool_C: np.ndarray | None = None
     scores_before_filter: list = field(default_factory=list)
+    exact_recomputed: int = 0
     _ranking_fn: object = field(default=None, repr=False)
 
     @property
@@ -213,18 +215,28 @@ def _user(spec, name):
     return u, z2, self_ip
 
 
-def search(index, user_spec, max_search_num: int = 5, method: str | None = "greedy", semantic=None) -> SearchResult:
+def search(index, user_spec, max_search_num: int = 5, method: str | None = "greedy", semantic=None, *,
+           screen: bool | None = None) -> SearchResult:
     """Search ``index`` like the reference market's combined searcher.
 
     ``semantic`` (a user semantic spec) filters first, with the reference's fuzzy rules; the statistical
     search then runs on the survivors in the filter's order.  ``user_spec=None`` with a semantic spec
     returns the semantic matches (dist and score None).  ``method=None`` skips the mixture search.
+
+    ``screen``: scan float64 stores through their float32 copy first (None: for groups of at least
+    ``SCREEN_MIN_SPECS`` specs).  Every distance that decides the output -- the mixture pool, the
+    reported singles, the first rejected one and the largest distance -- is then recomputed in
+    float64, chosen with a rigorous float32 error bound, so rankings, pool and mixture are those of
+    the all-float64 scan; only the remaining distances (which enter the scores through their mean)
+    keep their float32 error (bound in :func:`lwengine.kernels.cross_inner_f32_bound`, measured
+    ~1e-8 relative).  ``screen=False`` computes every distance in float64.
     """
-    return search_batch(index, [user_spec], max_search_num=max_search_num, method=method, semantic=semantic)[0]
+    return search_batch(index, [user_spec], max_search_num=max_search_num, method=method, semantic=semantic,
+                        screen=screen)[0]
 
 
 def search_batch(index, user_specs, max_search_num: int = 5, method: str | None = "greedy", semantic=None,
-                 restrict=None) -> list:
+                 restrict=None, *, screen: bool | None = None) -> list:
     """:func:`search` for several users; users of one trailing shape share one scan of each group.
 
     ``restrict``: optional ordered ids; only these are searched, and ties follow this order (the
@@ -258,40 +270,113 @@ def search_batch(index, user_specs, max_search_num: int = 5, method: str | None 
         from .index import _digest
 
         udig = [np.frombuffer(_digest(z2, u.beta), dtype=np.uint8) for _, u, z2, _ in users]
-        dists, seqs, gidx, lidx = [], [], [], []
+        q_l1 = np.array([np.abs(u.beta).sum() for _, u, _, _ in users])
+        q_r2 = np.array([float((z2 * z2).sum(1).max()) for _, _, z2, _ in users])
+        q_K = np.array([u.K for _, u, _, _ in users], dtype=np.float64)
+        dists, errs, reps, seqs, gidx, lidx = [], [], [], [], [], []
+        base = 0
         for gi, g in enumerate(groups):
             n = g.n
-            cross = g.cross(qz, qb, qo)
+            screened = _screens(g, screen)
+            cross = g.cross(qz, qb, qo, screened=screened)
             d = g.self_ip[:n][None, :] - 2.0 * cross + uself[:, None]
+            err = np.zeros_like(d)
+            if screened:
+                _, bl1, r2 = g.screen()
+                err = 2.0 * kernels.cross_inner_f32_bound(q_l1[:, None], bl1[None, :n], q_K[:, None], g.dim,
+                                                          g.gamma, np.maximum(r2[None, :n], q_r2[:, None]))
+            rep = np.arange(n)
             dups = g.duplicates()
             if dups:  # bit-identical specs get bit-identical distances (exact ties, as the reference)
                 d[:, dups[0]] = d[:, dups[1]]
+                err[:, dups[0]] = err[:, dups[1]]
+                rep[dups[0]] = dups[1]
             for row, (_, u, _, _) in enumerate(users):  # p.dist(p) == 0.0 exactly, as the reference
                 if u.gamma == g.gamma:
                     same = np.flatnonzero((np.asarray(g.digest[:n]) == udig[row]).all(axis=1))
                     d[row, same] = 0.0
+                    err[row, same] = 0.0
             live = np.flatnonzero(g.alive[:n])
+            pos_of = np.full(n, -1, dtype=np.int64)
+            pos_of[live] = base + np.arange(len(live))
             dists.append(d[:, live])
+            errs.append(err[:, live])
+            reps.append(pos_of[rep[live]])
             seqs.append(np.asarray(g.seq[live]))
             gidx.append(np.full(len(live), gi, dtype=np.int64))
             lidx.append(live)
+            base += len(live)
         if groups:
-            D = np.concatenate(dists, axis=1)
+            D, E, rep_all = np.concatenate(dists, axis=1), np.concatenate(errs, axis=1), np.concatenate(reps)
             seq, gi_all, li_all = np.concatenate(seqs), np.concatenate(gidx), np.concatenate(lidx)
         else:
-            D = np.empty((len(users), 0))
-            seq = gi_all = li_all = np.empty(0, dtype=np.int64)
+            D = E = np.empty((len(users), 0))
+            seq = gi_all = li_all = rep_all = np.empty(0, dtype=np.int64)
         if allowed is not None:
             ids = [groups[g].ids[l] for g, l in zip(gi_all, li_all)]
             key = np.array([allowed.get(i, -1) for i in ids], dtype=np.int64)
         else:
             key = seq
         for row, (q, u, z2, us) in enumerate(users):
-            results[q] = _finish(groups, D[row], key, gi_all, li_all, u, z2, us, max_search_num, method)
+            refiner = None
+            if E[row].any():
+                refiner = _Refiner(groups, gi_all, li_all, rep_all, E[row], z2, u.beta, us)
+            results[q] = _finish(groups, D[row], key, gi_all, li_all, u, z2, us, max_search_num, method, refiner)
     return results
 
 
-def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search_num, method) -> SearchResult:
+SCREEN_MIN_SPECS = 256
+
+
+def _screens(group, screen) -> bool:
+    """Whether a group is scanned through its float32 copy (see :func:`search`)."""
+    if screen is None:
+        return group.z.dtype == np.float64 and group.n >= SCREEN_MIN_SPECS
+    return bool(screen) and group.z.dtype == np.float64
+
+
+class _Refiner:
+    """Turns screened (float32) distances into float64 ones where they decide the output.
+
+    ``err[p]`` bounds ``|d[p] - exact d[p]|``; :meth:`certify` recomputes in float64 every position
+    that may rank within the first ``R`` or be the largest, and returns how long the sorted prefix is
+    that is certainly exact and complete.
+    """
+
+    def __init__(self, groups, gi_all, li_all, rep_all, err, user_z2, user_beta, user_self):
+        self.groups, self.gi, self.li, self.rep = groups, gi_all, li_all, rep_all
+        self.err = err.copy()
+        self.user = (np.ascontiguousarray(user_z2), user_beta, np.array([0, len(user_beta)], dtype=np.int64))
+        self.user_self = user_self
+        self.recomputed = 0
+
+    def certify(self, d, cand, R: int) -> int:
+        """Make ``d`` exact where needed for the first ``R`` ranks (in place); returns the certified length."""
+        err = self.err
+        pos = np.flatnonzero(cand)
+        if len(pos) == 0:
+            return 0
+        upper = d[pos] + err[pos]
+        T = np.partition(upper, R - 1)[R - 1] if R < len(pos) else upper.max()
+        lower = d[pos] - err[pos]
+        need = (err[pos] > 0) & ((lower <= T) | (upper >= lower.max()))  # may rank in the top R, or be the max
+        todo = pos[need]
+        if len(todo):
+            todo = np.flatnonzero(np.isin(self.rep, self.rep[todo]) & (err > 0))  # keep duplicate ties exact
+            for gi in np.unique(self.gi[todo]):
+                at = todo[self.gi[todo] == gi]
+                g = self.groups[gi]
+                cross = g.cross(*self.user, specs=self.li[at])[0]
+                exact = g.self_ip[self.li[at]] - 2.0 * cross + self.user_self
+                d[at] = exact
+            d[todo] = d[self.rep[todo]]
+            err[todo] = 0.0
+            self.recomputed += len(todo)
+        return int(np.count_nonzero(d[pos] <= T))
+
+
+def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search_num, method,
+            refiner=None) -> SearchResult:
     def ident(pos):
         return groups[gi_all[pos]].ids[li_all[pos]]
 
@@ -302,14 +387,24 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
     nonfinite = [ident(p) for p in bad]
     if nonfinite:
         log.warning("dropped %d learnware(s) with a non-finite distance", len(nonfinite))
-    sel = np.flatnonzero(listed & finite)
-    order = sel[np.lexsort((key[sel], d[sel]))]
-    sorted_d = d[order]
+    cand = listed & finite
+    sel = np.flatnonzero(cand)
+    m = int(max_search_num)
+    certified = len(sel)
+    if refiner is not None:  # the pool must be exact before the mixture search
+        d = d.copy()
+        certified = refiner.certify(d, cand, max(1, m * m))
+
+    def rank():
+        order = sel[np.lexsort((key[sel], d[sel]))]
+        return order, d[order]
+
+    order, sorted_d = rank()
+    final = {"order": order}
     result = SearchResult(single=[], mixture=None, dists=sorted_d, nonfinite_dropped=nonfinite,
-                          _ranking_fn=lambda: [ident(p) for p in order])
+                          _ranking_fn=lambda: [ident(p) for p in final["order"]])
     if len(order) == 0:
         return result
-    m = int(max_search_num)
     pool = order[: m * m]
     result.pool = [ident(p) for p in pool]
     mix_dist, mix_ids, mix_w = None, [], None
@@ -332,8 +427,17 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
                                  "mmd2": float(mix_dist)}
     else:
         result.mixture_dropped = "not_called"
-    pp = postprocess(sorted_d.tolist(), mix_dist, mixture_len=len(mix_ids),
-                     image=groups[0].spec_type == "RKMEImageSpecification")
+    image = groups[0].spec_type == "RKMEImageSpecification"
+    pp = postprocess(sorted_d.tolist(), mix_dist, mixture_len=len(mix_ids), image=image)
+    while refiner is not None and certified < min(len(order), pp.n_single + 1):
+        # the reported singles and the first rejected one must be exact too (the pool stays as it is:
+        # more refinement only changes distances beyond the certified prefix)
+        certified = refiner.certify(d, cand, max(2 * certified, pp.n_single + 1))
+        order, sorted_d = rank()
+        final["order"], result.dists = order, sorted_d
+        pp = postprocess(sorted_d.tolist(), mix_dist, mixture_len=len(mix_ids), image=image)
+    if refiner is not None:
+        result.exact_recomputed = refiner.recomputed
     result.scores_before_filter = pp.scores_before_filter
     if result.mixture_dropped is None:
         result.mixture_dropped = pp.mixture_dropped

@@ -50,13 +50,14 @@ def test_ranking_and_filters(market, search_dir):
             assert pos == sorted(pos) and len({float(r.dists[p]) for p in pos}) == 1
 
 
-def test_runs_match_reference(market, search_dir, caplog):
+@pytest.mark.parametrize("screen", [False, True])
+def test_runs_match_reference(market, search_dir, caplog, screen):
     caplog.set_level(logging.ERROR)
     n = 0
     for path, cm, run in _runs(search_dir):
         user = RKMESpec.load(search_dir / path / "user.json")
         tag = f"{path} {run['search_method']} {run['max_search_num']}"
-        r = market.search(user, max_search_num=run["max_search_num"], method=run["search_method"])
+        r = market.search(user, max_search_num=run["max_search_num"], method=run["search_method"], screen=screen)
         exp = run["expected"]
         assert [s.id for s in r.single] == [s["id"] for s in exp["single_results"]], tag
         np.testing.assert_allclose([s.score for s in r.single], [s["score"] for s in exp["single_results"]],
