@@ -14,14 +14,12 @@ import hashlib
 import json
 import logging
 import os
-import posixpath
 import sys
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _backend, kernels
+from . import kernels
 from .spec import RKMESpec
 
 __all__ = ["SpecIndex", "BulkReport", "read_package_spec", "TABLE_TYPE"]
@@ -29,7 +27,6 @@ __all__ = ["SpecIndex", "BulkReport", "read_package_spec", "TABLE_TYPE"]
 log = logging.getLogger(__name__)
 
 TABLE_TYPE = "RKMETableSpecification"
-_PACKAGE_SPEC_CLASSES = ("RKMETableSpecification", "RKMEStatSpecification")
 _DTYPES = {"float64": np.float64, "float32": np.float32}
 _MAGIC = b"LWEIDX\x00\x01"
 _ALIGN = 64
@@ -74,67 +71,12 @@ def _is_finite_spec(spec: RKMESpec) -> bool:
     return bool(np.isfinite(spec.z).all() and np.isfinite(spec.beta).all())
 
 
-def _safe_member(name: str) -> bool:
-    if not name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        return False
-    parts = name.replace("\\", "/").split("/")
-    return ".." not in parts
-
-
 def read_package_spec(path) -> RKMESpec:
-    """The stat spec of a learnware package (zip, or its unzipped folder).
+    """The stat spec of a learnware package (zip, or its unzipped folder), read with the
+    hostile-input checks of :func:`lwengine.package.read_package` (package code is never imported)."""
+    from .package import read_package
 
-    Reads ``learnware.yaml`` with ``yaml.safe_load`` and the spec file named by the first
-    ``stat_specifications`` entry whose class is ``RKMETableSpecification`` (or its legacy alias
-    ``RKMEStatSpecification``).  Package code is never imported; zip members with absolute paths or
-    ``..`` are refused.  Errors are ValueErrors naming the package.
-    """
-    import yaml
-
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        def read(name):
-            if not _safe_member(name):
-                raise ValueError(f"{path}: refusing unsafe file name {name!r}")
-            with open(os.path.join(path, name), encoding="utf-8") as f:
-                return f.read()
-        names = None
-    else:
-        try:
-            zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise ValueError(f"{path}: not a readable zip file: {exc}") from exc
-        with zf:
-            bad = [n for n in zf.namelist() if not _safe_member(n)]
-            if bad:
-                raise ValueError(f"{path}: refusing a zip with unsafe member names {bad[:3]}")
-            names = {posixpath.normpath(n.replace("\\", "/")): zf.read(n) for n in zf.namelist() if not n.endswith("/")}
-
-        def read(name):
-            key = posixpath.normpath(name.replace("\\", "/"))
-            if not _safe_member(name) or key not in names:
-                raise ValueError(f"{path}: no member {name!r} in the package")
-            return names[key].decode("utf-8")
-    try:
-        meta = yaml.safe_load(read("learnware.yaml"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read learnware.yaml: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: learnware.yaml is not valid YAML: {exc}") from exc
-    entries = meta.get("stat_specifications") if isinstance(meta, dict) else None
-    if not isinstance(entries, list):
-        raise ValueError(f"{path}: learnware.yaml has no stat_specifications list")
-    for entry in entries:
-        if isinstance(entry, dict) and entry.get("class_name") in _PACKAGE_SPEC_CLASSES:
-            file_name = entry.get("file_name")
-            if not isinstance(file_name, str):
-                raise ValueError(f"{path}: stat specification entry without a file_name")
-            try:
-                text = read(file_name)
-            except OSError as exc:
-                raise ValueError(f"{path}: cannot read {file_name}: {exc}") from exc
-            return RKMESpec.loads(text, f"{path}:{file_name}")
-    raise ValueError(f"{path}: no RKMETableSpecification / RKMEStatSpecification in stat_specifications")
+    return read_package(path).spec
 
 
 @dataclass
@@ -182,7 +124,6 @@ class _Group:
 
     def append(self, ids, specs, seqs, finite) -> list:
         """Append specs (already validated) in one packing step; returns their local indices."""
-        k = len(specs)
         Ks = np.array([s.K for s in specs], dtype=np.int64)
         new_rows = int(Ks.sum())
         z_new = np.empty((new_rows, self.dim), dtype=np.float64)

@@ -3,7 +3,7 @@
 The store and its CLI need only numpy, PyYAML and rapidfuzz; ``lwengine dock serve`` needs the
 optional extra ``dock`` (starlette, uvicorn, python-multipart).  See docs/dock.md.
 """
-from .ingest import Limits, PackageError
+from ..package import Limits, PackageError
 from .store import (STATUS_INVALID, STATUS_UNUSABLE, STATUS_USABLE, Dock, DockError, DockLockedError,
                     LearnwareRecord)
 

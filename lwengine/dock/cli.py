@@ -91,7 +91,7 @@ def _open(args, create=False):
 
 
 def _read_json(path, what):
-    from .ingest import read_semantic
+    from ..package import read_semantic
 
     return read_semantic(path) if what == "semantic" else json.load(open(path, encoding="utf-8"))
 
@@ -171,7 +171,7 @@ def _show(args) -> int:
 
 
 def _search(args) -> int:
-    from .ingest import read_spec_file
+    from ..package import read_spec_file
 
     if not args.user and not args.semantic:
         raise ValueError("give --user and/or --semantic")

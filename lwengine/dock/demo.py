@@ -74,7 +74,7 @@ def run_dock_demo(num_learnwares: int = 300, *, path=None, families: int = 12, n
             say(f"user '{name}': {len(r.single)} single match(es); top "
                 + ", ".join(f"{s.id} (score {s.score:.3f})" for s in r.single[:3]))
             if r.mixture is not None:
-                say(f"  mixture: " + ", ".join(f"{i}:{w:.2f}" for i, w in zip(r.mixture.ids, r.mixture.weights))
+                say("  mixture: " + ", ".join(f"{i}:{w:.2f}" for i, w in zip(r.mixture.ids, r.mixture.weights))
                     + f"  score {r.mixture.score:.3f}")
         sem = {"Scenario": {"Type": "Tag", "Values": ["Energy"]}}
         t = time.perf_counter()

@@ -36,8 +36,8 @@ import numpy as np
 
 from ..index import BulkReport, SpecIndex
 from ..spec import RKMESpec
-from . import ingest
-from .ingest import Limits, PackageError
+from .. import package as ingest
+from ..package import Limits
 
 __all__ = ["Dock", "DockError", "DockLockedError", "LearnwareRecord", "STATUS_INVALID", "STATUS_UNUSABLE",
            "STATUS_USABLE"]
@@ -172,7 +172,7 @@ class Dock:
     create : create it if missing (``Dock.init`` always creates).
     lock_timeout : seconds a write waits for another process's write lock before
         :class:`DockLockedError` (one writer at a time; readers never wait).
-    limits : :class:`~lwengine.dock.ingest.Limits` for package ingestion.
+    limits : :class:`~lwengine.package.Limits` for package ingestion.
     dtype : storage dtype of the in-memory index (``"float64"`` reproduces the reference).
 
     Any number of processes may open the same dock; searches see the latest committed state
@@ -468,7 +468,7 @@ class Dock:
         """Add a learnware package (zip path, folder, or zip bytes ``data``) -> its id.
 
         ``semantic`` overrides the package's ``semantic_specification.json``.  Validation happens
-        before anything is written (see :func:`lwengine.dock.ingest.read_package`)."""
+        before anything is written (see :func:`lwengine.package.read_package`)."""
         pkg = ingest.read_package(path, data=data, limits=self.limits)
         sem = pkg.semantic if semantic is None else ingest.check_semantic(semantic)
         with self._writing():
