@@ -2,6 +2,9 @@
 
     python benchmarks/bench_fit.py [--smoke] [--json out.json] [--threads N] [--repeats R]
 
+Also prints the stages of one fit at each size (median ms of each native call the fit makes:
+k-means, moments with/without T, self-Gram, QP cold and warm-started, Z step).
+
 Sizes: n in {2e3, 1e5}, d = 20, K = 100, the reference's defaults (gamma 0.1, 3 steps, step 0.1).
 Columns: ``lwengine`` (median s), ``numpy64`` (the same algorithm from ``lwengine._reference``:
 float32 k-means, float64 moments, exact QP, reference Z step; same init rows), their ratio, and
@@ -35,6 +38,33 @@ def numpy_fit(x32, K, gamma=0.1, step_size=0.1, steps=3, seed=0):
         C, T = ref.zx_moments(z, x, gamma)
         beta = ref.simplex_qp(ref.gauss_kernel(z, z, gamma), C)[0]
     return z, beta
+
+
+def stage_times(X, K, repeats, gamma=0.1):
+    """Median ms of every stage of one fit (the calls RKMESpec.fit makes, on the same data)."""
+    from lwengine import spec as S
+
+    core = lwengine._backend.require_core()
+    x, _ = S._prepare_data(X, "X")
+    r = max(3, repeats)
+    ms = lambda fn: 1e3 * timeit(fn, repeats=r, min_time=0.02)  # noqa: E731
+    out = {"prepare": ms(lambda: S._prepare_data(X, "X"))}
+    c, iters = lwengine.kernels.kmeans(x, K, seed=0)
+    out["kmeans"] = ms(lambda: lwengine.kernels.kmeans(x, K, seed=0))
+    out["kmeans_iters"] = iters
+    z = c.astype(np.float64)
+    out["moments_CT"] = ms(lambda: S._moments(z, x, gamma, True))
+    out["moments_C"] = ms(lambda: S._moments(z, x, gamma, False))
+    out["point_gram"] = ms(lambda: S._point_gram(z, gamma))
+    G = S._point_gram(z, gamma)
+    C, T = S._moments(z, x, gamma, True)
+    out["qp_cold"] = ms(lambda: S._beta_update(G, C, True))
+    beta = S._beta_update(G, C, True)
+    z2 = np.empty_like(z)
+    out["z_step"] = ms(lambda: core.rs_step_from_gram(z, beta, C, T, G, gamma, 0.1, 1.0, z2))
+    G2, (C2, _) = S._point_gram(z2, gamma), S._moments(z2, x, gamma, False)
+    out["qp_warm"] = ms(lambda: S._beta_update(G2, C2, True, warm=beta))
+    return out
 
 
 def learnware_fit():
@@ -72,9 +102,15 @@ def main(argv=None):
             row["learnware_s"] = timeit(lambda: lw(X, K), repeats=base_repeats)
             row["vs_learnware"] = row["learnware_s"] / t_ours
         rows.append(row)
+    stages = [{"n": n, **stage_times(np.random.default_rng(n).standard_normal((n, d)).astype(np.float32), K,
+                                     repeats)} for n, d, K in sizes]
     print(f"threads={core.get_num_threads()}  learnware={'available' if lw else 'skipped (not installed)'}")
     print_table(rows, ["n", "d", "K", "lwengine_s", "numpy64_s", "speedup", "learnware_s", "objective_diff"])
-    write_json(args.json, {"benchmark": "fit", "machine": machine_info(), "rows": rows})
+    print("stages of one fit (median ms per call; a fit makes 1 kmeans, 3 moments_CT + 1 moments_C,\n"
+          "4 point_gram, 1 qp_cold + 3 qp_warm, 3 z_step):")
+    print_table(stages, ["n", "prepare", "kmeans", "kmeans_iters", "moments_CT", "moments_C", "point_gram",
+                         "qp_cold", "qp_warm", "z_step"])
+    write_json(args.json, {"benchmark": "fit", "machine": machine_info(), "rows": rows, "stages": stages})
 
 
 if __name__ == "__main__":

@@ -258,6 +258,47 @@ inline void zx_chunk(const double* zr, index_t d, const double* zn, const double
   }
 }
 
+// tp[r * d + k] += sum_j e[r * kTileX + j] xT[k * kTileX + j] for R rows of the kernel block
+template <int R>
+inline void zx_t_block(const double* e, const double* xT, index_t d, index_t mp, double* tp) {
+  using V = f64x4;
+  index_t k = 0;
+  for (; k + 2 <= d; k += 2) {
+    V a[R][2];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = V{};
+    const double* x0 = xT + k * kTileX;
+    const double* x1 = x0 + kTileX;
+    for (index_t j = 0; j < mp; j += 4) {
+      const V xv0 = vload<V>(x0 + j), xv1 = vload<V>(x1 + j);
+      _Pragma("GCC unroll 4")
+      for (int r = 0; r < R; ++r) {
+        const V ev = vload<V>(e + r * kTileX + j);
+        a[r][0] += ev * xv0;
+        a[r][1] += ev * xv1;
+      }
+    }
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < R; ++r) {
+      tp[r * d + k] += hsum<double>(a[r][0]);
+      tp[r * d + k + 1] += hsum<double>(a[r][1]);
+    }
+  }
+  if (k < d) {
+    V a[R];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < R; ++r) a[r] = V{};
+    const double* x0 = xT + k * kTileX;
+    for (index_t j = 0; j < mp; j += 4) {
+      const V xv0 = vload<V>(x0 + j);
+      _Pragma("GCC unroll 4")
+      for (int r = 0; r < R; ++r) a[r] += vload<V>(e + r * kTileX + j) * xv0;
+    }
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < R; ++r) tp[r * d + k] += hsum<double>(a[r]);
+  }
+}
+
 template <class Tx>
 void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t d, double gamma,
                      double* C, double* Tout) {
@@ -309,18 +350,13 @@ void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t
             V s = V{};
             for (index_t j = 0; j < mp; j += 4) s += vload<V>(e + j);
             pc[i0 + rr] += hsum<double>(s);
-            if (Tout) {
-              double* tp = pc + K + (i0 + rr) * d;
-              for (index_t k = 0; k < d; ++k) {
-                const double* xk = xT.data() + k * kTileX;
-                V a0 = V{}, a1 = V{};
-                for (index_t j = 0; j < mp; j += 8) {
-                  a0 += vload<V>(e + j) * vload<V>(xk + j);
-                  a1 += vload<V>(e + j + 4) * vload<V>(xk + j + 4);
-                }
-                tp[k] += hsum<double>(a0 + a1);
-              }
-            }
+          }
+          if (Tout) {  // T rows += E x: register blocks of 4 z rows x 2 coordinates
+            index_t rr = 0;
+            for (; rr + 4 <= kb; rr += 4) zx_t_block<4>(E.data() + rr * kTileX, xT.data(), d, mp,
+                                                       pc + K + (i0 + rr) * d);
+            for (; rr < kb; ++rr) zx_t_block<1>(E.data() + rr * kTileX, xT.data(), d, mp,
+                                                pc + K + (i0 + rr) * d);
           }
         }
       }
