@@ -1,6 +1,8 @@
 """Stateless RKME kernels: validated Python entry points over the native modules.
 
-Every function here has a float64 numpy twin of the same signature in :mod:`lwengine._reference`.
+Every function here has a float64 numpy twin of the same signature in :mod:`lwengine._reference`
+(the ``device`` option aside: ``"auto"`` runs on the GPU when the data are torch CUDA tensors,
+``"cuda"`` / ``"cpu"`` force a backend; see :func:`_on_cuda`).
 Data arguments come first, options are keyword-only.  Packed stores are CSR-like:
 ``z`` (M, d) float32 or float64, ``beta`` (M,) float64, ``offsets`` (N + 1,) int64 with
 ``offsets[0] == 0``, non-decreasing, ``offsets[-1] == M``.  Accumulation is always float64;
@@ -85,6 +87,28 @@ def _store(z, beta, offsets, prefix: str, dtype=None):
     return z, beta, offsets
 
 
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+def _on_cuda(name: str, device: str, data) -> object:
+    """The CUDA twin of kernel ``name`` when the call belongs on the GPU, else None.
+
+    ``device="cpu"``: always the CPU kernels (CUDA tensors are copied to the host); ``"cuda"``: the
+    CUDA kernels (numpy in and out through device copies; RuntimeError without a CUDA build or
+    device); ``"auto"``: the CUDA kernels when any data argument is a torch CUDA tensor.
+    """
+    if device not in _DEVICES:
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cpu":
+        return None
+    if device == "auto" and not any(hasattr(a, "detach") and getattr(a, "is_cuda", False) for a in data):
+        return None
+    _backend.require_cuda()
+    from . import _cuda_ops
+
+    return getattr(_cuda_ops, name)
+
+
 def _native(name: str):
     """The _core function ``name``; RuntimeError when the installed extension lacks it."""
     fn = getattr(_backend.require_core(), name, None)
@@ -94,12 +118,15 @@ def _native(name: str):
 
 
 # ------------------------------------------------------------------------------ kernels
-def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma):
+def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma, *, device: str = "auto"):
     """Inner products of query specs with store specs, shape (Q, N), float64.
 
     ``out[q, i] = sum_a sum_b q_beta_a beta_b exp(-gamma |q_z_a - z_b|^2)``.  The query is cast to
     the store's dtype (float32 store: bulk screening; float64 store: reference fidelity).
     """
+    cuda_fn = _on_cuda('cross_inner', device, (q_z, q_beta, z, beta))
+    if cuda_fn is not None:
+        return cuda_fn(q_z, q_beta, q_offsets, z, beta, offsets, gamma)
     z, beta, offsets = _store(z, beta, offsets, "")
     q_z, q_beta, q_offsets = _store(q_z, q_beta, q_offsets, "q_", z.dtype)
     if q_z.shape[1] != z.shape[1] and q_z.shape[0] and z.shape[0]:
@@ -112,8 +139,11 @@ def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma):
     return out
 
 
-def self_inner(z, beta, offsets, gamma):
+def self_inner(z, beta, offsets, gamma, *, device: str = "auto"):
     """``<mu_i, mu_i>`` for every spec of a packed store, shape (N,)."""
+    cuda_fn = _on_cuda('self_inner', device, (z, beta))
+    if cuda_fn is not None:
+        return cuda_fn(z, beta, offsets, gamma)
     z, beta, offsets = _store(z, beta, offsets, "")
     g = _as_gamma(gamma)
     out = np.zeros(offsets.shape[0] - 1, dtype=np.float64)
@@ -123,8 +153,11 @@ def self_inner(z, beta, offsets, gamma):
     return out
 
 
-def gram(z, beta, offsets, gamma):
+def gram(z, beta, offsets, gamma, *, device: str = "auto"):
     """Gram matrix ``<mu_i, mu_j>`` of the specs of one packed set, shape (N, N), symmetric."""
+    cuda_fn = _on_cuda('gram', device, (z, beta))
+    if cuda_fn is not None:
+        return cuda_fn(z, beta, offsets, gamma)
     z, beta, offsets = _store(z, beta, offsets, "")
     g = _as_gamma(gamma)
     n = offsets.shape[0] - 1
@@ -135,12 +168,15 @@ def gram(z, beta, offsets, gamma):
     return out
 
 
-def zx_moments(z, x, gamma, *, with_t: bool = True):
+def zx_moments(z, x, gamma, *, with_t: bool = True, device: str = "auto"):
     """``(C, T)``: ``C_i = mean_j k(z_i, x_j)`` (K,) and ``T_i = mean_j k(z_i, x_j) x_j`` (K, d).
 
     Streams over ``x`` (float32 or float64, n up to 1e7) in tiles; never materializes K x n.
     ``with_t=False`` skips T (returned as None).
     """
+    cuda_fn = _on_cuda('zx_moments', device, (z, x))
+    if cuda_fn is not None:
+        return cuda_fn(z, x, gamma, with_t=with_t)
     z = _as_points(z, "z", np.float64)
     x = _as_points(x, "x")
     if x.shape[0] == 0:
@@ -155,13 +191,16 @@ def zx_moments(z, x, gamma, *, with_t: bool = True):
     return C, T
 
 
-def kernel_mean(z, x, gamma):
+def kernel_mean(z, x, gamma, *, device: str = "auto"):
     """``C_i = (1/n) sum_j exp(-gamma |z_i - x_j|^2)``, shape (K,)."""
-    return zx_moments(z, x, gamma, with_t=False)[0]
+    return zx_moments(z, x, gamma, with_t=False, device=device)[0]
 
 
-def rs_step_from_moments(z, beta, C, T, gamma, step_size, *, exact_gradient: bool = False):
+def rs_step_from_moments(z, beta, C, T, gamma, step_size, *, exact_gradient: bool = False, device: str = "auto"):
     """One Jacobi Z update from the data moments at ``z`` (see :func:`zx_moments`)."""
+    cuda_fn = _on_cuda('rs_step_from_moments', device, (z, beta, C, T))
+    if cuda_fn is not None:
+        return cuda_fn(z, beta, C, T, gamma, step_size, exact_gradient=exact_gradient)
     z = _as_points(z, "z", np.float64)
     K = z.shape[0]
     beta = _as_vector(beta, "beta", K)
@@ -177,11 +216,11 @@ def rs_step_from_moments(z, beta, C, T, gamma, step_size, *, exact_gradient: boo
     return out
 
 
-def rs_step(z, beta, x, gamma, step_size, *, exact_gradient: bool = False):
+def rs_step(z, beta, x, gamma, step_size, *, exact_gradient: bool = False, device: str = "auto"):
     """One reduced-set Z update against data ``x``: the reference's factor (semantics 1.8) by
     default, the exact MMD^2 gradient with ``exact_gradient=True``."""
-    C, T = zx_moments(z, x, gamma)
-    return rs_step_from_moments(z, beta, C, T, gamma, step_size, exact_gradient=exact_gradient)
+    C, T = zx_moments(z, x, gamma, device=device)
+    return rs_step_from_moments(z, beta, C, T, gamma, step_size, exact_gradient=exact_gradient, device=device)
 
 
 def _as_qp(G, c, prefix=""):
