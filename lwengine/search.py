@@ -241,15 +241,17 @@ def search_batch(index, user_specs, max_search_num: int = 5, method: str | None 
 
     ``restrict``: optional ordered ids; only these are searched, and ties follow this order (the
     market passes its own learnware list this way).
+
+    ``index`` may provide ``_search_backend`` (an object with the methods of :class:`LocalBackend`)
+    to supply the scan from elsewhere (:class:`lwengine.distributed.ShardedIndex`); the pipeline
+    after the scan is this one.
     """
     _check_args(max_search_num, method)
+    backend = getattr(index, "_search_backend", None) or LocalBackend(index)
     user_specs = list(user_specs)
     allowed = None
     if semantic is not None or restrict is not None:
-        listed = index.ids() if restrict is None else [i for i in restrict if i in index]
-        order = listed if semantic is None else semantic_filter([(i, index._semantic.get(i)) for i in listed],
-                                                                semantic)
-        allowed = {i: r for r, i in enumerate(order)}
+        allowed = {i: r for r, i in enumerate(backend.listing(semantic, restrict))}
     results = [None] * len(user_specs)
     by_shape: dict = {}
     for q, spec in enumerate(user_specs):
@@ -262,56 +264,7 @@ def search_batch(index, user_specs, max_search_num: int = 5, method: str | None 
         u, z2, uself = _user(spec, name)
         by_shape.setdefault(u.z_shape, []).append((q, u, z2, uself))
     for shape, users in by_shape.items():
-        groups = [g for g in index._groups.values() if g.shape == shape and g.n_alive]
-        qz = np.concatenate([z2 for _, _, z2, _ in users])
-        qb = np.concatenate([u.beta for _, u, _, _ in users])
-        qo = np.concatenate([[0], np.cumsum([u.K for _, u, _, _ in users])]).astype(np.int64)
-        uself = np.array([s for *_, s in users])
-        from .index import _digest
-
-        udig = [np.frombuffer(_digest(z2, u.beta), dtype=np.uint8) for _, u, z2, _ in users]
-        q_l1 = np.array([np.abs(u.beta).sum() for _, u, _, _ in users])
-        q_r2 = np.array([float((z2 * z2).sum(1).max()) for _, _, z2, _ in users])
-        q_K = np.array([u.K for _, u, _, _ in users], dtype=np.float64)
-        dists, errs, reps, seqs, gidx, lidx = [], [], [], [], [], []
-        base = 0
-        for gi, g in enumerate(groups):
-            n = g.n
-            screened = _screens(g, screen)
-            cross = g.cross(qz, qb, qo, screened=screened)
-            d = g.self_ip[:n][None, :] - 2.0 * cross + uself[:, None]
-            err = np.zeros_like(d)
-            if screened:
-                _, bl1, r2 = g.screen()
-                err = 2.0 * kernels.cross_inner_f32_bound(q_l1[:, None], bl1[None, :n], q_K[:, None], g.dim,
-                                                          g.gamma, np.maximum(r2[None, :n], q_r2[:, None]))
-            rep = np.arange(n)
-            dups = g.duplicates()
-            if dups:  # bit-identical specs get bit-identical distances (exact ties, as the reference)
-                d[:, dups[0]] = d[:, dups[1]]
-                err[:, dups[0]] = err[:, dups[1]]
-                rep[dups[0]] = dups[1]
-            for row, (_, u, _, _) in enumerate(users):  # p.dist(p) == 0.0 exactly, as the reference
-                if u.gamma == g.gamma:
-                    same = np.flatnonzero((np.asarray(g.digest[:n]) == udig[row]).all(axis=1))
-                    d[row, same] = 0.0
-                    err[row, same] = 0.0
-            live = np.flatnonzero(g.alive[:n])
-            pos_of = np.full(n, -1, dtype=np.int64)
-            pos_of[live] = base + np.arange(len(live))
-            dists.append(d[:, live])
-            errs.append(err[:, live])
-            reps.append(pos_of[rep[live]])
-            seqs.append(np.asarray(g.seq[live]))
-            gidx.append(np.full(len(live), gi, dtype=np.int64))
-            lidx.append(live)
-            base += len(live)
-        if groups:
-            D, E, rep_all = np.concatenate(dists, axis=1), np.concatenate(errs, axis=1), np.concatenate(reps)
-            seq, gi_all, li_all = np.concatenate(seqs), np.concatenate(gidx), np.concatenate(lidx)
-        else:
-            D = E = np.empty((len(users), 0))
-            seq = gi_all = li_all = rep_all = np.empty(0, dtype=np.int64)
+        groups, D, E, rep_all, seq, gi_all, li_all = backend.scan(shape, users, screen)
         if allowed is not None:
             ids = [groups[g].ids[l] for g, l in zip(gi_all, li_all)]
             key = np.array([allowed.get(i, -1) for i in ids], dtype=np.int64)
@@ -320,9 +273,97 @@ def search_batch(index, user_specs, max_search_num: int = 5, method: str | None 
         for row, (q, u, z2, us) in enumerate(users):
             refiner = None
             if E[row].any():
-                refiner = _Refiner(groups, gi_all, li_all, rep_all, E[row], z2, u.beta, us)
-            results[q] = _finish(groups, D[row], key, gi_all, li_all, u, z2, us, max_search_num, method, refiner)
+                refiner = backend.refiner(groups, gi_all, li_all, rep_all, E[row], z2, u.beta, us)
+            results[q] = _finish(groups, D[row], key, gi_all, li_all, u, z2, us, max_search_num, method, refiner,
+                                 pack=backend.pack)
     return results
+
+
+class LocalBackend:
+    """Where :func:`search_batch` gets its distances: the groups of a local :class:`SpecIndex`.
+
+    ``listing(semantic, restrict)`` -> the searched ids in tie-break order; ``scan(shape, users, screen)``
+    -> ``(groups, D, E, rep, seq, gi, li)`` over the alive specs of that shape (D: (Q, N) distances,
+    E: their float32 screening error bounds, rep: position of each spec's bit-identical
+    representative, seq: insertion sequence numbers, gi/li: group and local index of each position);
+    ``refiner(...)`` -> a :class:`_Refiner`; ``pack(groups, gis, lis)`` -> the pool store.
+    """
+
+    def __init__(self, index):
+        self.index = index
+
+    def listing(self, semantic, restrict) -> list:
+        index = self.index
+        listed = index.ids() if restrict is None else [i for i in restrict if i in index]
+        if semantic is None:
+            return listed
+        return semantic_filter([(i, index._semantic.get(i)) for i in listed], semantic)
+
+    def scan(self, shape, users, screen):
+        return _scan(self.index, shape, users, screen)
+
+    def refiner(self, groups, gi_all, li_all, rep_all, err, user_z2, user_beta, user_self):
+        return _Refiner(groups, gi_all, li_all, rep_all, err, user_z2, user_beta, user_self)
+
+    @staticmethod
+    def pack(groups, gis, lis):
+        return _pack(groups, gis, lis)
+
+
+def _scan(index, shape, users, screen):
+    """Every alive spec of ``shape`` against ``users`` (list of ``(q, spec, z2, self_ip)``); see
+    :class:`LocalBackend`.  ``screen`` may be a dict {group key: bool or None}."""
+    from .index import _digest
+
+    groups = [g for g in index._groups.values() if g.shape == shape and g.n_alive]
+    qz = np.concatenate([z2 for _, _, z2, _ in users])
+    qb = np.concatenate([u.beta for _, u, _, _ in users])
+    qo = np.concatenate([[0], np.cumsum([u.K for _, u, _, _ in users])]).astype(np.int64)
+    uself = np.array([s for *_, s in users])
+    udig = [np.frombuffer(_digest(z2, u.beta), dtype=np.uint8) for _, u, z2, _ in users]
+    q_l1 = np.array([np.abs(u.beta).sum() for _, u, _, _ in users])
+    q_r2 = np.array([float((z2 * z2).sum(1).max()) for _, _, z2, _ in users])
+    q_K = np.array([u.K for _, u, _, _ in users], dtype=np.float64)
+    dists, errs, reps, seqs, gidx, lidx = [], [], [], [], [], []
+    base = 0
+    for gi, g in enumerate(groups):
+        n = g.n
+        screened = _screens(g, screen.get(g.key) if isinstance(screen, dict) else screen)
+        cross = g.cross(qz, qb, qo, screened=screened)
+        d = g.self_ip[:n][None, :] - 2.0 * cross + uself[:, None]
+        err = np.zeros_like(d)
+        if screened:
+            _, bl1, r2 = g.screen()
+            err = 2.0 * kernels.cross_inner_f32_bound(q_l1[:, None], bl1[None, :n], q_K[:, None], g.dim,
+                                                      g.gamma, np.maximum(r2[None, :n], q_r2[:, None]))
+        rep = np.arange(n)
+        dups = g.duplicates()
+        if dups:  # bit-identical specs get bit-identical distances (exact ties, as the reference)
+            d[:, dups[0]] = d[:, dups[1]]
+            err[:, dups[0]] = err[:, dups[1]]
+            rep[dups[0]] = dups[1]
+        for row, (_, u, _, _) in enumerate(users):  # p.dist(p) == 0.0 exactly, as the reference
+            if u.gamma == g.gamma:
+                same = np.flatnonzero((np.asarray(g.digest[:n]) == udig[row]).all(axis=1))
+                d[row, same] = 0.0
+                err[row, same] = 0.0
+        live = np.flatnonzero(g.alive[:n])
+        pos_of = np.full(n, -1, dtype=np.int64)
+        pos_of[live] = base + np.arange(len(live))
+        dists.append(d[:, live])
+        errs.append(err[:, live])
+        reps.append(pos_of[rep[live]])
+        seqs.append(np.asarray(g.seq[live]))
+        gidx.append(np.full(len(live), gi, dtype=np.int64))
+        lidx.append(live)
+        base += len(live)
+    if groups:
+        D, E, rep_all = np.concatenate(dists, axis=1), np.concatenate(errs, axis=1), np.concatenate(reps)
+        seq, gi_all, li_all = np.concatenate(seqs), np.concatenate(gidx), np.concatenate(lidx)
+    else:
+        D = E = np.empty((len(users), 0))
+        seq = gi_all = li_all = rep_all = np.empty(0, dtype=np.int64)
+    return groups, D, E, rep_all, seq, gi_all, li_all
 
 
 SCREEN_MIN_SPECS = 256
@@ -363,20 +404,30 @@ class _Refiner:
         todo = pos[need]
         if len(todo):
             todo = np.flatnonzero(np.isin(self.rep, self.rep[todo]) & (err > 0))  # keep duplicate ties exact
-            for gi in np.unique(self.gi[todo]):
-                at = todo[self.gi[todo] == gi]
-                g = self.groups[gi]
-                cross = g.cross(*self.user, specs=self.li[at])[0]
-                exact = g.self_ip[self.li[at]] - 2.0 * cross + self.user_self
-                d[at] = exact
+            d[todo] = self._exact(todo)
             d[todo] = d[self.rep[todo]]
             err[todo] = 0.0
             self.recomputed += len(todo)
         return int(np.count_nonzero(d[pos] <= T))
 
+    def _exact(self, todo) -> np.ndarray:
+        """float64 distances of the positions ``todo`` (one gathered kernel call per group)."""
+        return exact_dists(self.groups, self.gi[todo], self.li[todo], self.user, self.user_self)
+
+
+def exact_dists(groups, gis, lis, user, user_self) -> np.ndarray:
+    """float64 ``d`` of the specs ``(groups[gis[j]], lis[j])`` for ``user = (z2, beta, offsets)``."""
+    out = np.empty(len(gis))
+    for gi in np.unique(gis):
+        at = np.flatnonzero(gis == gi)
+        g = groups[gi]
+        cross = g.cross(*user, specs=lis[at])[0]
+        out[at] = g.self_ip[lis[at]] - 2.0 * cross + user_self
+    return out
+
 
 def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search_num, method,
-            refiner=None) -> SearchResult:
+            refiner=None, *, pack=None) -> SearchResult:
     def ident(pos):
         return groups[gi_all[pos]].ids[li_all[pos]]
 
@@ -409,7 +460,7 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
     result.pool = [ident(p) for p in pool]
     mix_dist, mix_ids, mix_w = None, [], None
     if method in _METHODS and sorted_d[0] > 0:
-        z, beta, offsets, gammas = _pack(groups, gi_all[pool], li_all[pool])
+        z, beta, offsets, gammas = (pack or _pack)(groups, gi_all[pool], li_all[pool])
         A, C = pool_matrices(z, beta, offsets, gammas, user_z2, user.beta, user.gamma)
         result.pool_C = C
         if method == "greedy":

@@ -8,7 +8,7 @@ from lwengine import _backend, kernels
 
 rng = np.random.default_rng(5)
 Z, B, OFF = rng.normal(size=(9, 4)), rng.random(9), np.array([0, 2, 2, 9])
-X = rng.normal(size=(50, 4)).astype(np.float32)
+X = rng.normal(size=(50, 4))  # float64: both backends then compute in float64
 CALLS = {
     "cross_inner": lambda dev: kernels.cross_inner(Z[:3], B[:3], [0, 3], Z, B, OFF, 0.3, device=dev),
     "self_inner": lambda dev: kernels.self_inner(Z, B, OFF, 0.3, device=dev),

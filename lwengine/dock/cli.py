@@ -60,6 +60,11 @@ def register(subparsers) -> None:
                    help="bearer token for writes (default: $LWENGINE_DOCK_TOKEN; none: writes are refused)")
     p.add_argument("--protect-reads", action="store_true", help="require the token for reads too")
     p.add_argument("--max-upload-mb", type=float, default=64.0)
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="search through a sharded index on this Ray cluster ('local': start one here; "
+                        "needs the 'distributed' extra)")
+    p.add_argument("--shards", type=int, default=4, help="number of shard actors with --ray")
+    p.add_argument("--shard-cpus", type=float, default=1.0, help="CPUs reserved per shard actor with --ray")
 
 
 def _guarded(func):
@@ -242,6 +247,9 @@ def _serve(args) -> int:
     except ImportError as exc:
         raise RuntimeError(f"`lwengine dock serve` needs the optional extra: pip install 'lwengine[dock]' ({exc})") \
             from exc
+    if args.ray is not None and args.shards < 1:
+        raise ValueError(f"--shards must be >= 1, got {args.shards}")
     serve(args.dock, host=args.host, port=args.port, token=args.token, protect_reads=args.protect_reads,
-          max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
+          max_upload_bytes=int(args.max_upload_mb * (1 << 20)), ray_address=args.ray, shards=args.shards,
+          shard_options={"num_cpus": args.shard_cpus})
     return 0

@@ -35,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .ingest import PackageError, check_semantic
+from ..package import PackageError, check_semantic
 from .store import Dock, DockLockedError
 
 __all__ = ["create_app", "serve"]
@@ -101,10 +101,15 @@ def _too_large(limit):
     return JSONResponse({"code": 413, "msg": f"request body over the limit of {limit} bytes"}, status_code=413)
 
 
-def create_app(dock, *, token: str | None = None, protect_reads: bool = False, max_upload_bytes: int = 64 << 20):
-    """The ASGI app over ``dock`` (a :class:`Dock` or a dock path)."""
+def create_app(dock, *, token: str | None = None, protect_reads: bool = False, max_upload_bytes: int = 64 << 20,
+               search_fn=None):
+    """The ASGI app over ``dock`` (a :class:`Dock` or a dock path).
+
+    ``search_fn``: replaces ``dock.search`` (same signature), e.g. the ``dock_search`` of a
+    :class:`lwengine.distributed.ShardedIndex` built on the same dock (``serve --ray``)."""
     if not isinstance(dock, Dock):
         dock = Dock(dock)
+    search_fn = dock.search if search_fn is None else search_fn
 
     def authorize(request: Request, write: bool):
         if not write and not protect_reads:
@@ -196,7 +201,7 @@ def create_app(dock, *, token: str | None = None, protect_reads: bool = False, m
         method = form.get("search_method") or "greedy"
         raw_status = form.get("status")
         status = 1 if raw_status in (None, "") else None if raw_status == "all" else _int(form, "status", 1, -1, 1)
-        result = await run_in_threadpool(dock.search, user, msn, method, sem, status=status)
+        result = await run_in_threadpool(search_fn, user, msn, method, sem, status=status)
         ids = [s.id for s in result.single]
         total = len(ids)
         page_ids = ids[page * limit:(page + 1) * limit]
@@ -281,11 +286,25 @@ def create_app(dock, *, token: str | None = None, protect_reads: bool = False, m
 
 
 def serve(dock_path, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
-          protect_reads: bool = False, max_upload_bytes: int = 64 << 20, log_level: str = "warning") -> None:
-    """Run the service with uvicorn until interrupted."""
+          protect_reads: bool = False, max_upload_bytes: int = 64 << 20, log_level: str = "warning",
+          ray_address: str | None = None, shards: int = 4, shard_options: dict | None = None) -> None:
+    """Run the service with uvicorn until interrupted.  ``ray_address``: search through a
+    :class:`~lwengine.distributed.ShardedIndex` of ``shards`` Ray actors on that cluster (``"local"``
+    starts one here); writes still go to the dock, which the shards follow."""
     import uvicorn
 
-    app = create_app(Dock(dock_path), token=token, protect_reads=protect_reads, max_upload_bytes=max_upload_bytes)
+    sharded = None
+    if ray_address is not None:
+        from ..distributed import ShardedIndex
+
+        sharded = ShardedIndex.from_dock(dock_path, shards, None if ray_address == "local" else ray_address,
+                                         actor_options=shard_options)
+    app = create_app(Dock(dock_path), token=token, protect_reads=protect_reads, max_upload_bytes=max_upload_bytes,
+                     search_fn=None if sharded is None else sharded.dock_search)
     if token is None:
         log.warning("no --token given: the service is read-only")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    finally:
+        if sharded is not None:
+            sharded.close()
