@@ -1,4 +1,4 @@
-"""Command line: ``lwengine info | demo | spec ... | search ...``.
+"""Command line: ``lwengine info | demo | spec | search | index | dock | bench``.
 
 Each command family lives in its own module exposing ``register(subparsers)``.
 """
