@@ -498,6 +498,9 @@ def _descent_step(z, beta, C, T, G, x, gamma, step, *, need_t, max_halvings: int
 _PROGRESS_MIN = 8  # datasets; fewer never show a bar unless progress=True
 
 
+_SMALL_ROWS = 20_000
+
+
 def fit_many(datasets, K: int = 100, gamma: float = 0.1, step_size: float = 0.1, steps: int = 3,
              nonnegative_beta: bool = True, reduce: bool = True, seed=None, init_z=None, *,
              n_jobs: int | None = None, progress: bool | None = None, **options) -> list:
@@ -505,9 +508,10 @@ def fit_many(datasets, K: int = 100, gamma: float = 0.1, step_size: float = 0.1,
 
     Options are those of :meth:`RKMESpec.fit`; ``init_z`` is None or one initial Z per data set.
     Data set i is seeded by the i-th child of ``numpy.random.SeedSequence(seed)`` (reproducible
-    and independent of ``n_jobs``).  ``n_jobs`` (default 1) threads fit data sets concurrently;
-    the native kernels release the GIL and already use every core through OpenMP, so more
-    threads pay only for many small data sets.  ``progress``: a tqdm bar when True, or when None
+    and independent of ``n_jobs``).  ``n_jobs`` threads fit data sets concurrently (the native
+    kernels release the GIL); the default, None, uses one thread per CPU when every data set is
+    small (< 20,000 rows: there the kernels' own threading pays little, and data-set parallelism
+    keeps the cores busy) and 1 otherwise (each fit's kernels then use every core through OpenMP).  ``progress``: a tqdm bar when True, or when None
     and stderr is a terminal and there are at least 8 data sets.
     """
     datasets = list(datasets)
@@ -516,7 +520,10 @@ def fit_many(datasets, K: int = 100, gamma: float = 0.1, step_size: float = 0.1,
         init_z = list(init_z)
         if len(init_z) != N:
             raise ValueError(f"init_z must hold one initial Z per data set ({N}), got {len(init_z)}")
-    n_jobs = 1 if n_jobs is None else _as_int(n_jobs, "n_jobs", 1)
+    if n_jobs is None:
+        small = all(len(x) < _SMALL_ROWS for x in datasets if hasattr(x, "__len__"))
+        n_jobs = (os.cpu_count() or 1) if small else 1
+    n_jobs = _as_int(n_jobs, "n_jobs", 1)
     seeds = np.random.SeedSequence(seed).spawn(N)
 
     def one(i):

@@ -171,13 +171,16 @@ def test_drop_in_searcher_in_a_real_market(learnware_market, tmp_path, caplog):
     assert len(ours.index) == len(items)  # packed eagerly through the organizer hook
 
     def check(tag):
+        mixtures = 0
         for name, user in users.items():
             info = BaseUserInfo(stat_info={TABLE: compat.to_reference_spec(user)})
             for method in ("greedy", "auto"):
                 for m in (3, 5):
                     t = f"{tag} {name} {method} {m}"
                     lws = organizer.get_learnwares()
-                    _assert_same(t, ours(lws, info, m, method), reference(lws, info, m, method))
+                    want = reference(lws, info, m, method)
+                    _assert_same(t, ours(lws, info, m, method), want)
+                    mixtures += bool(want.get_multiple_results())
                     _assert_same(t + " market", market.search_learnware(info, max_search_num=m, search_method=method),
                                  ref_pipeline(info, max_search_num=m, search_method=method))
         # a semantic pre-filter (Scenario tag) hands over a sub-list: restricted to it
@@ -187,6 +190,7 @@ def test_drop_in_searcher_in_a_real_market(learnware_market, tmp_path, caplog):
         _assert_same(tag + " semantic", got, want)
         assert all(organizer.get_learnware_by_ids(i).specification.get_semantic_spec()["Scenario"]["Values"]
                    == ["Financial"] for i in [x for x, _ in _pairs(got)[0]])
+        assert mixtures >= 4, f"{tag}: only {mixtures} runs with a mixture"  # not a singles-only check
 
     check("initial")
     first = _pairs(market.search_learnware(BaseUserInfo(stat_info={TABLE: compat.to_reference_spec(users["two"])})))
