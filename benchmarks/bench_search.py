@@ -1,7 +1,13 @@
 """End-to-end search benchmark: SpecIndex.search (greedy, max_search_num=5) over N synthetic specs.
 
 Baselines measured in the same run:
-* the reference ``learnware`` package's EasyStatSearcher, if importable (else "skipped");
+* the reference ``learnware`` package's EasyStatSearcher, if importable (else "skipped"), single-threaded,
+  on the same specs converted to its RKMETableSpecification objects (conversion not timed), with
+  lwengine timed again right after it at the default and at one OpenMP thread, and the two results
+  checked identical (same single ids, scores to 1e-6, same mixture).  N <= 1e4 always runs in full;
+  larger N runs in full only when the 1e4 per-learnware time predicts < 2 minutes, else a subset of
+  ``--ref-subset`` learnwares is timed and extrapolated per learnware (reported as such).
+  Launch with the reference's interpreter, e.g. ``/work/venv-ref/bin/python benchmarks/bench_search.py``;
 * a per-pair numpy float64 loop mimicking the reference's per-learnware ``dist`` calls, timed on a
   subset of learnwares and extrapolated per learnware to N (reported as such).
 Also: index save/load time, memory against the raw float32 size of the specs, and the distance error
@@ -22,7 +28,10 @@ import time
 
 import numpy as np
 
-from lwengine import RKMESpec, SpecIndex, _backend
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _learnware_ref as lref  # noqa: E402
+
+from lwengine import RKMESpec, SpecIndex, _backend  # noqa: E402
 
 K, D, GAMMA = 100, 20, 0.1
 
@@ -76,12 +85,46 @@ def per_pair_seconds(index, user, sample=200):
     return (time.perf_counter() - t0) / len(specs)
 
 
-def reference_seconds(index, user, sample=200):
+REF_FULL_LIMIT_S = 120.0
+
+
+def reference_column(index, user, n, per_lw_hint, subset, repeats):
+    """The reference's search time at N = n (full or extrapolated) and lwengine's, same specs, same run.
+
+    Returns a dict (or "skipped").  ``per_lw_hint``: seconds per learnware measured at a smaller N."""
+    if not lref.available():
+        return "skipped"
+    ids = index.ids()
+    full = n <= 10000 or (per_lw_hint is not None and per_lw_hint * n < REF_FULL_LIMIT_S)
+    m = n if full else min(subset, n)
+    items = [(i, index.get(i)) for i in ids[:m]]
+    lws = lref.reference_learnwares(items)
+    del items
+    reps = repeats if m <= 1000 else 1
+    t_ref, ref_res = lref.reference_search(lws, user, repeats=reps)
+    del lws
+    if full:
+        sub = index
+    else:  # lwengine on the same subset, for the identity check
+        sub = SpecIndex()
+        sub.add_many([(i, index.get(i)) for i in ids[:m]])
+    ours = lref.lwengine_result(sub.search(user))
+    core = _backend.core
+    default_threads = lref.LWENGINE_THREADS
+    core.set_num_threads(default_threads)
+    t_lwe = median_time(lambda: index.search(user), repeats)
+    core.set_num_threads(1)
     try:
-        from learnware.specification import RKMETableSpecification  # noqa: F401
-    except Exception:  # noqa: BLE001
-        return None
-    return None  # wiring the market needs packages on disk; report the per-pair loop instead
+        t_lwe1 = median_time(lambda: index.search(user), repeats)
+    finally:
+        core.set_num_threads(default_threads)
+    t_ref_n = t_ref * n / m
+    return {"mode": "full" if full else f"extrapolated from {m} learnwares", "ref_s": t_ref_n,
+            "ref_measured_s": t_ref, "ref_measured_n": m, "ref_per_learnware_s": t_ref / m,
+            "lwengine_s": t_lwe, "lwengine_threads": default_threads, "lwengine_1thread_s": t_lwe1,
+            "ratio": t_ref_n / t_lwe, "ratio_1thread": t_ref_n / t_lwe1,
+            "identical": lref.same_result(ref_res, ours), "n_single": len(ref_res["single"]),
+            "mixture": ref_res["mixture"] is not None}
 
 
 def median_time(fn, repeats):
@@ -98,15 +141,21 @@ def main(argv=None):
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, one repeat")
     ap.add_argument("--sizes", type=int, nargs="*")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--no-reference", action="store_true", help="skip the learnware reference column")
+    ap.add_argument("--ref-subset", type=int, default=10000,
+                    help="learnwares timed for the reference when N is too large to run in full")
     args = ap.parse_args(argv)
     sizes = args.sizes or ([300, 1000] if args.smoke else [1000, 10000, 100000])
     repeats = 1 if args.smoke else 3
     user = user_spec()
     out = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0],
-                       "native_cross_inner": getattr(_backend.core, "cross_inner", None) is not None},
+                       "native_cross_inner": getattr(_backend.core, "cross_inner", None) is not None,
+                       "reference": None if args.no_reference else lref.version()},
            "K": K, "d": D, "results": []}
     print(f"search benchmark: K={K} d={D} greedy max_search_num=5; native cross_inner="
-          f"{out['machine']['native_cross_inner']}")
+          f"{out['machine']['native_cross_inner']}; reference: "
+          f"{'disabled' if args.no_reference else (lref.version() or 'skipped (' + lref.why_unavailable() + ')')}")
+    per_lw = None
     for n in sizes:
         t0 = time.perf_counter()
         index = build(n)
@@ -114,7 +163,9 @@ def main(argv=None):
         index.search(user)  # warm-up
         t_search = median_time(lambda: index.search(user), repeats)
         pp = per_pair_seconds(index, user)
-        ref = reference_seconds(index, user)
+        ref = "skipped" if args.no_reference else reference_column(index, user, n, per_lw, args.ref_subset, repeats)
+        if isinstance(ref, dict):
+            per_lw = ref["ref_per_learnware_s"]
         raw_f32 = n * K * (D + 1) * 4
         row = {"N": n, "build_s": t_build, "search_s": t_search, "per_pair_s_per_learnware": pp,
                "per_pair_extrapolated_s": pp * n, "speedup_vs_per_pair": pp * n / t_search,
@@ -146,7 +197,12 @@ def main(argv=None):
         out["results"].append(row)
         print(f"N={n:>7}: search {t_search*1e3:9.1f} ms | per-pair loop {pp*1e3:.3f} ms/lw -> {pp*n:8.2f} s "
               f"(x{row['speedup_vs_per_pair']:.0f}) | vs reference 0.6 ms/lw x{row['speedup_vs_reference_0.6ms']:.0f}"
-              f" | reference pkg: {row['reference']}")
+              f" | reference pkg: {'skipped' if ref == 'skipped' else 'see below'}")
+        if isinstance(ref, dict):
+            print(f"           reference EasyStatSearcher (1 thread, {ref['mode']}): {ref['ref_s']:8.2f} s | lwengine "
+                  f"{ref['lwengine_s']*1e3:.1f} ms ({ref['lwengine_threads']} threads) -> x{ref['ratio']:.0f}, "
+                  f"{ref['lwengine_1thread_s']*1e3:.1f} ms (1 thread) -> x{ref['ratio_1thread']:.0f} | identical "
+                  f"results: {ref['identical']} ({ref['n_single']} singles, mixture {ref['mixture']})")
         print(f"           save {row['save_s']:.2f} s, load {row['load_s']:.3f} s (mmap), first search after "
               f"load {row['first_search_after_load_s']:.2f} s | memory f64 {row['memory_f64_bytes']/raw_f32:.2f}x, "
               f"f32 {row['memory_f32_bytes']/raw_f32:.2f}x raw f32 | f32 dist err {row['f32_max_abs_dist_err']:.1e}, "

@@ -43,7 +43,7 @@ def convert_dist_to_score(dist_list, *, dist_ratio: float = DIST_RATIO, min_scor
     lo, hi = min(d), max(d)
     if lo == hi:
         return [1 for _ in d]
-    eps = dist_ratio * float(np.mean(d))
+    eps = dist_ratio * (sum(d) / len(d))  # the reference's left-to-right sum, bit for bit
     max_score = (hi - lo) / (hi - eps)
     if lo < eps:
         eps = lo

@@ -34,8 +34,9 @@ from ..index import SpecIndex
 from ..search import SearchResult, search_batch
 from ..spec import RKMESpec
 
+# ``PackedStatSearcher`` (lazy, needs learnware) is left out so that ``import *`` works without it
 __all__ = ["available", "searcher_class", "make_searcher", "install", "instantiate_learnware_market",
-           "PackedStatSearcher", "from_reference_spec", "to_reference_spec", "to_reference_learnware"]
+           "from_reference_spec", "to_reference_spec", "to_reference_learnware"]
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +78,6 @@ def _table_spec(learnware):
 def _token(rkme) -> tuple:
     """What a packed spec was made from: the spec object, its z / beta objects and gamma."""
     return rkme, getattr(rkme, "z", None), getattr(rkme, "beta", None), float(rkme.gamma)
-
-
-def _same(a: tuple | None, b: tuple) -> bool:
-    return a is not None and a[0] is b[0] and a[1] is b[1] and a[2] is b[2] and a[3] == b[3]
 
 
 def from_reference_spec(rkme) -> RKMESpec:
@@ -139,30 +136,33 @@ class _Mirror:
 
     def sync(self, learnwares) -> list:
         """Pack what is new or changed among ``learnwares``; returns their ids that have a table spec,
-        in list order (duplicate ids: first occurrence)."""
-        order, seen, new = [], set(), []
+        in list order (duplicate ids: first occurrence).  O(len) attribute reads when nothing changed."""
+        order, seen, new, tokens = [], set(), [], self._tokens
         for lw in learnwares:
             lid = lw.id
             if lid in seen:
                 continue
             seen.add(lid)
-            rkme = _table_spec(lw)
+            stat = getattr(getattr(lw, "specification", None), "stat_spec", None)
+            rkme = stat.get(TABLE) if isinstance(stat, dict) else _table_spec(lw)
             if rkme is None:
-                self.delete(lid)
+                if lid in tokens:
+                    self.delete(lid)
                 continue
             order.append(lid)
-            tok = _token(rkme)
-            if _same(self._tokens.get(lid), tok):
+            t = tokens.get(lid)
+            if t is not None and t[0] is rkme and t[1] is rkme.z and t[2] is rkme.beta and t[3] == rkme.gamma:
                 continue
+            tok = _token(rkme)
             if lid in self.index:
                 self.index.replace(lid, from_reference_spec(rkme))
-                self._tokens[lid] = tok
+                tokens[lid] = tok
             else:
                 new.append((lid, rkme, tok))
         if new:
             self.index.add_many([(lid, from_reference_spec(rkme)) for lid, rkme, _ in new])
             for lid, _, tok in new:
-                self._tokens[lid] = tok
+                tokens[lid] = tok
         return order
 
     def delete(self, lid) -> None:
