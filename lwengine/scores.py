@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+
 __all__ = [
     "DIST_RATIO",
     "MIN_SCORE",
@@ -49,13 +50,11 @@ def convert_dist_to_score(dist_list, *, dist_ratio: float = DIST_RATIO, min_scor
         eps = lo
     elif max_score < min_score:
         eps = hi - (hi - lo) / min_score
-    out = []
-    for x in d:
-        s = (hi - x) / (hi - eps)
-        if s < improve_score:
-            s = min(math.sqrt(s), improve_score) if s >= 0 else s
-        out.append(s)
-    return out
+    # elementwise IEEE arithmetic: the same bits as the reference's Python loop
+    s = (hi - np.array(d)) / (hi - eps)
+    lift = (s < improve_score) & (s >= 0)
+    s[lift] = np.minimum(np.sqrt(s[lift]), improve_score)
+    return s.tolist()
 
 
 def image_transform(dists):
