@@ -114,6 +114,7 @@ class ShardedIndex:
         self._catalog = [None] * self.num_shards
         self._inc = [None] * self.num_shards
         self._dock_gen = -1
+        self._rep_cache: dict = {}
         self._closed = False
         infos = self._call_list("info")  # waits for every shard to be loaded (in parallel)
         self._inc = [i["incarnation"] for i in infos]
@@ -481,6 +482,22 @@ class ShardedIndex:
         self.close()
 
 
+def _cross_shard_reps(groups, gi_all, digs):
+    """Position of each spec's representative: the first position with the same group key and digest."""
+    n = len(gi_all)
+    key_id = {}
+    gk = np.array([key_id.setdefault(g.key, len(key_id)) for g in groups], dtype=np.int64)[gi_all]
+    d64 = np.ascontiguousarray(np.concatenate(digs)).view(np.uint64).reshape(n, 2)
+    order = np.lexsort((np.arange(n), d64[:, 1], d64[:, 0], gk))
+    sg, s0, s1 = gk[order], d64[order, 0], d64[order, 1]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (sg[1:] != sg[:-1]) | (s0[1:] != s0[:-1]) | (s1[1:] != s1[:-1])
+    first = order[np.maximum.accumulate(np.where(new, np.arange(n), 0))]
+    out = np.empty(n, dtype=np.int64)
+    out[order] = first
+    return out
+
+
 class _ShardedBackend:
     """The scan of :func:`lwengine.search.search_batch` over the shards (see :class:`LocalBackend`)."""
 
@@ -545,17 +562,15 @@ class _ShardedBackend:
         rep, seq = np.concatenate(reps), np.concatenate(seqs)
         gi_all, li_all = np.concatenate(gis), np.concatenate(lis)
         # bit-identical specs on different shards: one representative per (group key, digest), as a
-        # single index's group has (exact ties; the refiner recomputes duplicates together)
+        # single index's group has (exact ties; the refiner recomputes duplicates together).  The map
+        # depends only on the catalogs: cached per (shape, every shard's incarnation and version).
         if sx.num_shards > 1:
-            gkey = np.array([hash(g.key) for g in groups], dtype=np.int64)[gi_all]
-            dig = np.concatenate(digs)
-            rec = np.empty(len(gkey), dtype=[("k", np.int64), ("d", "V16")])
-            rec["k"], rec["d"] = gkey, np.ascontiguousarray(dig).view("V16").ravel()
-            _, first, inverse = np.unique(rec, return_index=True, return_inverse=True)
-            rep2 = first[inverse.ravel()]
-            moved = np.flatnonzero(rep2 != rep)
+            ck = (tuple(shape), tuple((c["incarnation"], c["version"]) for c in sx._catalog))
+            if sx._rep_cache.get("key") != ck:
+                sx._rep_cache = {"key": ck, "rep": _cross_shard_reps(groups, gi_all, digs)}
+            rep = sx._rep_cache["rep"]
+            moved = np.flatnonzero(rep != np.arange(len(rep)))
             if len(moved):
-                rep = rep2
                 D[:, moved] = D[:, rep[moved]]
                 E[:, moved] = E[:, rep[moved]]
         return groups, D, E, rep, seq, gi_all, li_all
