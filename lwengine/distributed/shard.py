@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import mmap
 import os
 import sqlite3
 import uuid
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -71,36 +69,16 @@ class ShardWorker:
         self.version += 1
 
     def _insert_rows(self, rows) -> None:
-        from ..dock.store import Dock, decode_spec
+        from ..dock.store import read_records
 
-        prepared, seqs = [], []
-        by_seg: dict = {}
-        for r in rows:
-            by_seg.setdefault(r[2], []).append(r)
-        for seg, rs in by_seg.items():
-            path = Dock._seg_path(SimpleNamespace(path=self.dock), seg)  # the dock's own naming
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-                try:
-                    for id, seq, _, off, ln, crc in rs:
-                        try:
-                            if mm is None or off + ln > size:
-                                raise ValueError("record beyond the end of its segment")
-                            spec = decode_spec(mm[off:off + ln], crc)
-                        except ValueError as exc:
-                            self.problems.append((id, f"segment {seg} offset {off}: {exc}"))
-                            log.error("shard %d: learnware %s quarantined: %s", self.shard, id, exc)
-                            continue
-                        prepared.append((id, spec, None))
-                        seqs.append(int(seq))
-                        self.crc[id] = (crc, ln)
-                finally:
-                    if mm is not None:
-                        mm.close()
+        def damaged(id, message):
+            self.problems.append((id, message))
+            log.error("shard %d: learnware %s quarantined: %s", self.shard, id, message)
+
+        prepared, seqs, crcs = read_records(self.dock, rows, damaged)
+        self.crc.update(crcs)
         if prepared:
-            order = np.argsort(seqs, kind="stable")
-            self.index._insert([prepared[i] for i in order], seqs=[seqs[i] for i in order])
+            self.index._insert(prepared, seqs=seqs)
 
     def sync(self) -> tuple:
         """Catch up with the dock's committed state (removed, added and re-specced learnwares of this

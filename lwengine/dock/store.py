@@ -113,6 +113,43 @@ def encode_spec(spec: RKMESpec) -> bytes:
     return _REC_HDR.pack(_REC_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
+def segment_path(dock_path, seg: int) -> str:
+    """Where segment ``seg`` of the dock at ``dock_path`` lives."""
+    return os.path.join(dock_path, "segments", f"seg-{seg:06d}.bin")
+
+
+def read_records(dock_path, rows, on_damage):
+    """Decode spec records ``rows`` (id, seq, seg, off, len, crc) from the segments, one mmap per segment.
+
+    Returns ``(prepared, seqs, crcs)`` in insertion order (``prepared`` as ``SpecIndex._insert`` takes it,
+    ``crcs``: id -> (crc, len)); a damaged record is skipped and reported as ``on_damage(id, message)``."""
+    prepared, seqs, crcs = [], [], {}
+    by_seg: dict = {}
+    for r in rows:
+        by_seg.setdefault(r[2], []).append(r)
+    for seg, rs in by_seg.items():
+        with open(segment_path(dock_path, seg), "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+            try:
+                for id, seq, _, off, ln, crc in rs:
+                    try:
+                        if mm is None or off + ln > size:
+                            raise ValueError("record beyond the end of its segment")
+                        spec = decode_spec(mm[off:off + ln], crc)
+                    except ValueError as exc:
+                        on_damage(id, f"segment {seg} offset {off}: {exc}")
+                        continue
+                    prepared.append((id, spec, None))
+                    seqs.append(int(seq))
+                    crcs[id] = (crc, ln)
+            finally:
+                if mm is not None:
+                    mm.close()
+    order = np.argsort(seqs, kind="stable")
+    return [prepared[i] for i in order], [seqs[i] for i in order], crcs
+
+
 def decode_spec(blob, expect_crc: int | None = None) -> RKMESpec:
     """Inverse of :func:`encode_spec`; ValueError on any damage."""
     if len(blob) < _REC_HDR.size:
@@ -318,7 +355,7 @@ class Dock:
             os.close(fd)
 
     def _seg_path(self, seg: int) -> str:
-        return os.path.join(self.path, "segments", f"seg-{seg:06d}.bin")
+        return segment_path(self.path, seg)
 
     def _append_records(self, blobs) -> list:
         """Append records to the active segment, fsync; -> [(seg, off, len, crc)]."""
@@ -751,34 +788,15 @@ class Dock:
     def _insert_rows(self, rows) -> None:
         """Read spec records (rows: id, seq, seg, off, len, crc) and insert them into the index."""
         bad_ids = {p[0] for p in self.problems}
-        prepared, seqs = [], []
-        by_seg: dict = {}
-        for r in rows:
-            if r[0] not in bad_ids:
-                by_seg.setdefault(r[2], []).append(r)
-        for seg, rs in by_seg.items():
-            with open(self._seg_path(seg), "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
-                try:
-                    for id, seq, _, off, ln, crc in rs:
-                        try:
-                            if mm is None or off + ln > size:
-                                raise ValueError("record beyond the end of its segment")
-                            spec = decode_spec(mm[off:off + ln], crc)
-                        except ValueError as exc:
-                            self.problems.append((id, f"segment {seg} offset {off}: {exc}"))
-                            log.error("dock %s: learnware %s quarantined: %s", self.path, id, exc)
-                            continue
-                        prepared.append((id, spec, None))
-                        seqs.append(seq)
-                        self._idx_crc[id] = (crc, ln)
-                finally:
-                    if mm is not None:
-                        mm.close()
+
+        def damaged(id, message):
+            self.problems.append((id, message))
+            log.error("dock %s: learnware %s quarantined: %s", self.path, id, message)
+
+        prepared, seqs, crcs = read_records(self.path, [r for r in rows if r[0] not in bad_ids], damaged)
+        self._idx_crc.update(crcs)
         if prepared:
-            order = np.argsort(seqs, kind="stable")
-            self._index._insert([prepared[i] for i in order], seqs=[seqs[i] for i in order])
+            self._index._insert(prepared, seqs=seqs)
 
     def _patch(self, c, since: int) -> None:
         gen = int(self._meta("generation", c))
