@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _backend
-from .kernels import _as_gamma, _as_offsets, _as_points, _as_vector, _store
+from .kernels import _as_gamma, _as_offsets, _as_points, _as_vector, _step_args, _store
 
 __all__ = [
     "available",
@@ -225,13 +225,8 @@ def rs_step_from_moments(z, beta, C, T, gamma, step_size, *, exact_gradient: boo
     step = float(step_size)
     t1_factor = 2.0 if exact_gradient else 1.0
     if dev is None:
-        z = _as_points(z, "z", np.float64)
+        z, beta, C, T = _step_args(z, beta, C, T)
         K = z.shape[0]
-        beta = _as_vector(beta, "beta", K)
-        C = _as_vector(C, "C", K)
-        T = _as_points(T, "T", np.float64)
-        if T.shape != z.shape:
-            raise ValueError(f"T must have shape {z.shape}, got {T.shape}")
         if K == 0:
             return np.empty_like(z)
         return cuda.rs_step_from_moments_host(z, beta, C, T, g, step, t1_factor)

@@ -196,11 +196,8 @@ def kernel_mean(z, x, gamma, *, device: str = "auto"):
     return zx_moments(z, x, gamma, with_t=False, device=device)[0]
 
 
-def rs_step_from_moments(z, beta, C, T, gamma, step_size, *, exact_gradient: bool = False, device: str = "auto"):
-    """One Jacobi Z update from the data moments at ``z`` (see :func:`zx_moments`)."""
-    cuda_fn = _on_cuda('rs_step_from_moments', device, (z, beta, C, T))
-    if cuda_fn is not None:
-        return cuda_fn(z, beta, C, T, gamma, step_size, exact_gradient=exact_gradient)
+def _step_args(z, beta, C, T):
+    """Validated float64 ``(z (K, d), beta (K,), C (K,), T (K, d))`` of a reduced-set step."""
     z = _as_points(z, "z", np.float64)
     K = z.shape[0]
     beta = _as_vector(beta, "beta", K)
@@ -208,6 +205,15 @@ def rs_step_from_moments(z, beta, C, T, gamma, step_size, *, exact_gradient: boo
     T = _as_points(T, "T", np.float64)
     if T.shape != z.shape:
         raise ValueError(f"T must have shape {z.shape}, got {T.shape}")
+    return z, beta, C, T
+
+
+def rs_step_from_moments(z, beta, C, T, gamma, step_size, *, exact_gradient: bool = False, device: str = "auto"):
+    """One Jacobi Z update from the data moments at ``z`` (see :func:`zx_moments`)."""
+    cuda_fn = _on_cuda('rs_step_from_moments', device, (z, beta, C, T))
+    if cuda_fn is not None:
+        return cuda_fn(z, beta, C, T, gamma, step_size, exact_gradient=exact_gradient)
+    z, beta, C, T = _step_args(z, beta, C, T)
     g = _as_gamma(gamma)
     step = float(step_size)
     fn = _native("rs_step_from_moments")
