@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _backend
-from .kernels import _as_gamma, _as_offsets, _as_points, _as_vector, _step_args, _store
+from .kernels import _as_gamma, _as_offsets, _as_points, _step_args, _store
 
 __all__ = [
     "available",
