@@ -68,11 +68,13 @@ def stage_times(X, K, repeats, gamma=0.1):
 
 
 def learnware_fit():
-    try:
-        from learnware.specification import generate_rkme_table_spec  # type: ignore
-    except Exception:  # noqa: BLE001 - not installed (expected)
+    """The reference's generate_rkme_table_spec, single-threaded (benchmarks/_learnware_ref.py), or None."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _learnware_ref as lref
+
+    if not lref.available():
         return None
-    return lambda X, K: generate_rkme_table_spec(X, reduced_set_size=K, cuda_idx=-1)
+    return lambda X, K: lref.reference_generate(X, K=K)
 
 
 def main(argv=None):
@@ -99,7 +101,7 @@ def main(argv=None):
         if lw is None:
             row["learnware_s"] = "skipped"
         else:
-            row["learnware_s"] = timeit(lambda: lw(X, K), repeats=base_repeats)
+            row["learnware_s"] = timeit(lambda: lw(X, K), repeats=max(1, min(base_repeats, 3)), warmup=0)
             row["vs_learnware"] = row["learnware_s"] / t_ours
         rows.append(row)
     stages = [{"n": n, **stage_times(np.random.default_rng(n).standard_normal((n, d)).astype(np.float32), K,
