@@ -9,7 +9,6 @@ same run on the same dock.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import socket

@@ -5,13 +5,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 import pytest
 
-from lwengine import RKMESpec, SpecIndex
+from lwengine import SpecIndex
 from lwengine.dock import Dock, DockLockedError
 
 pytest.importorskip("yaml")

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from lwengine import RKMESpec, SpecIndex, _reference
 from lwengine.cli import main
 from lwengine.scale import SketchParams, make_market, make_queries
-from lwengine.scale.certified import EPS_F64_STORE, group_bounds
-from lwengine.scale.sketch import EPS32
+from lwengine.scale.certified import group_bounds
 
 
 def _ref_dist(spec_lw, user):
