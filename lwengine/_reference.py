@@ -252,7 +252,7 @@ def kmeans(x, k, *, max_iter=100, tol=1e-4, seed=None, init="random", init_idx=N
     for it in range(1, max_iter + 1):
         # Score each distinct centroid once so that duplicates tie exactly (BLAS may round two
         # identical columns differently); ties go to the lowest index.
-        uniq, first, inv = np.unique(c, axis=0, return_index=True, return_inverse=True)
+        uniq, first = np.unique(c, axis=0, return_index=True)
         score = 2.0 * (x @ uniq.T) - xn[:, None] - (uniq * uniq).sum(1)[None, :]
         order = np.argsort(first, kind="stable")  # distinct centroids by their lowest index
         lab = first[order][np.argmax(score[:, order], axis=1)]
