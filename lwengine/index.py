@@ -225,15 +225,22 @@ class _Group:
         :func:`lwengine.kernels.cross_inner_f32_bound`).  ``specs``: local indices to compute only
         those (columns in that order), gathered from the float64 rows."""
         if specs is not None:
-            specs = np.asarray(specs, dtype=np.int64)
-            lens = self.offsets[specs + 1] - self.offsets[specs]
-            rows = np.repeat(self.offsets[specs] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens) \
-                + np.arange(int(lens.sum()))
-            offs = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-            return kernels.cross_inner(q_z, q_beta, q_offsets, self.z[rows], self.beta[rows], offs, self.gamma)
+            return kernels.cross_inner(q_z, q_beta, q_offsets, *self.gather(specs), self.gamma)
         n, r = self.n, int(self.offsets[self.n])
         z = self.screen()[0] if screened else self.z
         return kernels.cross_inner(q_z, q_beta, q_offsets, z[:r], self.beta[:r], self.offsets[: n + 1], self.gamma)
+
+    def gather(self, local, dtype=None):
+        """The packed sub-store ``(z, beta, offsets)`` of the specs ``local`` (in that order); ``z`` in
+        ``dtype`` (default: the store's)."""
+        local = np.asarray(local, dtype=np.int64)
+        starts = np.asarray(self.offsets[local], dtype=np.int64)
+        lens = np.asarray(self.offsets[local + 1], dtype=np.int64) - starts
+        offs = np.zeros(len(local) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offs[1:])
+        rows = np.repeat(starts - offs[:-1], lens) + np.arange(offs[-1], dtype=np.int64)
+        z = np.asarray(self.z[rows], dtype=dtype or self.z.dtype)
+        return np.ascontiguousarray(z), np.ascontiguousarray(self.beta[rows]), offs
 
     def screen(self):
         """``(z32, beta_l1, r2max)``: the float32 copy of the rows and, per spec, sum |beta| and the

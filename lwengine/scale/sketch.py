@@ -264,24 +264,12 @@ def _put(arr, start, values):
 
 def gather(group, local):
     """The packed float64 sub-store ``(z, beta, offsets)`` of the group's specs ``local``."""
-    local = np.asarray(local, dtype=np.int64)
-    starts = np.asarray(group.offsets[local], dtype=np.int64)
-    lens = np.asarray(group.offsets[local + 1], dtype=np.int64) - starts
-    offs = np.zeros(len(local) + 1, dtype=np.int64)
-    np.cumsum(lens, out=offs[1:])
-    rows = np.repeat(starts - offs[:-1], lens) + np.arange(offs[-1], dtype=np.int64)
-    return np.asarray(group.z[rows], dtype=np.float64), np.asarray(group.beta[rows]), offs
+    return group.gather(local, np.float64)
 
 
 def gather_store(group, local):
     """Like :func:`gather` but keeps the store's dtype (what the ranking kernel sees)."""
-    local = np.asarray(local, dtype=np.int64)
-    starts = np.asarray(group.offsets[local], dtype=np.int64)
-    lens = np.asarray(group.offsets[local + 1], dtype=np.int64) - starts
-    offs = np.zeros(len(local) + 1, dtype=np.int64)
-    np.cumsum(lens, out=offs[1:])
-    rows = np.repeat(starts - offs[:-1], lens) + np.arange(offs[-1], dtype=np.int64)
-    return np.ascontiguousarray(group.z[rows]), np.ascontiguousarray(group.beta[rows]), offs
+    return group.gather(local)
 
 
 # ------------------------------------------------------------------------------ random features
