@@ -185,28 +185,45 @@ void zx_moments(const py::object& z_o, const py::object& x, double gamma, const 
     fail("x must be a float32 or float64 numpy array");
 }
 
-void rs_step_from_moments(const py::object& z_o, const py::object& beta_o, const py::object& C_o,
-                          const py::object& T_o, double gamma, double step, double t1_factor,
-                          const py::object& out_o) {
-  py::array z = checked<double>(z_o, "z", 2);
-  const index_t K = z.shape(0), d = z.shape(1);
-  py::array beta = checked<double>(beta_o, "beta", 1), C = checked<double>(C_o, "C", 1);
-  expect_dim(beta, "beta", 0, K, "length");
-  expect_dim(C, "C", 0, K, "length");
-  py::array T = checked<double>(T_o, "T", 2);
-  expect_dim(T, "T", 0, K, "rows");
-  expect_dim(T, "T", 1, d, "columns");
-  py::array out = checked<double>(out_o, "out", 2, true);
-  expect_dim(out, "out", 0, K, "rows");
-  expect_dim(out, "out", 1, d, "columns");
+// Checked arguments of a reduced-set step: z (K, d), beta (K,), C (K,), T (K, d), out (K, d).
+struct StepArgs {
+  py::array z, beta, C, T, out;
+  index_t K, d;
+};
+
+StepArgs checked_step(const py::object& z_o, const py::object& beta_o, const py::object& C_o,
+                      const py::object& T_o, double gamma, double step, double t1_factor,
+                      const py::object& out_o) {
+  StepArgs a;
+  a.z = checked<double>(z_o, "z", 2);
+  a.K = a.z.shape(0);
+  a.d = a.z.shape(1);
+  a.beta = checked<double>(beta_o, "beta", 1);
+  a.C = checked<double>(C_o, "C", 1);
+  expect_dim(a.beta, "beta", 0, a.K, "length");
+  expect_dim(a.C, "C", 0, a.K, "length");
+  a.T = checked<double>(T_o, "T", 2);
+  expect_dim(a.T, "T", 0, a.K, "rows");
+  expect_dim(a.T, "T", 1, a.d, "columns");
+  a.out = checked<double>(out_o, "out", 2, true);
+  expect_dim(a.out, "out", 0, a.K, "rows");
+  expect_dim(a.out, "out", 1, a.d, "columns");
   checked_gamma(gamma);
   if (!std::isfinite(step)) fail("step_size must be finite");
   if (!std::isfinite(t1_factor)) fail("t1_factor must be finite");
-  auto cp = [](const py::array& a) { return static_cast<const double*>(a.data()); };
-  const double *zp = cp(z), *bp = cp(beta), *Cp = cp(C), *Tp = cp(T);
-  double* op = static_cast<double*>(out.mutable_data());
+  return a;
+}
+
+const double* cdata(const py::array& a) { return static_cast<const double*>(a.data()); }
+
+void rs_step_from_moments(const py::object& z_o, const py::object& beta_o, const py::object& C_o,
+                          const py::object& T_o, double gamma, double step, double t1_factor,
+                          const py::object& out_o) {
+  StepArgs a = checked_step(z_o, beta_o, C_o, T_o, gamma, step, t1_factor, out_o);
+  const double *zp = cdata(a.z), *bp = cdata(a.beta), *Cp = cdata(a.C), *Tp = cdata(a.T);
+  double* op = static_cast<double*>(a.out.mutable_data());
   py::gil_scoped_release nogil;
-  lwe::rs_step_from_moments(zp, bp, Cp, Tp, K, d, gamma, step, t1_factor, op);
+  lwe::rs_step_from_moments(zp, bp, Cp, Tp, a.K, a.d, gamma, step, t1_factor, op);
 }
 
 void point_gram(const py::object& z_o, double gamma, const py::object& out_o) {
@@ -225,28 +242,14 @@ void point_gram(const py::object& z_o, double gamma, const py::object& out_o) {
 void rs_step_from_gram(const py::object& z_o, const py::object& beta_o, const py::object& C_o,
                        const py::object& T_o, const py::object& G_o, double gamma, double step,
                        double t1_factor, const py::object& out_o) {
-  py::array z = checked<double>(z_o, "z", 2);
-  const index_t K = z.shape(0), d = z.shape(1);
-  py::array beta = checked<double>(beta_o, "beta", 1), C = checked<double>(C_o, "C", 1);
-  expect_dim(beta, "beta", 0, K, "length");
-  expect_dim(C, "C", 0, K, "length");
-  py::array T = checked<double>(T_o, "T", 2);
-  expect_dim(T, "T", 0, K, "rows");
-  expect_dim(T, "T", 1, d, "columns");
+  StepArgs a = checked_step(z_o, beta_o, C_o, T_o, gamma, step, t1_factor, out_o);
   py::array G = checked<double>(G_o, "G", 2);
-  expect_dim(G, "G", 0, K, "rows");
-  expect_dim(G, "G", 1, K, "columns");
-  py::array out = checked<double>(out_o, "out", 2, true);
-  expect_dim(out, "out", 0, K, "rows");
-  expect_dim(out, "out", 1, d, "columns");
-  checked_gamma(gamma);
-  if (!std::isfinite(step)) fail("step_size must be finite");
-  if (!std::isfinite(t1_factor)) fail("t1_factor must be finite");
-  auto cp = [](const py::array& a) { return static_cast<const double*>(a.data()); };
-  const double *zp = cp(z), *bp = cp(beta), *Cp = cp(C), *Tp = cp(T), *Gp = cp(G);
-  double* op = static_cast<double*>(out.mutable_data());
+  expect_dim(G, "G", 0, a.K, "rows");
+  expect_dim(G, "G", 1, a.K, "columns");
+  const double *zp = cdata(a.z), *bp = cdata(a.beta), *Cp = cdata(a.C), *Tp = cdata(a.T), *Gp = cdata(G);
+  double* op = static_cast<double*>(a.out.mutable_data());
   py::gil_scoped_release nogil;
-  lwe::rs_step_from_gram(zp, bp, Cp, Tp, Gp, K, d, gamma, step, t1_factor, op);
+  lwe::rs_step_from_gram(zp, bp, Cp, Tp, Gp, a.K, a.d, gamma, step, t1_factor, op);
 }
 
 // ------------------------------------------------------------------ QP
