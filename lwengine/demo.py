@@ -28,6 +28,7 @@ def make_tasks(num_tasks: int = 8, n: int = 2000, d: int = 10, seed: int = 0):
 
 def run(num_tasks: int = 8, n: int = 2000, d: int = 10, seed: int = 0, as_json: bool = False) -> dict:
     from . import RKMESpec, SpecIndex, fit_many
+    from .search_cli import print_result
 
     t0 = time.perf_counter()
     tasks = make_tasks(num_tasks, n, d, seed)
@@ -53,15 +54,7 @@ def run(num_tasks: int = 8, n: int = 2000, d: int = 10, seed: int = 0, as_json: 
         return doc
     print(f"market: {num_tasks} tasks, n={n}, d={d}; specs fitted in {t_fit:.3f} s (K=50)")
     print(f"user: 60% task 1 + 40% task 3; search took {t_search * 1e3:.2f} ms")
-    print("single matches (id, MMD^2, score):")
-    for e in result.single:
-        print(f"  {e.id}  {e.dist:.6g}  {e.score:.4f}")
-    if result.mixture is None:
-        print("mixture: none")
-    else:
-        m = result.mixture
-        w = ", ".join(f"{i}:{x:.3f}" for i, x in zip(m.ids, m.weights))
-        print(f"mixture: [{w}]  MMD^2={m.mmd2:.6g}  score={m.score:.4f}")
+    print_result(result)
     return doc
 
 

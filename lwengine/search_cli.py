@@ -57,6 +57,12 @@ def _cmd_search(args) -> int:
         sys.stdout.write("\n")
         return 0
     print(f"{len(result.single)} single result(s) from {len(index)} specs")
+    print_result(result)
+    return 0
+
+
+def print_result(result) -> None:
+    """The singles (id, dist, score) and the mixture (ids, weights, MMD^2, score) as a table."""
     print(f"{'id':<24} {'dist':>14} {'score':>10}")
     for s in result.single:
         print(f"{s.id:<24} {s.dist:>14.8g} {s.score:>10.6f}")
@@ -66,7 +72,6 @@ def _cmd_search(args) -> int:
         m = result.mixture
         weights = ", ".join(f"{w:.6f}" for w in m.weights)
         print(f"mixture: ids [{', '.join(m.ids)}]  weights [{weights}]  MMD^2 {m.mmd2:.8g}  score {m.score:.6f}")
-    return 0
 
 
 def _cmd_index_build(args) -> int:

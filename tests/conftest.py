@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+SIMD_PATHS = ["portable", "avx2"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = REPO_ROOT.parent / "shared" / "fixtures" / "learnware-0.4.0.post1"
 
@@ -27,3 +29,19 @@ def _run_outside_the_source_tree(tmp_path_factory):
     os.chdir(tmp_path_factory.mktemp("cwd"))
     yield
     os.chdir(old)
+
+
+@pytest.fixture(params=SIMD_PATHS)
+def simd(request):
+    """Run the test on the portable path and on the AVX2 path of the native kernels (``_core.set_simd``)."""
+    from lwengine._backend import require_core
+
+    core = require_core()
+    if request.param == "avx2" and not (core.cpu_info()["avx2"] and core.cpu_info()["fma"]):
+        pytest.skip("no AVX2 on this CPU")
+    core.set_simd(request.param == "avx2")
+    if core.cpu_info()["simd"] != request.param:  # LWE_DISABLE_AVX2=1 in the environment
+        core.set_simd(True)
+        pytest.skip("AVX2 path disabled by LWE_DISABLE_AVX2")
+    yield request.param
+    core.set_simd(True)

@@ -14,17 +14,6 @@ EPS32 = float(np.finfo(np.float32).eps)
 SIMD_PATHS = ["portable"] + (["avx2"] if core.cpu_info()["avx2"] and core.cpu_info()["fma"] else [])
 
 
-@pytest.fixture(params=SIMD_PATHS)
-def simd(request):
-    """Run the test on the AVX2 path and on the portable path (via _core.set_simd)."""
-    core.set_simd(request.param == "avx2")
-    if core.cpu_info()["simd"] != request.param:  # LWE_DISABLE_AVX2=1 in the environment
-        core.set_simd(True)
-        pytest.skip("AVX2 path disabled by LWE_DISABLE_AVX2")
-    yield request.param
-    core.set_simd(True)
-
-
 def make_store(rng, sizes, d, scale=1.0):
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     z = rng.standard_normal((int(offsets[-1]), d)) * scale

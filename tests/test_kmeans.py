@@ -15,18 +15,6 @@ CASES = ["g01_n50_d3", "g02_n300_d1", "g03_n2000_d20", "g04_n5000_d64", "g05_K_e
          "g11_discrete_duplicates", "g12_custom_params", "g13_steps0"]
 
 
-@pytest.fixture(params=["portable", "avx2"])
-def simd(request):
-    if request.param == "avx2" and not (core.cpu_info()["avx2"] and core.cpu_info()["fma"]):
-        pytest.skip("no AVX2 on this CPU")
-    core.set_simd(request.param == "avx2")
-    if core.cpu_info()["simd"] != request.param:  # LWE_DISABLE_AVX2=1 in the environment
-        core.set_simd(True)
-        pytest.skip("AVX2 path disabled by LWE_DISABLE_AVX2")
-    yield request.param
-    core.set_simd(True)
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_kmeans_fixture(fixtures_dir, simd, case):
     root = fixtures_dir / "generate" / case

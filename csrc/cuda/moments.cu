@@ -257,6 +257,23 @@ void dispatch_zx(const double* z, std::int64_t K, const void* x, std::int64_t n,
 constexpr int kStepThreads = 128;
 constexpr int kStepChunk = 1024;
 
+
+// Sum of one double per thread over a kStepThreads block, in a fixed order (deterministic); the result
+// is left in *out (shared) and returned to every thread.
+__device__ __forceinline__ double block_sum_into(double v, double* sRed, double* out, int lane, int warp,
+                                                 int tid) {
+  v = warp_sum(v);
+  if (lane == 0) sRed[warp] = v;
+  __syncthreads();
+  if (tid == 0) {
+    double s = 0.0;
+    for (int w = 0; w < kStepThreads / 32; ++w) s += sRed[w];
+    *out = s;
+  }
+  __syncthreads();
+  return *out;
+}
+
 __global__ void __launch_bounds__(kStepThreads) rs_step_kernel(const double* z, const double* beta, const double* C,
                                                                const double* Tm, std::int64_t K, int d, double gamma,
                                                                double step, double t1_factor, double* out) {
@@ -269,16 +286,7 @@ __global__ void __launch_bounds__(kStepThreads) rs_step_kernel(const double* z, 
 
   double part = 0.0;
   for (int c = tid; c < d; c += kStepThreads) part += zi[c] * zi[c];
-  part = warp_sum(part);
-  if (lane == 0) sRed[warp] = part;
-  __syncthreads();
-  if (tid == 0) {
-    double s = 0.0;
-    for (int w = 0; w < kStepThreads / 32; ++w) s += sRed[w];
-    sNi = s;
-  }
-  __syncthreads();
-  const double ni = sNi;
+  const double ni = block_sum_into(part, sRed, &sNi, lane, warp, tid);
 
   double wsum_part = 0.0;
   // each thread accumulates wz for columns c = tid + 128 m; at most 8 register slots, rest re-looped
@@ -312,17 +320,8 @@ __global__ void __launch_bounds__(kStepThreads) rs_step_kernel(const double* z, 
       }
     }
     if (cbase == 0) {
-      // wsum_i: block reduction in a fixed order
-      double ws = warp_sum(wsum_part);
-      __syncthreads();
-      if (lane == 0) sRed[warp] = ws;
-      __syncthreads();
-      if (tid == 0) {
-        double s = 0.0;
-        for (int w = 0; w < kStepThreads / 32; ++w) s += sRed[w];
-        sNi = s;
-      }
-      __syncthreads();
+      __syncthreads();  // sRed / sNi are free again
+      block_sum_into(wsum_part, sRed, &sNi, lane, warp, tid);  // wsum_i
     }
     const double wsum = sNi;
 #pragma unroll
