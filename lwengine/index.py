@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import mmap as mmap_module
 import os
 import sys
 from dataclasses import dataclass, field
@@ -35,10 +36,11 @@ _KEEP = object()  # replace(): keep the current semantic spec
 
 # ----------------------------------------------------------------------------------- helpers
 def _grow(arr: np.ndarray, need: int) -> np.ndarray:
-    """``arr`` with capacity >= need along axis 0 (doubling; a fresh array, never a view)."""
+    """``arr`` with capacity >= need along axis 0 (doubling; a fresh array, never a view; exact for
+    the first fill, so a bulk build does not reserve twice its size; a read-only memory map is copied)."""
     if arr.shape[0] >= need and arr.flags.writeable:
         return arr
-    cap = max(need, 2 * arr.shape[0], 16)
+    cap = need if arr.shape[0] == 0 else max(need, 2 * arr.shape[0], 16)
     out = np.empty((cap,) + arr.shape[1:], dtype=arr.dtype)
     out[: arr.shape[0]] = arr
     return out
@@ -399,8 +401,6 @@ class SpecIndex:
         for i in ids:
             self._check_new_id(i, seen)
             seen.add(i)
-        if not (np.isfinite(z).all() and np.isfinite(beta).all()):
-            raise ValueError("z and beta must be finite (use add/add_many for non-finite specs)")
         self_ip = np.empty(n)
         digests = np.empty((n, 16), dtype=np.uint8)
         step = max(1, (1 << 22) // max(1, z.shape[1] * max(1, z.shape[0] // max(1, n))))
@@ -408,6 +408,8 @@ class SpecIndex:
             b = min(n, a + step)
             ra, rb = int(offsets[a]), int(offsets[b])
             z64 = np.ascontiguousarray(z[ra:rb], dtype=np.float64)
+            if not (np.isfinite(z64).all() and np.isfinite(beta[ra:rb]).all()):  # by chunks: no n×d mask
+                raise ValueError("z and beta must be finite (use add/add_many for non-finite specs)")
             self_ip[a:b] = kernels.self_inner(z64, beta[ra:rb], offsets[a:b + 1] - ra, gamma)
             for i in range(a, b):
                 p, q = int(offsets[i]) - ra, int(offsets[i + 1]) - ra
@@ -530,7 +532,7 @@ class SpecIndex:
                 entry["arrays"][name] = [len(arrays), a.dtype.str, list(a.shape)]
                 arrays.append(np.ascontiguousarray(a))
             if g.sketch is not None:
-                meta, sk_arrays = _sketch_state(g.sketch)
+                meta, sk_arrays = _sketch_state(g.sketch, g)
                 entry["sketch"] = meta
                 for name, a in sk_arrays.items():
                     entry["arrays"][name] = [len(arrays), a.dtype.str, list(a.shape)]
@@ -554,7 +556,7 @@ class SpecIndex:
             f.write(blob)
             for a, off in zip(arrays, offsets):
                 f.seek(start + off)
-                f.write(a.tobytes())
+                a.tofile(f)  # no bytes copy of a (possibly multi-GB) array
             f.truncate(start + pos)
         os.replace(tmp, os.fspath(path))
 
@@ -587,6 +589,8 @@ class SpecIndex:
                     raise ValueError(f"{path}: truncated index file (array {name})")
                 if mmap and count:
                     a = np.memmap(path, dtype=dt, mode="r", offset=off, shape=tuple(shape))
+                    if name == "sketch.s":  # read by scattered rows (clusters): no read-ahead
+                        _advise_random(a)
                 else:
                     a = np.fromfile(path, dtype=dt, count=count, offset=off).reshape(shape)
                 if name.startswith(("sketch.", "screen.")):
@@ -640,8 +644,9 @@ class SpecIndex:
         ``mode``: ``"brute"`` (one batched kernel over every spec of the user's shape), ``"certified"``
         (Nyström lower bounds order the work and prove when to stop: same result as brute, fewer
         exact kernel evaluations where the bounds are tight, brute force where they are not), or
-        ``"approx"`` (faiss over the sketches + exact re-rank of a pool; options ``pool``,
-        ``approx_sketch="nystrom"|"rff"``, ``ef_search``).  Certified option: ``brute_fraction``.
+        ``"approx"`` (the sketch clusters, or faiss, + exact re-rank of a pool; options ``pool``,
+        ``approx_sketch="nystrom"|"rff"``, ``nprobe`` (clusters), ``ef_search`` (HNSW)).  Certified
+        option: ``brute_fraction``.
         Sketches are built on first use (see :meth:`build_sketch`).  Statistics of the call (exact
         evaluations, candidates scanned, timings, regime decisions) are left in :attr:`last_stats`.
         See docs/scale.md.
@@ -667,7 +672,9 @@ class SpecIndex:
         self._sketch_params = params
         for g in self._groups.values():
             g.sketch, g.ann = None, {}
-            self._sketch_for(g, project=None, progress=progress)
+            sk = self._sketch_for(g, project=None, progress=progress)
+            if sk.clusters is not None:
+                sk.clusters.view(sk, g)  # sort the clusters now rather than in the first query
 
     def refresh_sketch(self, *, progress: bool | None = None) -> None:
         """Recompute landmarks and every projection (after the data drifted); same parameters."""
@@ -697,13 +704,21 @@ class SpecIndex:
         return total
 
 
-def _sketch_state(sk):
+def _advise_random(a):
+    mm = getattr(a, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap_module, "MADV_RANDOM"):
+        mm.madvise(mmap_module.MADV_RANDOM)
+
+
+def _sketch_state(sk, g):
     meta = {"params": dict(vars(sk.params)), "R2": sk.R2, "n": sk.n, "projected": sk.projected,
             "resid_share_median": sk.resid_share_median, "regime": sk.regime}
     arrays = {"sketch.landmarks": sk.landmarks, "sketch.basis": sk.basis}
     if sk.projected:
         for name in ("s", "sq", "resid", "self_stored", "abs_beta"):
             arrays["sketch." + name] = getattr(sk, name)[: sk.n]
+    if sk.clusters is not None:
+        arrays.update({"sketch.clusters." + k: v for k, v in sk.clusters.state(sk, g).items()})
     return meta, arrays
 
 
@@ -718,6 +733,11 @@ def _sketch_restore(g, meta, arrays):
         for name in ("s", "sq", "resid", "self_stored", "abs_beta"):
             setattr(sk, name, arrays["sketch." + name])
         sk.n = int(meta["n"])
+    if "sketch.clusters.centroids" in arrays:
+        from .scale.clusters import SketchClusters
+
+        pre = "sketch.clusters."
+        sk.clusters = SketchClusters.restore({k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}, g)
     return sk
 
 

@@ -6,8 +6,12 @@ Sketch vectors (``sketch=``):
   slack), so the ANN graph orders specs by the same quantity certified mode uses.
 * ``"rff"``: orthogonal random Fourier features (data-independent, an unbiased MMD² estimate, no bound).
 
-The graph is HNSW (``IndexHNSWFlat``, M = 32) for groups above ``FLAT_MAX`` specs, an exact flat L2
-scan below.  Results are exact distances of the pool's best k; recall is what the benchmark measures.
+A group whose Nyström sketch is clustered (:mod:`lwengine.scale.clusters`, ``n >= cluster_min_specs``)
+is searched IVF-style over those clusters -- the ``nprobe`` clusters nearest to the user's lifted
+sketch, their members ranked by the same lower bound -- with no second copy of the vectors and no graph
+to build.  Otherwise faiss: HNSW (``IndexHNSWFlat``, M = 32) for groups above ``FLAT_MAX`` specs, an
+exact flat L2 scan below.  Results are exact distances of the pool's best k; recall is what the
+benchmark measures.
 """
 from __future__ import annotations
 
@@ -16,13 +20,14 @@ import time
 import numpy as np
 
 from .. import kernels
-from .certified import _select, exact_subset
+from .certified import _Clustered, _GroupQuery, _select, exact_subset
 from .sketch import rff_sketch
 
-__all__ = ["approx_topk", "AnnIndex", "FLAT_MAX"]
+__all__ = ["approx_topk", "AnnIndex", "FLAT_MAX", "NPROBE"]
 
 FLAT_MAX = 20000
 HNSW_M = 32
+NPROBE = 16
 
 
 class AnnIndex:
@@ -122,15 +127,49 @@ def _user_vector(index, g, ann, user):
     return v, off
 
 
-def approx_topk(index, groups, user, k, stats, *, pool=None, sketch="nystrom", ef_search=None):
+def _cluster_probe(g, sk, user, pool, nprobe):
+    """``(local, approx d, scanned)``: the pool best of the ``nprobe`` nearest clusters' alive members,
+    by the slack-free lower bound (shifted like ``d``)."""
+    gq = _GroupQuery(g, sk, user)
+    c = _Clustered(gq)
+    near = np.argsort(c.q, kind="stable")[:nprobe]
+    st = c.v["starts"]
+    pos = np.concatenate([np.arange(st[j], st[j + 1]) for j in near]) if len(near) else np.empty(0, np.int64)
+    local = np.concatenate([c.v["order"][pos], np.arange(c.v["n"], c.cl.n)])  # + the unsorted tail
+    scanned = len(local)
+    local = local[np.asarray(g.alive)[local]]
+    su, squ, ru = gq.su[0], gq.su[1], gq.su[2]
+    D = sk.sketch_dist(su, squ, local) + (np.sqrt(ru) - np.sqrt(sk.resid[local])) ** 2
+    D += gq.shift_u + (np.asarray(g.self_ip)[local] - sk.self_stored[local])
+    keep = np.isfinite(D)
+    local, D = local[keep], D[keep]
+    if len(D) > pool:
+        sel = np.argpartition(D, pool - 1)[:pool]
+        local, D = local[sel], D[sel]
+    return local, D, scanned
+
+
+def approx_topk(index, groups, user, k, stats, *, pool=None, sketch="nystrom", ef_search=None, nprobe=None):
     pool = int(pool) if pool is not None else max(8 * k, 32)
     if pool < k:
         raise ValueError(f"pool must be >= k ({k}), got {pool}")
+    nprobe = NPROBE if nprobe is None else nprobe
+    if isinstance(nprobe, bool) or not isinstance(nprobe, (int, np.integer)) or nprobe < 1:
+        raise ValueError(f"nprobe must be an integer >= 1, got {nprobe!r}")
     ef = ef_search if ef_search is not None else 2 * pool
     t = time.perf_counter()
     cands = []
     for i, g in enumerate(groups):
+        if sketch == "nystrom":
+            sk = index._sketch_for(g, project=True)
+            if sk.clusters is not None:
+                local, D, scanned = _cluster_probe(g, sk, user, pool, int(nprobe))
+                cands.append((i, local, D))
+                stats["candidates_scanned"] += scanned
+                stats["approx_index"] = "clusters"
+                continue
         ann = ann_for(index, g, sketch)
+        stats["approx_index"] = "hnsw" if hasattr(ann.index, "hnsw") else "flat"
         q, off = _user_vector(index, g, ann, user)
         want = min(ann.n, pool + g.n_dead)
         I, D = ann.search(q, want, ef)

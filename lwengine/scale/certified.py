@@ -7,7 +7,9 @@ insertion order, a spec bit-identical to the user with the same gamma at exactly
 Certified mode: per group, Nyström bounds on the computed MMD² (:meth:`NystromSketch.bounds`) shifted by
 the exact per-group offset ``⟨u,u⟩_{γ_u} − ⟨u,u⟩_γ`` and the per-spec ``self_ip − self_stored``; then
 candidates are evaluated in batches in order of lower bound until the k-th best exact distance is
-strictly below the next lower bound.  Adaptive: a group whose probe showed a large residual share is
+strictly below the next lower bound.  A clustered group (:mod:`lwengine.scale.clusters`) bounds only
+the members of its nearest clusters first, then -- once an exact k-th distance gives a threshold --
+the slices of the clusters that may hold a spec with a lower bound under it.  Adaptive: a group whose probe showed a large residual share is
 scanned brute force, and when more than ``brute_fraction`` of all specs have a lower bound under the
 k-th smallest upper bound, the query falls back to the batched brute-force kernel.
 """
@@ -93,7 +95,8 @@ def _check(k, mode):
 
 
 def topk(index, user_spec, k: int = 5, mode: str = "certified", *, brute_fraction: float = 0.5,
-         pool: int | None = None, approx_sketch: str = "nystrom", ef_search: int | None = None):
+         pool: int | None = None, approx_sketch: str = "nystrom", ef_search: int | None = None,
+         nprobe: int | None = None):
     """``(results, stats)``; see :meth:`lwengine.SpecIndex.topk`."""
     _check(k, mode)
     t0 = time.perf_counter()
@@ -112,88 +115,191 @@ def topk(index, user_spec, k: int = 5, mode: str = "certified", *, brute_fractio
     elif mode == "approx":
         from .approx import approx_topk
 
-        res = approx_topk(index, groups, user, k, stats, pool=pool, sketch=approx_sketch, ef_search=ef_search)
+        res = approx_topk(index, groups, user, k, stats, pool=pool, sketch=approx_sketch, ef_search=ef_search,
+                          nprobe=nprobe)
     else:
         res = _certified(index, groups, user, k, stats, brute_fraction)
     stats["time_total_s"] = time.perf_counter() - t0
     return res, stats
 
 
+class _GroupQuery:
+    """The user projected into one sketched group, and the group's certified bounds."""
+
+    def __init__(self, g, sk, user):
+        self.g, self.sk = g, sk
+        self.su = sk.user(user.z2.astype(g.dtype), user.beta)
+        self.store_eps = EPS32 if g.dtype == np.float32 else EPS_F64_STORE
+        self.user_K = user.spec.K
+        # exact shift: the user's self term in gamma_u instead of the group's gamma
+        self.shift_u = user.self_ip - self.su[3]
+
+    def bounds(self, local=None):
+        """``(local, lower, upper)`` of the computed ``d_i`` for the alive finite specs among
+        ``local`` (default: all)."""
+        g, sk = self.g, self.sk
+        lo, hi = sk.bounds(self.su, store_eps=self.store_eps, user_K=self.user_K, idx=local)
+        if local is None:
+            local = np.arange(sk.n)
+        # a float32 store's self terms were computed from the original values (exact difference)
+        shift = self.shift_u + (np.asarray(g.self_ip)[local] - sk.self_stored[local])
+        lo, hi = lo + shift, hi + shift
+        keep = np.asarray(g.alive)[local] & np.isfinite(lo) & np.isfinite(hi)
+        return local[keep], lo[keep], hi[keep]
+
+    def slack(self, self_i, abs_beta_i):
+        return self.sk.slack_terms(self.su, self.store_eps, self.user_K, self_i, abs_beta_i)
+
+
 def group_bounds(index, g, user, sk=None):
     """``(local, lower, upper)`` of the computed ``d_i`` for the group's alive finite specs."""
-    sk = sk or index._sketch_for(g, project=True)
-    su = sk.user(user.z2.astype(g.dtype), user.beta)
-    store_eps = EPS32 if g.dtype == np.float32 else EPS_F64_STORE
-    lo, hi = sk.bounds(su, store_eps=store_eps, user_K=user.spec.K)
-    n = g.n
-    # exact shifts: the user's self term in gamma_u instead of the group's gamma (and, for a
-    # float32 store, the stored-vs-original self terms)
-    shift_u = user.self_ip - su[3]
-    shift_i = np.asarray(g.self_ip[:n]) - sk.self_stored[:n]
-    lo = lo + shift_u + shift_i
-    hi = hi + shift_u + shift_i
-    live = np.flatnonzero(np.asarray(g.alive[:n]) & np.isfinite(lo) & np.isfinite(hi))
-    return live, lo[live], hi[live]
+    return _GroupQuery(g, sk or index._sketch_for(g, project=True), user).bounds()
+
+
+class _Clustered:
+    """Certified scan of a clustered group: seeds from the nearest clusters, then the slices of
+    every cluster that may hold a spec with a lower bound <= the threshold."""
+
+    SEED = 64
+
+    def __init__(self, gq):
+        self.gq = gq
+        sk = gq.sk
+        self.cl = sk.clusters
+        self.v = self.cl.view(sk, gq.g)
+        au = np.concatenate([gq.su[0].astype(np.float64), [np.sqrt(gq.su[2])]])
+        self.q, self.margin = self.cl.centroid_dist(self.v, au)
+        au[-1] = -au[-1]
+        self.q_hi, _ = self.cl.centroid_dist(self.v, au)
+
+    def seeds(self):
+        """Local indices of the nearest clusters' members (>= SEED alive specs) and of the specs
+        added since the sorted view was built (its tail)."""
+        v = self.v
+        order_c = np.argsort(self.q, kind="stable")
+        n_seed = int(np.searchsorted(np.cumsum(v["alive"][order_c]), self.SEED)) + 1
+        self.seeded = order_c[:n_seed]
+        st = v["starts"]
+        pos = np.concatenate([np.arange(st[c], st[c + 1]) for c in self.seeded])
+        return np.concatenate([v["order"][pos], np.arange(v["n"], self.cl.n)])
+
+    def expand(self, T):
+        """Members (local indices) outside the seeds whose lower bound may be <= ``T``."""
+        pos, opened = self.cl.slices(self.v, self.q, self.margin, T, self.gq.slack)
+        local = self.v["order"][pos]
+        local = local[~np.isin(self.cl.assign[local], self.seeded)]
+        return local, opened
+
+    def bounds_summary(self):
+        return self.cl.bounds(self.v, self.q, self.margin, self.q_hi, self.gq.slack, self.gq.shift_u)
+
+
+class _Candidates:
+    """Specs with certified bounds, by group: ``lb``, ``ub``, group index, local index, evaluated."""
+
+    def __init__(self):
+        self.parts = []
+        self.lb = self.ub = np.empty(0)
+        self.gi = self.li = np.empty(0, dtype=np.int64)
+        self.done = np.empty(0, dtype=bool)
+
+    def add(self, i, local, lo, hi):
+        self.lb, self.ub = np.concatenate([self.lb, lo]), np.concatenate([self.ub, hi])
+        self.gi = np.concatenate([self.gi, np.full(len(local), i, dtype=np.int64)])
+        self.li = np.concatenate([self.li, np.asarray(local, dtype=np.int64)])
+        self.done = np.concatenate([self.done, np.zeros(len(local), dtype=bool)])
+
+
+def _kth(values, k):
+    return np.partition(values, k - 1)[k - 1] if len(values) >= k else np.inf
 
 
 def _certified(index, groups, user, k, stats, brute_fraction):
     t = time.perf_counter()
-    found, LB, UB, GI, LI = [], [], [], [], []
+    found, cand, clustered, summary = [], _Candidates(), [], []
     regimes = {}
     for i, g in enumerate(groups):
         sk = index._sketch_for(g, project=False)
         regimes[f"gamma={g.gamma:g}"] = {"regime": sk.regime, "resid_share_median": sk.resid_share_median,
-                                         "r": sk.r}
+                                         "r": sk.r, "clusters": sk.clusters.count if sk.clusters else 0}
         if sk.regime == "brute":
             live, d = exact_group(g, user)
             found.append((i, live, d))
             stats["exact_evaluations"] += len(live)
+            summary.append((np.ones(len(d)), d, d))
             continue
-        live, lo, hi = group_bounds(index, g, user, sk)
-        stats["candidates_scanned"] += len(live)
-        LB.append(lo), UB.append(hi), GI.append(np.full(len(live), i, dtype=np.int64)), LI.append(live)
+        gq = _GroupQuery(g, sk, user)
+        if sk.clusters is None:
+            local, lo, hi = gq.bounds()
+            stats["candidates_scanned"] += sk.n
+            summary.append((np.ones(len(lo)), lo, hi))
+        else:
+            c = _Clustered(gq)
+            seeds = c.seeds()
+            local, lo, hi = gq.bounds(seeds)
+            stats["candidates_scanned"] += len(seeds)
+            summary.append(c.bounds_summary())
+            clustered.append((i, c))
+        cand.add(i, local, lo, hi)
     stats["regimes"] = regimes
-    stats["time_bounds_s"] = time.perf_counter() - t
-    if not LB:
+    if not len(cand.lb) and not clustered:
         stats["fallback"] = "brute_regime"
+        stats["time_bounds_s"] = time.perf_counter() - t
         return _select(groups, found, k)
-    LB, UB, GI, LI = (np.concatenate(a) for a in (LB, UB, GI, LI))
     known = np.concatenate([d for _, _, d in found]) if found else np.empty(0)
-    known = known[np.isfinite(known)]
-    both = np.concatenate([UB, known])
-    u_k = np.partition(both, k - 1)[k - 1] if len(both) >= k else np.inf
-    need = np.flatnonzero(LB <= u_k)
-    stats["bounds_upper_k"] = float(u_k)
-    stats["candidates_after_bounds"] = int(len(need))
-    stats["dist_mean_bounds"] = [float(LB.mean()), float(UB.mean())]
-    stats["dist_max_bounds"] = [float(LB.max()), float(UB.max())]
-    order = need[np.argsort(LB[need], kind="stable")]
-    best = known.copy()
-    pos, batch, batches = 0, max(2 * k, 64), 0
+    best = known[np.isfinite(known)]
+    cnt, lo_s, hi_s = (np.concatenate(a) for a in zip(*summary))
+    ok = np.isfinite(lo_s) & np.isfinite(hi_s) & (cnt > 0)
+    if ok.any():
+        cnt, lo_s, hi_s = cnt[ok], lo_s[ok], hi_s[ok]
+        stats["dist_mean_bounds"] = [float(cnt @ lo_s / cnt.sum()), float(cnt @ hi_s / cnt.sum())]
+        stats["dist_max_bounds"] = [float(lo_s.max()), float(hi_s.max())]
     limit = brute_fraction * stats["n_specs"]
-    while pos < len(order):
-        take = order[pos: pos + batch]
-        pos += len(take)
+    batch, batches, expanded, first = max(2 * k, 64), 0, not clustered, True
+    stats["clusters_opened"] = 0
+    while True:
+        kth = _kth(best, k)
+        # each spec counted once: by its exact distance once evaluated, else by its upper bound
+        T = min(_kth(np.concatenate([cand.ub[~cand.done], best]), k), kth)
+        pending = np.flatnonzero(~cand.done & (cand.lb <= T))
+        if not expanded and (batches or not len(pending)):  # a threshold: open the clusters that may matter
+            for i, c in clustered:
+                local, opened = c.expand(T)
+                stats["clusters_opened"] += opened
+                stats["candidates_scanned"] += len(local)
+                local, lo, hi = c.gq.bounds(local)
+                keep = lo <= T
+                cand.add(i, local[keep], lo[keep], hi[keep])
+            expanded, first = True, True
+            stats["time_bounds_s"] = time.perf_counter() - t
+            continue
+        if not len(pending) or (len(best) >= k and kth < cand.lb[pending].min()):
+            break
+        pending = pending[np.argsort(cand.lb[pending], kind="stable")]
+        if first:  # the lowest lower bounds of a new candidate set first: a tighter kth
+            batch, first = max(2 * k, 64), False
+        elif len(best) >= k:  # every candidate with a lower bound <= kth must be looked at: take them all
+            batch = max(int(np.searchsorted(cand.lb[pending], kth, side="right")), batch)
+        take = pending[:batch]
+        if stats["exact_evaluations"] + len(take) > limit:  # bounds too loose: batched brute force
+            stats["fallback"] = "bounds_too_loose"
+            found = _brute_groups(groups, user, stats)
+            break
         batches += 1
-        for i in np.unique(GI[take]):
-            sel = take[GI[take] == i]
-            d = exact_subset(groups[i], LI[sel], user)
-            found.append((int(i), LI[sel], d))
+        cand.done[take] = True
+        for i in np.unique(cand.gi[take]):
+            sel = take[cand.gi[take] == i]
+            d = exact_subset(groups[i], cand.li[sel], user)
+            found.append((int(i), cand.li[sel], d))
             stats["exact_evaluations"] += len(sel)
             best = np.concatenate([best, d[np.isfinite(d)]])
-        if len(best) >= k:
+        if len(best) > k:
             best = np.partition(best, k - 1)[:k]
-            kth = best[k - 1]
-            if pos >= len(order) or kth < LB[order[pos]]:
-                break
-            # every remaining candidate with a lower bound <= kth must be looked at: take them all
-            batch = max(int(np.searchsorted(LB[order[pos:]], kth, side="right")), batch)
-        else:
+        elif len(best) < k:
             batch *= 2
-        if pos + batch > limit:  # bounds too loose for this query: the batched brute-force kernel
-            stats["fallback"] = "bounds_too_loose"
-            found = [(i, l, d) for i, l, d in _brute_groups(groups, user, stats)]
-            break
+    stats.setdefault("time_bounds_s", time.perf_counter() - t)
+    stats["bounds_upper_k"] = float(_kth(np.concatenate([cand.ub, known[np.isfinite(known)]]), k))
+    stats["candidates_after_bounds"] = int(np.count_nonzero(cand.lb <= stats["bounds_upper_k"]))
     stats["batches"] = batches
     return _select(groups, found, k)
 

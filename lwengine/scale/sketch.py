@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import kernels
+from ..index import _grow
 
 __all__ = ["SketchParams", "NystromSketch", "rff_sketch", "EPS32", "EPS64"]
 
@@ -46,6 +47,8 @@ class SketchParams:
     probe: int = 2000
     brute_share: float = 0.25
     seed: int = 0
+    clusters: int | None = None
+    cluster_min_specs: int = 20000
 
     def __post_init__(self):
         if int(self.m) < 1:
@@ -56,6 +59,16 @@ class SketchParams:
             raise ValueError(f"brute_share must be in (0, 1], got {self.brute_share}")
         if int(self.probe) < 1 or int(self.sample_rows) < 1 or int(self.kmeans_iter) < 1:
             raise ValueError("probe, sample_rows and kmeans_iter must be >= 1")
+        if self.clusters is not None and int(self.clusters) < 0:
+            raise ValueError(f"clusters must be None (auto), 0 (off) or > 0, got {self.clusters}")
+        if int(self.cluster_min_specs) < 1:
+            raise ValueError(f"cluster_min_specs must be >= 1, got {self.cluster_min_specs}")
+
+    def n_clusters(self, n: int) -> int:
+        """Clusters of the lifted sketches for ``n`` projected specs (0: scan them all)."""
+        if self.clusters is not None:
+            return int(min(self.clusters, n))
+        return int(round(2 * np.sqrt(n))) if n >= self.cluster_min_specs else 0
 
 
 def _rows_f64(z, a, b):
@@ -92,6 +105,7 @@ class NystromSketch:
         self.projected = False
         self.resid_share_median = float("nan")
         self.regime = "sketch"
+        self.clusters = None  # lwengine.scale.clusters.SketchClusters, once n >= params.cluster_min_specs
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -164,39 +178,49 @@ class NystromSketch:
         return self.project_packed(z, beta, offs)
 
     def extend(self, group, progress=None):
-        """Project group specs ``self.n .. group.n`` (insert hook; the whole group on first use)."""
+        """Project group specs ``self.n .. group.n`` (insert hook; the whole group on first use),
+        by chunks written straight into the (grown once) arrays; then cluster or assign them."""
         start, stop = self.n, group.n
         if stop <= start:
             return
         per = max(1, _MAX_A_BYTES // (8 * max(1, self.landmarks.shape[0])) // max(1, int(
             np.ceil(group.rows / max(1, group.n)))))
-        parts = []
         chunks = list(_chunks(stop - start, per))
         it = chunks
         if progress:
             from tqdm import tqdm
             it = tqdm(chunks, desc=f"sketching gamma={self.gamma:g}", unit="chunk")
+        self.s = _grow(self.s, stop)
+        for name in ("sq", "resid", "self_stored", "abs_beta"):
+            setattr(self, name, _grow(getattr(self, name), stop))
         for a, b in it:
             local = np.arange(start + a, start + b)
-            parts.append(self.project_subset(group, local))
-        s, sq, resid, self_st, absb = (np.concatenate(p) for p in zip(*parts))
-        z_hi = np.asarray(group.z[int(group.offsets[start]): int(group.offsets[stop])])
-        if len(z_hi):
-            r2 = np.einsum("ij,ij->i", z_hi.astype(np.float64), z_hi.astype(np.float64))
+            s, sq, resid, self_st, absb = self.project_subset(group, local)
+            sl = slice(start + a, start + b)
+            self.s[sl], self.sq[sl], self.resid[sl], self.self_stored[sl], self.abs_beta[sl] = \
+                s, sq, resid, self_st, absb
+            z = np.asarray(group.z[int(group.offsets[start + a]): int(group.offsets[start + b])], dtype=np.float64)
+            r2 = np.einsum("ij,ij->i", z, z)
             r2 = r2[np.isfinite(r2)]
             if len(r2):
                 self.R2 = max(self.R2, float(r2.max()))
-        self.s = _put(self.s, start, s)
-        for name, v in (("sq", sq), ("resid", resid), ("self_stored", self_st), ("abs_beta", absb)):
-            setattr(self, name, _put(getattr(self, name), start, v))
         self.n = stop
         self.projected = True
+        if self.clusters is not None:
+            self.clusters.extend(self)
+        else:
+            C = self.params.n_clusters(self.n)
+            if C > 0:
+                from .clusters import SketchClusters
+                self.clusters = SketchClusters.fit(self, C, seed=self.params.seed)
 
     def compact(self, keep):
         if self.projected:
             for name in ("s", "sq", "resid", "self_stored", "abs_beta"):
                 setattr(self, name, np.ascontiguousarray(getattr(self, name)[keep]))
             self.n = len(keep)
+            if self.clusters is not None:
+                self.clusters.compact(keep)
 
     # ------------------------------------------------------------------ query side
     def user(self, uz_store, ubeta):
@@ -232,34 +256,29 @@ class NystromSketch:
         idx_all = slice(None, self.n) if idx is None else idx
         D = self.sketch_dist(su, squ, idx)
         ri = self.resid[idx_all]
-        selfi = self.self_stored[idx_all]
-        T = selfu + selfi
-        tau = (self.r + 8) * EPS32 + 2 * BASIS_DELTA
-        eta = np.sqrt(BASIS_DELTA * selfu) + np.sqrt(BASIS_DELTA * np.abs(selfi))
+        slack, eta = self.slack_terms(user, store_eps, user_K, self.self_stored[idx_all], self.abs_beta[idx_all])
         sru, sri = np.sqrt(ru), np.sqrt(ri)
         lo_res = np.maximum(np.abs(sru - sri) - eta, 0.0) ** 2
         hi_res = (sru + sri + eta) ** 2
+        return D + lo_res - slack, D + hi_res + slack
+
+    def slack_terms(self, user, store_eps, user_K, self_i, abs_beta_i):
+        """``(slack, η)`` of :meth:`bounds` for specs with ``‖μ_i‖² = self_i`` and ``Σ|β_i| = abs_beta_i``
+        (both increasing in those, so per-cluster maxima give valid cluster-wide terms)."""
+        _, _, _, selfu, absbu, R2u = user
+        T = selfu + self_i
+        tau = (self.r + 8) * EPS32 + 2 * BASIS_DELTA
+        eta = np.sqrt(BASIS_DELTA * selfu) + np.sqrt(BASIS_DELTA * np.abs(self_i))
         d = self.landmarks.shape[1]
         R2 = max(self.R2, R2u)
-        ker = 2.0 * store_eps * absbu * self.abs_beta[idx_all] * (4 + user_K + 4 * (d + 3) * self.gamma * R2)
-        slack = tau * T + ker + 8 * EPS64 * T
-        return D + lo_res - slack, D + hi_res + slack
+        ker = 2.0 * store_eps * absbu * abs_beta_i * (4 + user_K + 4 * (d + 3) * self.gamma * R2)
+        return tau * T + ker + 8 * EPS64 * T, eta
 
 
 def _point_gram(C, gamma):
     sq = np.einsum("ij,ij->i", C, C)
     D = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (C @ C.T), 0.0)
     return np.exp(-gamma * D)
-
-
-def _put(arr, start, values):
-    need = start + len(values)
-    if arr.shape[0] < need or not arr.flags.writeable:
-        out = np.empty((max(need, 2 * arr.shape[0], 16),) + arr.shape[1:], dtype=arr.dtype)
-        out[:start] = arr[:start]
-        arr = out
-    arr[start:need] = values
-    return arr
 
 
 def gather(group, local):
@@ -273,7 +292,7 @@ def gather_store(group, local):
 
 
 # ------------------------------------------------------------------------------ random features
-def rff_sketch(z, beta, offsets, gamma, D=256, *, seed=0, chunk_rows=1 << 18):
+def rff_sketch(z, beta, offsets, gamma, D=256, *, seed=0, chunk_rows=1 << 16):
     """Orthogonal random Fourier features: ``s_i = Σ_b β_b φ(z_b)`` with
     ``φ(x) = √(2/D) cos(Wx + b)``, W rows orthogonal blocks scaled by χ_d norms times √(2γ), so that
     ``E⟨φ(x), φ(y)⟩ = exp(−γ‖x − y‖²)`` and ``‖s_u − s_i‖² ≈ MMD²``.  Data-independent, no bound.
