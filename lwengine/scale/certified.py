@@ -9,9 +9,10 @@ the exact per-group offset ``⟨u,u⟩_{γ_u} − ⟨u,u⟩_γ`` and the per-spe
 candidates are evaluated in batches in order of lower bound until the k-th best exact distance is
 strictly below the next lower bound.  A clustered group (:mod:`lwengine.scale.clusters`) bounds only
 the members of its nearest clusters first, then -- once an exact k-th distance gives a threshold --
-the slices of the clusters that may hold a spec with a lower bound under it.  Adaptive: a group whose probe showed a large residual share is
-scanned brute force, and when more than ``brute_fraction`` of all specs have a lower bound under the
-k-th smallest upper bound, the query falls back to the batched brute-force kernel.
+the slices of the clusters that may hold a spec with a lower bound under it.  Adaptive: a group whose
+probe showed a large residual share is scanned brute force, and when more than ``brute_fraction`` of
+all specs have a lower bound under the k-th smallest upper bound, the query falls back to the batched
+brute-force kernel.
 """
 from __future__ import annotations
 
@@ -198,7 +199,6 @@ class _Candidates:
     """Specs with certified bounds, by group: ``lb``, ``ub``, group index, local index, evaluated."""
 
     def __init__(self):
-        self.parts = []
         self.lb = self.ub = np.empty(0)
         self.gi = self.li = np.empty(0, dtype=np.int64)
         self.done = np.empty(0, dtype=bool)
