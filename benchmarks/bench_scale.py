@@ -40,7 +40,8 @@ def _peak_rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def run_one(regime, d, n, K, queries, m, pools, seed=0, approx=True, rff=True, cluster_min_specs=None):
+def run_one(regime, d, n, K, queries, m, pools, seed=0, approx=True, rff=True, cluster_min_specs=None,
+            save_index=None):
     t = time.perf_counter()
     idx, mk = make_market(n, d, K, regime, seed=seed, dtype="float32")
     t_gen = time.perf_counter() - t
@@ -74,11 +75,23 @@ def run_one(regime, d, n, K, queries, m, pools, seed=0, approx=True, rff=True, c
                certified_exact_frac=float(np.median(cert_ev)) / n,
                certified_scanned_median=float(np.median(scanned)),
                certified_vs_brute=float(np.median(cert_t) / np.median(brute_t)))
-    row["approx"] = []
-    row["_index"] = idx  # for --save-index (dropped before the row is stored)
-    if not approx:
-        return row
-    first = {}
+    row["approx"] = _approx_sweep(idx, sk, qs, exact, pools, rff) if approx else []
+    if approx:
+        row["approx_clusters"] = sk.clusters.count if sk.clusters is not None else 0
+    if save_index:  # the serving side, measured in a fresh process
+        t = time.perf_counter()
+        idx.save(save_index)
+        row["save_s"] = time.perf_counter() - t
+        cmd = [sys.executable, __file__, "--serve", save_index, "--regimes", regime, "--sizes", str(n),
+               "--K", str(K), "--text-d", str(d), "--queries", str(queries)]
+        row["serve"] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        os.remove(save_index)
+    return row
+
+
+def _approx_sweep(idx, sk, qs, exact, pools, rff):
+    """Latency and recall@5 of approx mode per (sketch, clusters probed, pool) configuration."""
+    out, first = [], {}
     t = time.perf_counter()  # the first call projects a brute-regime group / builds the ANN index
     idx.topk(qs[0], 5, "approx", pool=pools[0])
     first["nystrom"] = time.perf_counter() - t
@@ -99,11 +112,10 @@ def run_one(regime, d, n, K, queries, m, pools, seed=0, approx=True, rff=True, c
                                                      nprobe=nprobe), 3)
             ts.append(tq)
             rec.append(len({i for i, _ in got} & {i for i, _ in want}) / len(want))
-        row["approx_clusters"] = sk.clusters.count if sk.clusters is not None else 0
-        row["approx"].append({"sketch": sketch, "index": idx.last_stats.get("approx_index"), "nprobe": nprobe,
-                              "pool": pool, "ms": 1e3 * float(np.median(ts)), "recall5": float(np.mean(rec)),
-                              "first_call_s": first[sketch]})
-    return row
+        out.append({"sketch": sketch, "index": idx.last_stats.get("approx_index"), "nprobe": nprobe,
+                    "pool": pool, "ms": 1e3 * float(np.median(ts)), "recall5": float(np.mean(rec)),
+                    "first_call_s": first[sketch]})
+    return out
 
 
 def serve_check(path, regime, d, n, K, queries, seed=0, nprobe=8, pool=64):
@@ -272,16 +284,7 @@ def main(argv=None):
         K = a.text_K or a.K if regime == "text" else a.K
         for n in sizes:
             r = run_one(regime, dims[regime], n, K, a.queries, a.m, pools, approx=not a.no_approx,
-                        rff=n <= a.rff_max, cluster_min_specs=a.cluster_min_specs)
-            if a.save_index:  # the serving side, measured in a fresh process
-                t = time.perf_counter()
-                r["_index"].save(a.save_index)
-                r["save_s"] = time.perf_counter() - t
-                cmd = [sys.executable, __file__, "--serve", a.save_index, "--regimes", regime, "--sizes", str(n),
-                       "--K", str(K), "--text-d", str(a.text_d), "--queries", str(a.queries)]
-                r["serve"] = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-                os.remove(a.save_index)
-            r.pop("_index", None)
+                        rff=n <= a.rff_max, cluster_min_specs=a.cluster_min_specs, save_index=a.save_index)
             rows.append(r)
             print(describe(r), flush=True)
             if "serve" in r:

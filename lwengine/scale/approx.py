@@ -64,8 +64,7 @@ class AnnIndex:
 
 
 def nystrom_vectors(sk, start=0, stop=None):
-    stop = sk.n if stop is None else stop
-    return np.concatenate([sk.s[start:stop], np.sqrt(sk.resid[start:stop]).astype(np.float32)[:, None]], axis=1)
+    return sk.lifted(slice(start, sk.n if stop is None else stop)).astype(np.float32)
 
 
 def ann_for(index, g, sketch):
@@ -120,7 +119,7 @@ def _user_vector(index, g, ann, user):
     if ann.kind == "nystrom":
         sk = index._sketch_for(g, project=True)
         su = sk.user(user.z2.astype(g.dtype), user.beta)
-        return np.concatenate([su[0], [np.float32(np.sqrt(su[2]))]]).astype(np.float32), user.self_ip - su[3]
+        return sk.lifted_user(su).astype(np.float32), user.self_ip - su[3]
     W, phase = ann.rff
     v = _rff_apply(user.z2, user.beta, user.offsets, W, phase)[0]
     off = user.self_ip - float(kernels.self_inner(user.z2, user.beta, user.offsets, g.gamma)[0])
@@ -140,7 +139,7 @@ def _cluster_probe(g, sk, user, pool, nprobe):
     local = local[np.asarray(g.alive)[local]]
     su, squ, ru = gq.su[0], gq.su[1], gq.su[2]
     D = sk.sketch_dist(su, squ, local) + (np.sqrt(ru) - np.sqrt(sk.resid[local])) ** 2
-    D += gq.shift_u + (np.asarray(g.self_ip)[local] - sk.self_stored[local])
+    D += gq.shift_u + sk.self_shift(g, local)
     keep = np.isfinite(D)
     local, D = local[keep], D[keep]
     if len(D) > pool:

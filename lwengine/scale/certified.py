@@ -142,8 +142,7 @@ class _GroupQuery:
         lo, hi = sk.bounds(self.su, store_eps=self.store_eps, user_K=self.user_K, idx=local)
         if local is None:
             local = np.arange(sk.n)
-        # a float32 store's self terms were computed from the original values (exact difference)
-        shift = self.shift_u + (np.asarray(g.self_ip)[local] - sk.self_stored[local])
+        shift = self.shift_u + sk.self_shift(g, local)
         lo, hi = lo + shift, hi + shift
         keep = np.asarray(g.alive)[local] & np.isfinite(lo) & np.isfinite(hi)
         return local[keep], lo[keep], hi[keep]
@@ -168,10 +167,8 @@ class _Clustered:
         sk = gq.sk
         self.cl = sk.clusters
         self.v = self.cl.view(sk, gq.g)
-        au = np.concatenate([gq.su[0].astype(np.float64), [np.sqrt(gq.su[2])]])
-        self.q, self.margin = self.cl.centroid_dist(self.v, au)
-        au[-1] = -au[-1]
-        self.q_hi, _ = self.cl.centroid_dist(self.v, au)
+        self.au = sk.lifted_user(gq.su)
+        self.q, self.margin = self.cl.centroid_dist(self.v, self.au)
 
     def seeds(self):
         """Local indices of the nearest clusters' members (>= SEED alive specs) and of the specs
@@ -192,7 +189,10 @@ class _Clustered:
         return local, opened
 
     def bounds_summary(self):
-        return self.cl.bounds(self.v, self.q, self.margin, self.q_hi, self.gq.slack, self.gq.shift_u)
+        au_hi = self.au.copy()
+        au_hi[-1] = -au_hi[-1]  # [s_u, −√r_u]: its distance to a_i bounds the upper bound
+        q_hi, _ = self.cl.centroid_dist(self.v, au_hi)
+        return self.cl.bounds(self.v, self.q, self.margin, q_hi, self.gq.slack, self.gq.shift_u)
 
 
 class _Candidates:

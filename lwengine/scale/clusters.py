@@ -17,21 +17,12 @@ import numpy as np
 from .. import kernels
 from ..index import _grow
 
-__all__ = ["SketchClusters", "lifted"]
+__all__ = ["SketchClusters"]
 
 # relative error allowed for the float64 distances ‖a − c‖ (r + 1 ≤ 1025 terms: ~1e-13 worst case)
 LIFT_DELTA = 1e-10
 _ASSIGN_CELLS = 1 << 22
 TAIL_MIN, TAIL_FRACTION = 4096, 0.05
-
-
-def lifted(sk, rows):
-    """``[s̃_i, √r_i]`` (float64) of the sketch's specs ``rows`` (a slice or local indices)."""
-    s = sk.s[rows]
-    a = np.empty((s.shape[0], sk.r + 1))
-    a[:, :-1] = s
-    a[:, -1] = np.sqrt(sk.resid[rows])
-    return a
 
 
 class SketchClusters:
@@ -43,6 +34,7 @@ class SketchClusters:
 
     def __init__(self, centroids):
         self.centroids = np.ascontiguousarray(centroids, dtype=np.float64)
+        self.centroid_sq = np.einsum("ij,ij->i", self.centroids, self.centroids)
         self.assign = np.empty(0, dtype=np.int32)
         self.e = np.empty(0)
         self.n = 0
@@ -61,7 +53,7 @@ class SketchClusters:
         rng = np.random.default_rng([int(seed), 7])
         take = np.sort(rng.choice(ok, size=min(len(ok), sample_per_cluster * C), replace=False)) if len(ok) \
             else np.empty(0, dtype=np.int64)
-        x = lifted(sk, take).astype(np.float32) if len(take) else np.zeros((1, sk.r + 1), np.float32)
+        x = sk.lifted(take).astype(np.float32) if len(take) else np.zeros((1, sk.r + 1), np.float32)
         cent, _ = kernels.kmeans(x, min(C, len(x)), max_iter=kmeans_iter, seed=seed)
         cl = cls(cent.astype(np.float64))
         cl.extend(sk)
@@ -74,14 +66,13 @@ class SketchClusters:
         if stop <= start:
             return
         cent32 = self.centroids.astype(np.float32)
-        cn = np.einsum("ij,ij->i", self.centroids, self.centroids)
         assign = np.empty(stop - start, dtype=np.int32)
         e = np.empty(stop - start)
         chunk = max(256, _ASSIGN_CELLS // self.count)  # bounds the (chunk, C) score block
         for a in range(start, stop, chunk):
             b = min(stop, a + chunk)
-            A = lifted(sk, slice(a, b))
-            score = cn[None, :] - 2.0 * (A.astype(np.float32) @ cent32.T)
+            A = sk.lifted(slice(a, b))
+            score = self.centroid_sq[None, :] - 2.0 * (A.astype(np.float32) @ cent32.T)
             j = np.argmin(score, axis=1).astype(np.int32)
             A -= self.centroids[j]
             ej = np.sqrt(np.einsum("ij,ij->i", A, A))
@@ -128,7 +119,7 @@ class SketchClusters:
                 out[nz] = np.maximum.reduceat(v[order], starts[:-1][nz])
             return out
 
-        shift = np.asarray(group.self_ip[:n]) - sk.self_stored[:n]
+        shift = sk.self_shift(group, slice(0, n))
         v = self._view = {
             "order": order, "starts": starts, "e": e_sorted, "n_dead": group.n_dead, "n": n,
             "rho": seg_max(self.e[:n], 0.0),
@@ -172,8 +163,7 @@ class SketchClusters:
         ``|q − e_i|`` (both norms' float64 errors, with ``‖a_i‖ ≤ ‖c‖ + ρ``)."""
         diff = self.centroids - au[None, :]
         q = np.sqrt(np.einsum("ij,ij->i", diff, diff))
-        cn = np.sqrt(np.einsum("ij,ij->i", self.centroids, self.centroids))
-        return q, LIFT_DELTA * (np.linalg.norm(au) + 2.0 * cn + q + v["rho"])
+        return q, LIFT_DELTA * (np.linalg.norm(au) + 2.0 * np.sqrt(self.centroid_sq) + q + v["rho"])
 
     def slices(self, v, q, margin, T, slack):
         """Member positions (into ``v["order"]``) of every cluster whose members may have a lower bound

@@ -232,6 +232,26 @@ class NystromSketch:
         return s[0], float(sq[0]), float(resid[0]), float(self_st[0]), float(absb[0]), \
             float(np.einsum("ij,ij->i", z, z).max())
 
+    def lifted(self, rows):
+        """``[s̃_i, √r_i]`` (float64) of the specs ``rows`` (a slice or local indices): the vectors
+        whose squared distance to the user's ``[s̃_u, √r_u]`` is the slack-free lower bound."""
+        s = self.s[rows]
+        a = np.empty((s.shape[0], self.r + 1))
+        a[:, :-1] = s
+        a[:, -1] = np.sqrt(self.resid[rows])
+        return a
+
+    @staticmethod
+    def lifted_user(user):
+        """``[s̃_u, √r_u]`` (float64) of a projected user (:meth:`user`)."""
+        return np.append(user[0].astype(np.float64), np.sqrt(user[2]))
+
+    def self_shift(self, group, idx):
+        """``self_ip − self_stored`` of the specs ``idx``: a float32 store's self terms were computed
+        from the original values while the sketch (and the ranking kernel's cross term) sees the
+        stored ones -- an exact per-spec shift of every bound."""
+        return np.asarray(group.self_ip)[idx] - self.self_stored[idx]
+
     def sketch_dist(self, su, squ, idx=None):
         """``‖s̃_u − s̃_i‖²`` (float32 GEMM for the cross term, float64 norms) for ``idx`` or all."""
         S = self.s[: self.n] if idx is None else self.s[idx]
