@@ -600,7 +600,7 @@ def main(argv=None) -> int:
 
     try:
         import lwengine
-        from lwengine import _backend, _cuda_ops, _reference, kernels
+        from lwengine import _backend, cuda_backend, _reference, kernels
     except Exception as exc:  # noqa: BLE001
         report["status"] = "lwengine import failed"
         report["error"] = f"{type(exc).__name__}: {exc}"
@@ -633,7 +633,7 @@ def main(argv=None) -> int:
 
     rec = Recorder()
     print("[1/3] correctness", flush=True)
-    correctness(rec, _cuda_ops, kernels, _reference, torch, args.seed, args.quick)
+    correctness(rec, cuda_backend, kernels, _reference, torch, args.seed, args.quick)
     search_pipeline(rec, args.seed)
     report["checks"] = rec.checks
     write()

@@ -5,7 +5,7 @@ import importlib.util
 import os
 import platform
 
-from . import _backend
+from . import _backend, kernels
 
 
 def config() -> dict:
@@ -29,6 +29,11 @@ def config() -> dict:
         if hasattr(_backend.cuda, "build_info"):
             info.update({f"cuda_{k}": v for k, v in dict(_backend.cuda.build_info()).items()})
         info["cuda_devices"] = _backend.cuda_device_count()
+    ok, why = kernels.triton_status()
+    info["triton_backend"] = "available" if ok else f"unavailable: {why}"
+    info["default_device"] = kernels.default_device()
+    info["backend_auto"] = {op: kernels.choose_backend(op, info["default_device"])
+                            for op in ("cross_inner", "self_inner", "gram", "zx_moments")}
     for mod in ("numpy", "torch", "triton", "faiss", "rapidfuzz", "yaml", "tqdm"):
         info[f"has_{mod}"] = importlib.util.find_spec(mod) is not None
     return info

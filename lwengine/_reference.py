@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .kernels import kmeanspp_indices
+
 __all__ = [
     "gauss_kernel",
     "cross_inner",
@@ -18,7 +20,9 @@ __all__ = [
     "gram",
     "kernel_mean",
     "zx_moments",
+    "point_gram",
     "rs_step",
+    "rs_step_from_gram",
     "rs_step_from_moments",
     "simplex_qp",
     "simplex_qp_batch",
@@ -92,6 +96,25 @@ def zx_moments(z, x, gamma):
 def kernel_mean(z, x, gamma):
     """``C_i = (1/n) sum_j k(z_i, x_j)``, shape (K,)."""
     return zx_moments(z, x, gamma)[0]
+
+
+def point_gram(z, gamma):
+    """``G_ij = exp(-gamma ((|z_i|^2 + |z_j|^2) - 2 z_i.z_j))`` over the rows of z, (K, K)."""
+    z = _rows(z)
+    n = (z * z).sum(1)
+    return np.exp(-float(gamma) * ((n[:, None] + n[None, :]) - 2.0 * (z @ z.T)))
+
+
+def rs_step_from_gram(z, beta, C, T, G, gamma, step_size, *, exact_gradient=False):
+    """:func:`rs_step_from_moments` with ``k(z_i, z_j)`` read from ``G`` (= point_gram(z))."""
+    z = _rows(z)
+    beta = np.asarray(beta, dtype=np.float64)
+    w = np.asarray(G, dtype=np.float64) * beta[None, :]
+    t1 = w.sum(1)[:, None] * z - w @ z
+    t2 = -2.0 * (np.asarray(C)[:, None] * z - np.asarray(T))
+    factor = 2.0 if exact_gradient else 1.0
+    g = -2.0 * float(gamma) * beta[:, None] * (factor * t1 + t2)
+    return z - float(step_size) * g
 
 
 def rs_step_from_moments(z, beta, C, T, gamma, step_size, *, exact_gradient=False):
@@ -243,7 +266,7 @@ def kmeans(x, k, *, max_iter=100, tol=1e-4, seed=None, init="random", init_idx=N
     elif init == "random":
         idx = np.random.default_rng(seed).integers(0, n, size=k)
     elif init == "k-means++":
-        idx = _kmeanspp_indices(x, k, seed)
+        idx = kmeanspp_indices(x, k, seed)
     else:
         raise ValueError(f"init must be 'random' or 'k-means++', got {init!r}")
     c = x[idx].copy()
@@ -266,17 +289,3 @@ def kmeans(x, k, *, max_iter=100, tol=1e-4, seed=None, init="random", init_idx=N
         if shift <= tol:
             break
     return c, it
-
-
-def _kmeanspp_indices(x, k, seed):
-    rng = np.random.default_rng(seed)
-    n = x.shape[0]
-    xd = x.astype(np.float64)
-    idx = [int(rng.integers(0, n))]
-    d2 = ((xd - xd[idx[0]]) ** 2).sum(1)
-    for _ in range(1, k):
-        tot = d2.sum()
-        j = int(rng.integers(0, n)) if tot <= 0 else int(rng.choice(n, p=d2 / tot))
-        idx.append(j)
-        d2 = np.minimum(d2, ((xd - xd[j]) ** 2).sum(1))
-    return np.array(idx, dtype=np.int64)

@@ -1,19 +1,47 @@
-"""Stateless RKME kernels: validated Python entry points over the native modules.
+"""Stateless RKME kernels: the one door into the native modules (``_core``, ``_cuda``).
 
-Every function here has a float64 numpy twin of the same signature in :mod:`lwengine._reference`
-(the ``device`` option aside: ``"auto"`` runs on the GPU when the data are torch CUDA tensors,
-``"cuda"`` / ``"cpu"`` force a backend; see :func:`_on_cuda`).
+Every function here validates its arguments once (:mod:`lwengine.validate`) and forwards them to
+a backend; each has a float64 numpy twin of the same signature in :mod:`lwengine._reference`
+(tests only: production code never imports the twins).
+
 Data arguments come first, options are keyword-only.  Packed stores are CSR-like:
 ``z`` (M, d) float32 or float64, ``beta`` (M,) float64, ``offsets`` (N + 1,) int64 with
 ``offsets[0] == 0``, non-decreasing, ``offsets[-1] == M``.  Accumulation is always float64;
 float32 ``z`` is the bulk-screening path (see docs/kernels.md for its error bound).
+
+Routing (:func:`last_route` tells which one ran in the calling thread):
+
+* ``device="cpu"`` runs ``_core`` (torch tensors are copied to the host); ``"cuda"`` runs ``_cuda``
+  (numpy in and out through device copies; RuntimeError on a build without CUDA or with no
+  visible GPU); ``"auto"`` runs ``_cuda`` when a data argument is a torch CUDA tensor, else
+  ``_core``.  Callers that own a whole loop (the spec fit, :class:`FitKernels`) resolve "auto"
+  with :func:`default_device` instead: CUDA when the build and a GPU are present.
+* ``backend="native"`` is the C++/CUDA code above; ``"triton"`` sends the validated numpy arrays
+  to :mod:`lwengine.triton_kernels` (RuntimeError "triton backend unavailable: ..." when it is
+  missing or cannot run); ``"auto"`` is native unless :func:`choose_backend` says Triton is
+  faster for the shape on a GPU.
 """
 from __future__ import annotations
 
+import importlib
+import threading
+
 import numpy as np
 
-from . import _backend
-from . import _reference
+from . import _backend, cuda_backend
+from .validate import (
+    as_backend,
+    as_device,
+    as_gamma,
+    as_offsets,
+    as_points,
+    as_qp,
+    as_step_args,
+    as_store,
+    as_vector,
+    check_same_dim,
+    to_numpy,
+)
 
 __all__ = [
     "cross_inner",
@@ -21,92 +49,116 @@ __all__ = [
     "gram",
     "kernel_mean",
     "zx_moments",
+    "point_gram",
     "rs_step",
     "rs_step_from_moments",
+    "rs_step_from_gram",
     "simplex_qp",
     "simplex_qp_batch",
     "kmeans",
+    "kmeanspp_indices",
     "cross_inner_f32_bound",
+    "cross_inner_f32_bound_cuda",
+    "FitKernels",
+    "default_device",
+    "resolve_device",
+    "choose_backend",
+    "triton_status",
+    "last_route",
 ]
 
-
-# ------------------------------------------------------------------------------ validation
-def _as_points(a, name: str, dtype=None) -> np.ndarray:
-    a = _to_numpy(a, name)
-    if a.ndim == 1:
-        a = a.reshape(-1, 1) if a.size else a.reshape(0, 1)
-    if a.ndim != 2:
-        a = a.reshape(a.shape[0], -1)
-    if dtype is None:
-        dtype = np.float32 if a.dtype == np.float32 else np.float64
-    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
-        raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=dtype)
+# Compatibility aliases for callers of the former private validators (use lwengine.validate).
+_as_points, _as_vector, _as_offsets, _as_gamma = as_points, as_vector, as_offsets, as_gamma
 
 
-def _to_numpy(a, name: str) -> np.ndarray:
-    if hasattr(a, "detach") and hasattr(a, "cpu"):  # torch tensor
-        a = a.detach().cpu().numpy()
-    try:
-        return np.asarray(a)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be array-like, got {type(a).__name__}") from exc
+# ------------------------------------------------------------------------------ routing
+_route = threading.local()
 
 
-def _as_vector(a, name: str, length: int | None = None) -> np.ndarray:
-    a = np.ascontiguousarray(_to_numpy(a, name), dtype=np.float64).reshape(-1)
-    if length is not None and a.shape[0] != length:
-        raise ValueError(f"{name} must have length {length}, got {a.shape[0]}")
-    return a
+def last_route() -> dict | None:
+    """``{"op", "device", "backend"}`` of the last kernel call made by this thread (None before any)."""
+    r = getattr(_route, "value", None)
+    return dict(r) if r is not None else None
 
 
-def _as_offsets(offsets, name: str, num_rows: int) -> np.ndarray:
-    o = np.ascontiguousarray(_to_numpy(offsets, name), dtype=np.int64).reshape(-1)
-    if o.shape[0] < 1 or o[0] != 0 or o[-1] != num_rows or np.any(np.diff(o) < 0):
-        raise ValueError(
-            f"{name} must be non-decreasing int64 offsets from 0 to the number of rows ({num_rows}), "
-            f"got {o[:3].tolist()}...{o[-1:].tolist()} (length {o.shape[0]})"
-        )
-    return o
+def _record(op: str, device: str, backend: str = "native") -> None:
+    _route.value = {"op": op, "device": device, "backend": backend}
 
 
-def _as_gamma(gamma, name: str = "gamma") -> float:
-    try:
-        g = float(gamma)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be a real number, got {type(gamma).__name__}") from exc
-    if not np.isfinite(g) or g <= 0:
-        raise ValueError(f"{name} must be a finite positive number, got {gamma!r}")
-    return g
+def _is_cuda_tensor(a) -> bool:
+    return hasattr(a, "detach") and bool(getattr(a, "is_cuda", False))
 
 
-def _store(z, beta, offsets, prefix: str, dtype=None):
-    z = _as_points(z, f"{prefix}z", dtype)
-    beta = _as_vector(beta, f"{prefix}beta", z.shape[0])
-    offsets = _as_offsets(offsets, f"{prefix}offsets", z.shape[0])
-    return z, beta, offsets
+def default_device() -> str:
+    """"cuda" when the CUDA extension is built and sees a GPU, else "cpu" (what "auto" means for a loop)."""
+    return "cuda" if cuda_backend.available() else "cpu"
 
 
-_DEVICES = ("auto", "cpu", "cuda")
-
-
-def _on_cuda(name: str, device: str, data) -> object:
-    """The CUDA twin of kernel ``name`` when the call belongs on the GPU, else None.
-
-    ``device="cpu"``: always the CPU kernels (CUDA tensors are copied to the host); ``"cuda"``: the
-    CUDA kernels (numpy in and out through device copies; RuntimeError without a CUDA build or
-    device); ``"auto"``: the CUDA kernels when any data argument is a torch CUDA tensor.
-    """
-    if device not in _DEVICES:
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+def resolve_device(device: str = "auto", data=()) -> str:
+    """``"cpu"`` or ``"cuda"`` for one call (see the module docstring); RuntimeError when
+    ``"cuda"`` is asked for and cannot run."""
+    as_device(device)
     if device == "cpu":
-        return None
-    if device == "auto" and not any(hasattr(a, "detach") and getattr(a, "is_cuda", False) for a in data):
-        return None
+        return "cpu"
+    if device == "auto" and not any(_is_cuda_tensor(a) for a in data):
+        return "cpu"
     _backend.require_cuda()
-    from . import _cuda_ops
+    return "cuda"
 
-    return getattr(_cuda_ops, name)
+
+# Shapes on which the Triton kernels beat the native ones, per op, as measured on a GPU by
+# benchmarks/gpu_check.py: op -> predicate(shape dict) (see docs/gpu.md).  Empty until a GPU run
+# records numbers, so "auto" stays native.
+TRITON_FASTER: dict = {}
+
+
+def _triton_module():
+    try:
+        return importlib.import_module(f"{__package__}.triton_kernels")  # optional: imports triton
+    except ImportError as exc:
+        raise RuntimeError(f"triton backend unavailable: {type(exc).__name__}: {exc}") from exc
+
+
+def triton_status() -> tuple:
+    """``(available, reason)`` of the Triton backend, never raising."""
+    try:
+        mod = _triton_module()
+    except RuntimeError as exc:
+        return False, str(exc).removeprefix("triton backend unavailable: ")
+    try:
+        ok, why = mod.available()
+    except Exception as exc:  # noqa: BLE001 - a broken optional backend is reported, not raised
+        return False, f"{type(exc).__name__}: {exc}"
+    return bool(ok), str(why)
+
+
+def choose_backend(op: str, device: str, shape: dict | None = None) -> str:
+    """The backend "auto" picks for ``op`` on ``device`` ("cpu"/"cuda"): "triton" only on a GPU
+    where :data:`TRITON_FASTER` says so for the shape and Triton can run, else "native"."""
+    rule = TRITON_FASTER.get(op)
+    if device != "cuda" or rule is None or not rule(shape or {}):
+        return "native"
+    return "triton" if triton_status()[0] else "native"
+
+
+def _triton(op: str, device: str):
+    mod = _triton_module()
+    ok, why = mod.available()
+    if not ok:
+        raise RuntimeError(f"triton backend unavailable: {why}")
+    _record(op, device, "triton")
+    return getattr(mod, op)
+
+
+def _pick_backend(op: str, backend: str, device: str, shape: dict) -> str:
+    return choose_backend(op, device, shape) if backend == "auto" else backend
+
+
+def _native_cuda_direct(op: str, backend: str, device: str) -> bool:
+    """True when the call goes to the native CUDA backend without looking at shapes (so torch
+    CUDA tensors stay on the device)."""
+    as_backend(backend)
+    return device == "cuda" and (backend == "native" or (backend == "auto" and op not in TRITON_FASTER))
 
 
 def _native(name: str):
@@ -118,107 +170,185 @@ def _native(name: str):
 
 
 # ------------------------------------------------------------------------------ kernels
-def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma, *, device: str = "auto"):
+def _store_checked(z, beta, offsets, q=None):
+    """Validated ``(z, beta, offsets)`` and, when ``q`` = (q_z, q_beta, q_offsets), the query cast
+    to the store's dtype."""
+    z, beta, offsets = as_store(z, beta, offsets, "")
+    if q is None:
+        return z, beta, offsets
+    q_z, q_beta, q_offsets = as_store(*q, "q_", z.dtype)
+    check_same_dim(q_z, z, "q_z", "z")
+    return (q_z, q_beta, q_offsets), (z, beta, offsets)
+
+
+def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma, *, device: str = "auto",
+                backend: str = "auto"):
     """Inner products of query specs with store specs, shape (Q, N), float64.
 
     ``out[q, i] = sum_a sum_b q_beta_a beta_b exp(-gamma |q_z_a - z_b|^2)``.  The query is cast to
     the store's dtype (float32 store: bulk screening; float64 store: reference fidelity).
     """
-    cuda_fn = _on_cuda('cross_inner', device, (q_z, q_beta, z, beta))
-    if cuda_fn is not None:
-        return cuda_fn(q_z, q_beta, q_offsets, z, beta, offsets, gamma)
-    z, beta, offsets = _store(z, beta, offsets, "")
-    q_z, q_beta, q_offsets = _store(q_z, q_beta, q_offsets, "q_", z.dtype)
-    if q_z.shape[1] != z.shape[1] and q_z.shape[0] and z.shape[0]:
-        raise ValueError(f"q_z has dimension {q_z.shape[1]} but z has dimension {z.shape[1]}")
-    g = _as_gamma(gamma)
-    out = np.zeros((q_offsets.shape[0] - 1, offsets.shape[0] - 1), dtype=np.float64)
-    fn = _native("cross_inner")
-    if out.size and z.shape[0] and q_z.shape[0]:
-        fn(q_z, q_beta, q_offsets, z, beta, offsets, g, out)
+    dev = resolve_device(device, (q_z, q_beta, z, beta))
+    g = as_gamma(gamma)
+    if _native_cuda_direct("cross_inner", backend, dev):
+        _record("cross_inner", "cuda")
+        return cuda_backend.cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, g)
+    q, s = _store_checked(z, beta, offsets, (q_z, q_beta, q_offsets))
+    out_shape = (q[2].shape[0] - 1, s[2].shape[0] - 1)
+    shape = {"Q": out_shape[0], "N": out_shape[1], "rows": s[0].shape[0], "d": s[0].shape[1], "dtype": str(s[0].dtype)}
+    if _pick_backend("cross_inner", backend, dev, shape) == "triton":
+        return _triton("cross_inner", dev)(*q, *s, g, device=dev)
+    if dev == "cuda":
+        _record("cross_inner", "cuda")
+        return cuda_backend.cross_inner(*q, *s, g)
+    _record("cross_inner", "cpu")
+    out = np.zeros(out_shape, dtype=np.float64)
+    if out.size and s[0].shape[0] and q[0].shape[0]:
+        _native("cross_inner")(*q, *s, g, out)
     return out
 
 
-def self_inner(z, beta, offsets, gamma, *, device: str = "auto"):
-    """``<mu_i, mu_i>`` for every spec of a packed store, shape (N,)."""
-    cuda_fn = _on_cuda('self_inner', device, (z, beta))
-    if cuda_fn is not None:
-        return cuda_fn(z, beta, offsets, gamma)
-    z, beta, offsets = _store(z, beta, offsets, "")
-    g = _as_gamma(gamma)
-    out = np.zeros(offsets.shape[0] - 1, dtype=np.float64)
-    fn = _native("self_inner")
-    if out.size and z.shape[0]:
-        fn(z, beta, offsets, g, out)
-    return out
-
-
-def gram(z, beta, offsets, gamma, *, device: str = "auto"):
-    """Gram matrix ``<mu_i, mu_j>`` of the specs of one packed set, shape (N, N), symmetric."""
-    cuda_fn = _on_cuda('gram', device, (z, beta))
-    if cuda_fn is not None:
-        return cuda_fn(z, beta, offsets, gamma)
-    z, beta, offsets = _store(z, beta, offsets, "")
-    g = _as_gamma(gamma)
+def _store_op(op: str, z, beta, offsets, gamma, device, backend):
+    dev = resolve_device(device, (z, beta))
+    g = as_gamma(gamma)
+    if _native_cuda_direct(op, backend, dev):
+        _record(op, "cuda")
+        return getattr(cuda_backend, op)(z, beta, offsets, g)
+    z, beta, offsets = _store_checked(z, beta, offsets)
     n = offsets.shape[0] - 1
-    out = np.zeros((n, n), dtype=np.float64)
-    fn = _native("gram")
+    shape = {"N": n, "rows": z.shape[0], "d": z.shape[1], "dtype": str(z.dtype)}
+    if _pick_backend(op, backend, dev, shape) == "triton":
+        return _triton(op, dev)(z, beta, offsets, g, device=dev)
+    if dev == "cuda":
+        _record(op, "cuda")
+        return getattr(cuda_backend, op)(z, beta, offsets, g)
+    _record(op, "cpu")
+    out = np.zeros((n, n) if op == "gram" else n, dtype=np.float64)
     if n and z.shape[0]:
-        fn(z, beta, offsets, g, out)
+        _native(op)(z, beta, offsets, g, out)
     return out
 
 
-def zx_moments(z, x, gamma, *, with_t: bool = True, device: str = "auto"):
+def self_inner(z, beta, offsets, gamma, *, device: str = "auto", backend: str = "auto"):
+    """``<mu_i, mu_i>`` for every spec of a packed store, shape (N,)."""
+    return _store_op("self_inner", z, beta, offsets, gamma, device, backend)
+
+
+def gram(z, beta, offsets, gamma, *, device: str = "auto", backend: str = "auto"):
+    """Gram matrix ``<mu_i, mu_j>`` of the specs of one packed set, shape (N, N), symmetric."""
+    return _store_op("gram", z, beta, offsets, gamma, device, backend)
+
+
+def _moments_checked(z, x):
+    z = as_points(z, "z", np.float64)
+    x = as_points(x, "x")
+    if x.shape[0] == 0:
+        raise ValueError("x must have at least one row, got 0")
+    if z.shape[1] != x.shape[1]:
+        raise ValueError(f"z has dimension {z.shape[1]} but x has dimension {x.shape[1]}")
+    return z, x
+
+
+def _moments_cpu(z, x, g, with_t):
+    C = np.zeros(z.shape[0], dtype=np.float64)
+    T = np.zeros(z.shape, dtype=np.float64) if with_t else None
+    _native("zx_moments")(z, x, g, C, T)
+    return C, T
+
+
+def zx_moments(z, x, gamma, *, with_t: bool = True, device: str = "auto", backend: str = "auto"):
     """``(C, T)``: ``C_i = mean_j k(z_i, x_j)`` (K,) and ``T_i = mean_j k(z_i, x_j) x_j`` (K, d).
 
     Streams over ``x`` (float32 or float64, n up to 1e7) in tiles; never materializes K x n.
     ``with_t=False`` skips T (returned as None).
     """
-    cuda_fn = _on_cuda('zx_moments', device, (z, x))
-    if cuda_fn is not None:
-        return cuda_fn(z, x, gamma, with_t=with_t)
-    z = _as_points(z, "z", np.float64)
-    x = _as_points(x, "x")
-    if x.shape[0] == 0:
-        raise ValueError("x must have at least one row, got 0")
-    if z.shape[1] != x.shape[1]:
-        raise ValueError(f"z has dimension {z.shape[1]} but x has dimension {x.shape[1]}")
-    g = _as_gamma(gamma)
-    fn = _native("zx_moments")
-    C = np.zeros(z.shape[0], dtype=np.float64)
-    T = np.zeros(z.shape, dtype=np.float64) if with_t else None
-    fn(z, x, g, C, T)
-    return C, T
+    dev = resolve_device(device, (z, x))
+    g = as_gamma(gamma)
+    if _native_cuda_direct("zx_moments", backend, dev):
+        _record("zx_moments", "cuda")
+        return cuda_backend.zx_moments(z, x, g, with_t=with_t)
+    z, x = _moments_checked(z, x)
+    shape = {"K": z.shape[0], "n": x.shape[0], "d": x.shape[1], "dtype": str(x.dtype)}
+    if _pick_backend("zx_moments", backend, dev, shape) == "triton":
+        return _triton("zx_moments", dev)(z, x, g, with_t=bool(with_t), device=dev)
+    if dev == "cuda":
+        _record("zx_moments", "cuda")
+        return cuda_backend.zx_moments(z, x, g, with_t=with_t)
+    _record("zx_moments", "cpu")
+    return _moments_cpu(z, x, g, with_t)
 
 
-def kernel_mean(z, x, gamma, *, device: str = "auto"):
+def kernel_mean(z, x, gamma, *, device: str = "auto", backend: str = "auto"):
     """``C_i = (1/n) sum_j exp(-gamma |z_i - x_j|^2)``, shape (K,)."""
-    return zx_moments(z, x, gamma, with_t=False, device=device)[0]
+    return zx_moments(z, x, gamma, with_t=False, device=device, backend=backend)[0]
 
 
-def _step_args(z, beta, C, T):
-    """Validated float64 ``(z (K, d), beta (K,), C (K,), T (K, d))`` of a reduced-set step."""
-    z = _as_points(z, "z", np.float64)
-    K = z.shape[0]
-    beta = _as_vector(beta, "beta", K)
-    C = _as_vector(C, "C", K)
-    T = _as_points(T, "T", np.float64)
-    if T.shape != z.shape:
-        raise ValueError(f"T must have shape {z.shape}, got {T.shape}")
-    return z, beta, C, T
+def _point_gram_cpu(z, g):
+    G = np.empty((z.shape[0], z.shape[0]), dtype=np.float64)
+    if z.shape[0]:
+        _native("point_gram")(z, g, G)
+    return G
+
+
+def point_gram(z, gamma):
+    """``G_ij = exp(-gamma ((|z_i|^2 + |z_j|^2) - 2 z_i.z_j))`` over the rows of ``z``, (K, K) float64.
+
+    Exactly symmetric, and bit-identical points give bit-identical rows (the QP merges those).
+    CPU only (K x K is small next to the data passes; see docs/kernels.md).
+    """
+    z = as_points(z, "z", np.float64)
+    g = as_gamma(gamma)
+    _record("point_gram", "cpu")
+    return _point_gram_cpu(z, g)
+
+
+def _step_factor(exact_gradient) -> float:
+    return 2.0 if exact_gradient else 1.0
+
+
+def _as_step(step_size) -> float:
+    try:
+        step = float(step_size)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"step_size must be a real number, got {type(step_size).__name__}") from exc
+    if not np.isfinite(step):
+        raise ValueError(f"step_size must be finite, got {step_size!r}")
+    return step
 
 
 def rs_step_from_moments(z, beta, C, T, gamma, step_size, *, exact_gradient: bool = False, device: str = "auto"):
     """One Jacobi Z update from the data moments at ``z`` (see :func:`zx_moments`)."""
-    cuda_fn = _on_cuda('rs_step_from_moments', device, (z, beta, C, T))
-    if cuda_fn is not None:
-        return cuda_fn(z, beta, C, T, gamma, step_size, exact_gradient=exact_gradient)
-    z, beta, C, T = _step_args(z, beta, C, T)
-    g = _as_gamma(gamma)
-    step = float(step_size)
-    fn = _native("rs_step_from_moments")
+    dev = resolve_device(device, (z, beta, C, T))
+    g, step = as_gamma(gamma), _as_step(step_size)
+    _record("rs_step_from_moments", dev)
+    if dev == "cuda":
+        return cuda_backend.rs_step_from_moments(z, beta, C, T, g, step, exact_gradient=exact_gradient)
+    z, beta, C, T = as_step_args(z, beta, C, T)
     out = np.empty_like(z)
-    fn(z, beta, C, T, g, step, 2.0 if exact_gradient else 1.0, out)
+    _native("rs_step_from_moments")(z, beta, C, T, g, step, _step_factor(exact_gradient), out)
+    return out
+
+
+def _as_gram_of(G, K):
+    G = as_points(G, "G", np.float64)
+    if G.shape != (K, K):
+        raise ValueError(f"G must have shape ({K}, {K}) (point_gram of z), got {G.shape}")
+    return G
+
+
+def rs_step_from_gram(z, beta, C, T, G, gamma, step_size, *, exact_gradient: bool = False, device: str = "auto"):
+    """:func:`rs_step_from_moments` given ``G = point_gram(z, gamma)`` (the beta update's matrix),
+    which saves recomputing the K x K kernel values.  On CUDA the step recomputes them on the device
+    (same formula, lwengine/kernels/rs_step.h), so ``G`` is only checked there."""
+    dev = resolve_device(device, (z, beta, C, T, G))
+    g, step = as_gamma(gamma), _as_step(step_size)
+    z, beta, C, T = as_step_args(z, beta, C, T)
+    G = _as_gram_of(G, z.shape[0])
+    _record("rs_step_from_gram", dev)
+    if dev == "cuda":
+        return cuda_backend.rs_step_from_moments(z, beta, C, T, g, step, exact_gradient=exact_gradient)
+    out = np.empty_like(z)
+    _native("rs_step_from_gram")(z, beta, C, T, G, g, step, _step_factor(exact_gradient), out)
     return out
 
 
@@ -229,17 +359,13 @@ def rs_step(z, beta, x, gamma, step_size, *, exact_gradient: bool = False, devic
     return rs_step_from_moments(z, beta, C, T, gamma, step_size, exact_gradient=exact_gradient, device=device)
 
 
-def _as_qp(G, c, prefix=""):
-    G = np.ascontiguousarray(_to_numpy(G, f"{prefix}G"), dtype=np.float64)
-    c = _as_vector(c, f"{prefix}c")
-    n = c.shape[0]
-    if n == 0:
-        raise ValueError(f"{prefix}c must have at least one entry")
-    if G.shape != (n, n):
-        raise ValueError(f"{prefix}G must have shape ({n}, {n}) to match c, got {G.shape}")
-    if not (np.isfinite(G).all() and np.isfinite(c).all()):
-        raise ValueError(f"{prefix}G and {prefix}c must be finite")
-    return G, c
+def _as_x0(x0, n):
+    x0 = as_vector(x0, "x0", n)
+    if not np.isfinite(x0).all():
+        raise ValueError("x0 must be finite")
+    if (x0 < 0).any() or not x0.sum() > 0:
+        raise ValueError("x0 must be nonnegative with a positive sum")
+    return x0
 
 
 def simplex_qp(G, c, *, x0=None):
@@ -251,43 +377,57 @@ def simplex_qp(G, c, *, x0=None):
     previous solution of a slightly changed problem.  It changes the path, not the answer, when
     G is positive semidefinite (the minimum is then global; with a singular G another minimiser of
     the same objective may be returned); with an indefinite G the result is a KKT point reached
-    from x0.
+    from x0.  CPU only.
     """
-    G, c = _as_qp(G, c)
+    G, c = as_qp(G, c)
     if x0 is not None:
-        x0 = _as_vector(x0, "x0", c.shape[0])
-        if not np.isfinite(x0).all():
-            raise ValueError("x0 must be finite")
-        if (x0 < 0).any() or not x0.sum() > 0:
-            raise ValueError("x0 must be nonnegative with a positive sum")
-    fn = _native("simplex_qp")
+        x0 = _as_x0(x0, c.shape[0])
+    _record("simplex_qp", "cpu")
     x = np.zeros_like(c)
-    obj = fn(G, c, x, x0)
+    obj = _native("simplex_qp")(G, c, x, x0)
     return x, float(obj)
 
 
 def simplex_qp_batch(Gs, cs):
     """:func:`simplex_qp` for a batch of equal-sized problems: ``Gs`` (B, n, n), ``cs`` (B, n)."""
-    Gs = np.ascontiguousarray(_to_numpy(Gs, "Gs"), dtype=np.float64)
-    cs = np.ascontiguousarray(_to_numpy(cs, "cs"), dtype=np.float64)
+    Gs = np.ascontiguousarray(to_numpy(Gs, "Gs"), dtype=np.float64)
+    cs = np.ascontiguousarray(to_numpy(cs, "cs"), dtype=np.float64)
     if cs.ndim != 2 or Gs.shape != (cs.shape[0], cs.shape[1], cs.shape[1]):
         raise ValueError(f"Gs must have shape (B, n, n) and cs (B, n), got {Gs.shape} and {cs.shape}")
     if not (np.isfinite(Gs).all() and np.isfinite(cs).all()):
         raise ValueError("Gs and cs must be finite")
-    fn = _native("simplex_qp_batch")
+    _record("simplex_qp_batch", "cpu")
     xs = np.zeros_like(cs)
     objs = np.zeros(cs.shape[0], dtype=np.float64)
     if cs.shape[0]:
-        fn(Gs, cs, xs, objs)
+        _native("simplex_qp_batch")(Gs, cs, xs, objs)
     return xs, objs
+
+
+def kmeanspp_indices(x, k, seed=None) -> np.ndarray:
+    """k-means++ (D^2) seeding: ``k`` row indices of ``x`` drawn with ``numpy.random.default_rng(seed)``."""
+    rng = np.random.default_rng(seed)
+    xd = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    n = xd.shape[0]
+    idx = [int(rng.integers(0, n))]
+    d2 = ((xd - xd[idx[0]]) ** 2).sum(1)
+    for _ in range(1, int(k)):
+        tot = d2.sum()
+        j = int(rng.integers(0, n)) if tot <= 0 else int(rng.choice(n, p=d2 / tot))
+        idx.append(j)
+        d2 = np.minimum(d2, ((xd - xd[j]) ** 2).sum(1))
+    return np.array(idx, dtype=np.int64)
 
 
 def kmeans(x, k, *, max_iter: int = 100, tol: float = 1e-4, seed=None, init: str = "random", init_idx=None):
     """Lloyd's k-means (float32) with the reference's rules -> ``(centroids (k, d) float32, iterations)``.
 
-    See :func:`lwengine._reference.kmeans` for the exact semantics.
+    init ``"random"``: k rows drawn uniformly with replacement (``numpy.random.default_rng(seed)``);
+    ``"k-means++"``: :func:`kmeanspp_indices`; ``init_idx`` overrides both.  Assignment: argmax of
+    ``2 x.c - |x|^2 - |c|^2`` (ties to the lowest index); an empty cluster's centroid becomes zero;
+    stop after the iteration whose summed squared centroid movement is ``<= tol``.  CPU only.
     """
-    x = _as_points(x, "x", np.float32)
+    x = as_points(x, "x", np.float32)
     n = x.shape[0]
     k = int(k)
     if n == 0:
@@ -303,13 +443,69 @@ def kmeans(x, k, *, max_iter: int = 100, tol: float = 1e-4, seed=None, init: str
     elif init == "random":
         idx = np.random.default_rng(seed).integers(0, n, size=k)
     elif init == "k-means++":
-        idx = _reference._kmeanspp_indices(x, k, seed)
+        idx = kmeanspp_indices(x, k, seed)
     else:
         raise ValueError(f"init must be 'random' or 'k-means++', got {init!r}")
-    fn = _native("kmeans")
+    _record("kmeans", "cpu")
     c = np.ascontiguousarray(x[idx])
-    it = fn(x, c, int(max_iter), float(tol))
+    it = _native("kmeans")(x, c, int(max_iter), float(tol))
     return c, int(it)
+
+
+# ------------------------------------------------------------------------------ the fit's kernels
+class FitKernels:
+    """The kernels of one spec fit on one data set, validated once (the validated-once path).
+
+    ``FitKernels(x, gamma, device="auto")`` checks ``x`` (n, d) (kept float32 or cast to float64,
+    C-contiguous) and ``gamma`` once and resolves the device once ("auto": :func:`default_device`).
+    Its methods take the fit's own float64 Z, beta, C, T (checked cheaply: shapes and dtype, no
+    copies) and run on that device; on CUDA, ``x`` is uploaded once when torch is installed (else
+    every moments call copies it in).  Calls with no CUDA twin (point Gram, QP) run on the CPU.
+    """
+
+    def __init__(self, x, gamma, *, device: str = "auto"):
+        as_device(device)
+        self.gamma = as_gamma(gamma)
+        self.x = as_points(x, "x")
+        if self.x.shape[0] == 0:
+            raise ValueError("x must have at least one row, got 0")
+        self.device = default_device() if device == "auto" else resolve_device(device)
+        self._x_dev = cuda_backend.resident(self.x) if self.device == "cuda" else None
+
+    def _z(self, z):
+        z = as_points(z, "z", np.float64)
+        if z.shape[1] != self.x.shape[1]:
+            raise ValueError(f"z has dimension {z.shape[1]} but x has dimension {self.x.shape[1]}")
+        return z
+
+    def moments(self, z, with_t: bool = True):
+        """``(C, T)`` of ``z`` against the data (see :func:`zx_moments`), numpy float64."""
+        z = self._z(z)
+        _record("zx_moments", self.device)
+        if self.device == "cuda":
+            x = self._x_dev if self._x_dev is not None else self.x
+            C, T = cuda_backend.zx_moments(z, x, self.gamma, with_t=with_t)
+            return cuda_backend.host(C), cuda_backend.host(T)
+        return _moments_cpu(z, self.x, self.gamma, with_t)
+
+    def point_gram(self, z):
+        """:func:`point_gram` of ``z`` (CPU)."""
+        _record("point_gram", "cpu")
+        return _point_gram_cpu(self._z(z), self.gamma)
+
+    def beta_qp(self, G, C, warm=None):
+        """The nonnegative beta update: :func:`simplex_qp` of ``(G, C)`` warm-started at ``warm``."""
+        return simplex_qp(G, C, x0=warm)[0]
+
+    def step_from_gram(self, z, beta, C, T, G, step_size):
+        """The reference's Z step (:func:`rs_step_from_gram`) on this device."""
+        return rs_step_from_gram(z, beta, C, T, G, self.gamma, step_size, device=self.device)
+
+    def step_from_moments(self, z, beta, C, T, step_size, *, exact_gradient: bool = False):
+        """:func:`rs_step_from_moments` on this device (numpy result)."""
+        out = rs_step_from_moments(z, beta, C, T, self.gamma, step_size, exact_gradient=exact_gradient,
+                                   device=self.device)
+        return cuda_backend.host(out)
 
 
 def cross_inner_f32_bound(q_beta_l1, beta_l1, q_K, dim, gamma, r2max):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _backend, kernels
+from . import kernels, validate
 
 __all__ = ["RKMESpec", "FitInfo", "fit_many", "SPEC_TYPE"]
 
@@ -75,18 +75,7 @@ def _single(K: int) -> np.ndarray:
 def _point_gram(z2d: np.ndarray, gamma: float) -> np.ndarray:
     """``G_ij = k(z_i, z_j)`` (K x K): the Gram matrix of K one-point specs of weight 1
     (symmetric bit for bit: identical points give identical rows)."""
-    z2d = np.ascontiguousarray(z2d, dtype=np.float64)
-    K = z2d.shape[0]
-    G = np.empty((K, K), dtype=np.float64)
-    _fast().point_gram(z2d, float(gamma), G)
-    return G
-
-
-def _fast():
-    """The native module, for the fit loop's inner calls: their arguments are built here (float64,
-    C-contiguous, checked shapes), so the public wrappers' re-validation is skipped; _core still
-    checks every array."""
-    return _backend.require_core()
+    return kernels.point_gram(z2d, gamma)
 
 
 # ----------------------------------------------------------------------------- the spec
@@ -252,7 +241,8 @@ class RKMESpec:
     def fit(cls, X, K: int = 100, gamma: float = 0.1, step_size: float = 0.1, steps: int = 3,
             nonnegative_beta: bool = True, reduce: bool = True, seed=None, init_z=None, *,
             update: str = "reference", init: str = "random", n_init: int = 1,
-            record_trajectory: bool = False, max_kmeans_iter: int = 100) -> "RKMESpec":
+            record_trajectory: bool = False, max_kmeans_iter: int = 100,
+            device: str = "auto") -> "RKMESpec":
         """Fit a spec to data X (n, *trailing) — the reference's ``generate_rkme_table_spec``.
 
         Follows semantics §1: float32 copy of X, K capped to ``max(20, 1310720 // d)`` when
@@ -272,8 +262,13 @@ class RKMESpec:
 
         The result's ``fit_info`` (:class:`FitInfo`) records K, the k-means iterations, the
         objective after each beta update and (``record_trajectory=True``) the z / beta trajectory.
+
+        ``device``: where the data passes (moments) and Z steps run, ``"auto"`` (CUDA when the build
+        and a GPU are present), ``"cpu"`` or ``"cuda"`` (RuntimeError without a CUDA build or GPU);
+        k-means, the point Gram and the QP run on the CPU (see docs/kernels.md).
         """
         gamma = _as_gamma(gamma)
+        validate.as_device(device)
         K = _as_int(K, "K", 1)
         steps = _as_int(steps, "steps", 0)
         step_size = float(step_size)
@@ -295,6 +290,7 @@ class RKMESpec:
             return spec
 
         need_t = steps > 0
+        fk = kernels.FitKernels(x, gamma, device=device)
         if init_z is not None:
             z = _to_numpy(init_z, "init_z")
             if z.ndim < 1 or z.shape[0] < 1 or z.size != z.shape[0] * d:
@@ -302,7 +298,7 @@ class RKMESpec:
             z = np.array(z, dtype=np.float64, order="C", copy=True).reshape(z.shape[0], d)
             K = z.shape[0]
             info = FitInfo(K=K, update=update)
-            state = _beta_state(z, x, gamma, nonnegative_beta, need_t)
+            state = _beta_state(fk, z, nonnegative_beta, need_t)
         else:
             if K * d > _SIZE_CAP:
                 K = max(20, _SIZE_CAP // d)
@@ -313,14 +309,14 @@ class RKMESpec:
             for s in seeds:  # best of n_init k-means inits by the objective after the first beta
                 centroids, iters = kernels.kmeans(x, K, max_iter=max_kmeans_iter, seed=s, init=init)
                 z_try = centroids.astype(np.float64)
-                st = _beta_state(z_try, x, gamma, nonnegative_beta, need_t)
+                st = _beta_state(fk, z_try, nonnegative_beta, need_t)
                 obj = _objective(st[3], st[2], st[0])
                 if best is None or obj < best[0]:
                     best = (obj, z_try, st, iters)
             _, z, state, iters = best
             info = FitInfo(K=K, update=update, kmeans_iterations=int(iters))
 
-        z, beta = _optimize(z, state, x, gamma, step_size, steps, nonnegative_beta, update, info,
+        z, beta = _optimize(fk, z, state, step_size, steps, nonnegative_beta, update, info,
                             record_trajectory)
         spec = cls(z.reshape((K,) + trailing), beta, gamma, n)
         spec.fit_info = info
@@ -421,36 +417,31 @@ def _clean_columns(x: np.ndarray) -> None:
         column[bad[:, col]] = np.nanmean(column, dtype=np.float32)
 
 
-def _beta_update(G: np.ndarray, C: np.ndarray, nonnegative: bool, warm=None) -> np.ndarray:
+def _beta_update(fk, G: np.ndarray, C: np.ndarray, nonnegative: bool, warm=None) -> np.ndarray:
     """The beta update; ``warm`` (the previous beta) only seeds the QP's active set."""
     if nonnegative:
-        beta = np.zeros_like(C)
-        _fast().simplex_qp(G, C, beta, warm)
-        return beta
+        return fk.beta_qp(G, C, warm)
     return np.linalg.solve(G + _SIGNED_RIDGE * np.eye(G.shape[0]), C)
 
 
-def _moments(z, x, gamma, with_t):
-    """``kernels.zx_moments`` without re-validation (z float64 (K, d), x float32 (n, d), C-contiguous)."""
-    C = np.zeros(z.shape[0], dtype=np.float64)
-    T = np.zeros(z.shape, dtype=np.float64) if with_t else None
-    _fast().zx_moments(z, x, gamma, C, T)
-    return C, T
+def _moments(fk, z, with_t):
+    """The data moments ``(C, T)`` at ``z`` through the fit's validated-once kernels."""
+    return fk.moments(z, with_t)
 
 
 def _objective(beta, G, C) -> float:
     return float(beta @ G @ beta - 2.0 * beta @ C)
 
 
-def _beta_state(z, x, gamma, nonnegative, with_t):
+def _beta_state(fk, z, nonnegative, with_t):
     """Data moments, Gram matrix and optimal beta at a fixed Z (one zx_moments pass)."""
-    C, T = _moments(z, x, gamma, with_t)
-    G = _point_gram(z, gamma)
-    beta = _beta_update(G, C, nonnegative)
+    C, T = _moments(fk, z, with_t)
+    G = fk.point_gram(z)
+    beta = _beta_update(fk, G, C, nonnegative)
     return C, T, G, beta
 
 
-def _optimize(z, state, x, gamma, step_size, steps, nonnegative, update, info: FitInfo, record: bool):
+def _optimize(fk, z, state, step_size, steps, nonnegative, update, info: FitInfo, record: bool):
     """From Z0 and its beta ``state`` (C, T, G, beta): ``steps`` x (Z step, beta update)."""
     C, T, G, beta = state
     z_traj, beta_traj = [z.copy()], [beta.copy()]
@@ -459,17 +450,15 @@ def _optimize(z, state, x, gamma, step_size, steps, nonnegative, update, info: F
     for t in range(steps):
         last = t == steps - 1
         if update == "reference":
-            z_new = np.empty_like(z)
-            _fast().rs_step_from_gram(z, beta, C, T, G, gamma, step, 1.0, z_new)  # G = k(z, z)
-            z = z_new
-            C, T = _moments(z, x, gamma, not last)
-            G = _point_gram(z, gamma)
+            z = fk.step_from_gram(z, beta, C, T, G, step)  # G = k(z, z)
+            C, T = _moments(fk, z, not last)
+            G = fk.point_gram(z)
             info.step_sizes.append(step)
         else:
-            z, C, T, G, step = _descent_step(z, beta, C, T, G, x, gamma, step, need_t=not last)
+            z, C, T, G, step = _descent_step(fk, z, beta, C, T, G, step, need_t=not last)
             info.step_sizes.append(step)
             step = 2.0 * step if step > 0 else step_size
-        beta = _beta_update(G, C, nonnegative, warm=beta)
+        beta = _beta_update(fk, G, C, nonnegative, warm=beta)
         info.objective.append(_objective(beta, G, C))
         if record:
             z_traj.append(z.copy())
@@ -480,14 +469,14 @@ def _optimize(z, state, x, gamma, step_size, steps, nonnegative, update, info: F
     return z, beta
 
 
-def _descent_step(z, beta, C, T, G, x, gamma, step, *, need_t, max_halvings: int = 30):
+def _descent_step(fk, z, beta, C, T, G, step, *, need_t, max_halvings: int = 30):
     """Exact-gradient Z step with backtracking: returns the new (z, C, T, G, accepted step);
     the old ones (step 0.0) when no tried step lowers the objective at fixed beta."""
     base = _objective(beta, G, C)
     for _ in range(max_halvings + 1):
-        z_new = kernels.rs_step_from_moments(z, beta, C, T, gamma, step, exact_gradient=True)
-        C_new, T_new = kernels.zx_moments(z_new, x, gamma, with_t=True)
-        G_new = _point_gram(z_new, gamma)
+        z_new = fk.step_from_moments(z, beta, C, T, step, exact_gradient=True)
+        C_new, T_new = _moments(fk, z_new, True)
+        G_new = fk.point_gram(z_new)
         if _objective(beta, G_new, C_new) <= base:
             return z_new, C_new, (T_new if need_t else None), G_new, step
         step *= 0.5
@@ -503,7 +492,8 @@ _SMALL_ROWS = 20_000
 
 def fit_many(datasets, K: int = 100, gamma: float = 0.1, step_size: float = 0.1, steps: int = 3,
              nonnegative_beta: bool = True, reduce: bool = True, seed=None, init_z=None, *,
-             n_jobs: int | None = None, progress: bool | None = None, **options) -> list:
+             n_jobs: int | None = None, progress: bool | None = None, device: str = "auto",
+             **options) -> list:
     """Fit one spec per data set -> list of :class:`RKMESpec` in input order.
 
     Options are those of :meth:`RKMESpec.fit`; ``init_z`` is None or one initial Z per data set.
@@ -512,7 +502,8 @@ def fit_many(datasets, K: int = 100, gamma: float = 0.1, step_size: float = 0.1,
     kernels release the GIL); the default, None, uses one thread per CPU when every data set is
     small (< 20,000 rows: there the kernels' own threading pays little, and data-set parallelism
     keeps the cores busy) and 1 otherwise (each fit's kernels then use every core through OpenMP).  ``progress``: a tqdm bar when True, or when None
-    and stderr is a terminal and there are at least 8 data sets.
+    and stderr is a terminal and there are at least 8 data sets.  ``device`` as in
+    :meth:`RKMESpec.fit` (resolved once for every data set).
     """
     datasets = list(datasets)
     N = len(datasets)
@@ -525,11 +516,13 @@ def fit_many(datasets, K: int = 100, gamma: float = 0.1, step_size: float = 0.1,
         n_jobs = (os.cpu_count() or 1) if small else 1
     n_jobs = _as_int(n_jobs, "n_jobs", 1)
     seeds = np.random.SeedSequence(seed).spawn(N)
+    validate.as_device(device)
+    device = kernels.default_device() if device == "auto" else kernels.resolve_device(device)
 
     def one(i):
         return RKMESpec.fit(datasets[i], K=K, gamma=gamma, step_size=step_size, steps=steps,
                             nonnegative_beta=nonnegative_beta, reduce=reduce, seed=seeds[i],
-                            init_z=None if init_z is None else init_z[i], **options)
+                            init_z=None if init_z is None else init_z[i], device=device, **options)
 
     bar = _progress_bar(N, progress)
     results = [None] * N

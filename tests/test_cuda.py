@@ -1,4 +1,4 @@
-"""CUDA kernels (lwengine._cuda_ops) against the float64 twins and the CPU path.
+"""CUDA kernels (lwengine.cuda_backend) against the float64 twins and the CPU path.
 
 Skipped as a module when the CUDA extension is missing or no device is visible.  Tolerances:
 float32 stores / float32 x compute the pair terms in float32 with __expf (relative error of a
@@ -18,7 +18,7 @@ if _backend.cuda is None:
 if _backend.cuda_device_count() == 0:
     pytest.skip("no CUDA device visible", allow_module_level=True)
 
-from lwengine import _cuda_ops  # noqa: E402
+from lwengine import cuda_backend  # noqa: E402
 
 pytestmark = pytest.mark.cuda
 
@@ -70,13 +70,13 @@ def test_cross_inner(q_sizes, sizes, d, dtype):
     qz, qb, qo = make_store(rng, q_sizes, d, dtype)
     z, b, o = make_store(rng, sizes, d, dtype)
     gamma = 1.0 / d
-    out = _cuda_ops.cross_inner(qz, qb, qo, z, b, o, gamma)
+    out = cuda_backend.cross_inner(qz, qb, qo, z, b, o, gamma)
     ref = _reference.cross_inner(qz, qb, qo, z, b, o, gamma)
     assert rel_err(out, ref) < TOL[dtype]
     cpu = cpu_or_none(lambda: kernels.cross_inner(qz, qb, qo, z, b, o, gamma))
     if cpu is not None:
         assert rel_err(out, cpu) < TOL[dtype]
-    again = _cuda_ops.cross_inner(qz, qb, qo, z, b, o, gamma)
+    again = cuda_backend.cross_inner(qz, qb, qo, z, b, o, gamma)
     np.testing.assert_array_equal(again, out)  # deterministic: no atomics
 
 
@@ -86,11 +86,11 @@ def test_self_inner_and_gram(sizes, d, dtype):
     rng = np.random.default_rng(7 * len(sizes) + d)
     z, b, o = make_store(rng, sizes, d, dtype)
     gamma = 0.5 / d
-    s = _cuda_ops.self_inner(z, b, o, gamma)
+    s = cuda_backend.self_inner(z, b, o, gamma)
     if 0 not in sizes:  # _reference.self_inner cannot take empty segments
         assert rel_err(s, _reference.self_inner(z, b, o, gamma)) < TOL[dtype]
     if len(sizes) <= 100:
-        g = _cuda_ops.gram(z, b, o, gamma)
+        g = cuda_backend.gram(z, b, o, gamma)
         assert rel_err(g, _reference.gram(z, b, o, gamma)) < TOL[dtype]
         np.testing.assert_array_equal(g, g.T)
         assert rel_err(s, np.diag(_reference.gram(z, b, o, gamma))) < TOL[dtype]
@@ -100,10 +100,10 @@ def test_self_inner_and_gram(sizes, d, dtype):
 def test_empty_inputs():
     z = np.zeros((0, 4), np.float32)
     b = np.zeros(0)
-    assert _cuda_ops.cross_inner(z, b, [0, 0], z, b, [0, 0, 0], 0.1).shape == (1, 2)
-    assert np.all(_cuda_ops.cross_inner(z, b, [0, 0], z, b, [0, 0, 0], 0.1) == 0)
-    assert _cuda_ops.self_inner(z, b, [0], 0.1).shape == (0,)
-    assert _cuda_ops.gram(z, b, [0], 0.1).shape == (0, 0)
+    assert cuda_backend.cross_inner(z, b, [0, 0], z, b, [0, 0, 0], 0.1).shape == (1, 2)
+    assert np.all(cuda_backend.cross_inner(z, b, [0, 0], z, b, [0, 0, 0], 0.1) == 0)
+    assert cuda_backend.self_inner(z, b, [0], 0.1).shape == (0,)
+    assert cuda_backend.gram(z, b, [0], 0.1).shape == (0, 0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -115,15 +115,15 @@ def test_zx_moments(K, n, d, dtype, with_t):
     x = rng.standard_normal((n, d)).astype(dtype)
     z = x[rng.integers(0, n, K)].astype(np.float64) + 0.1 * rng.standard_normal((K, d))
     gamma = 1.0 / d
-    C, T = _cuda_ops.zx_moments(z, x, gamma, with_t=with_t)
+    C, T = cuda_backend.zx_moments(z, x, gamma, with_t=with_t)
     Cr, Tr = _reference.zx_moments(z, x, gamma)
     assert rel_err(C, Cr) < TOL[dtype]
     if with_t:
         assert rel_err(T, Tr) < TOL[dtype]
     else:
         assert T is None
-    assert rel_err(_cuda_ops.kernel_mean(z, x, gamma), Cr) < TOL[dtype]
-    C2, T2 = _cuda_ops.zx_moments(z, x, gamma, with_t=with_t)
+    assert rel_err(cuda_backend.kernel_mean(z, x, gamma), Cr) < TOL[dtype]
+    C2, T2 = cuda_backend.zx_moments(z, x, gamma, with_t=with_t)
     np.testing.assert_array_equal(C2, C)
 
 
@@ -137,13 +137,13 @@ def test_rs_step(K, d, exact):
     beta /= beta.sum()
     gamma, step = 1.0 / d, 0.1
     C, T = _reference.zx_moments(z, x, gamma)
-    out = _cuda_ops.rs_step_from_moments(z, beta, C, T, gamma, step, exact_gradient=exact)
+    out = cuda_backend.rs_step_from_moments(z, beta, C, T, gamma, step, exact_gradient=exact)
     ref = _reference.rs_step_from_moments(z, beta, C, T, gamma, step, exact_gradient=exact)
     assert rel_err(out, ref) < 1e-12
-    e2e = _cuda_ops.rs_step(z, beta, x, gamma, step, exact_gradient=exact)
+    e2e = cuda_backend.rs_step(z, beta, x, gamma, step, exact_gradient=exact)
     assert rel_err(e2e, _reference.rs_step(z, beta, x, gamma, step, exact_gradient=exact)) < 1e-12
     x32 = x.astype(np.float32)
-    e32 = _cuda_ops.rs_step(z, beta, x32, gamma, step, exact_gradient=exact)
+    e32 = cuda_backend.rs_step(z, beta, x32, gamma, step, exact_gradient=exact)
     assert rel_err(e32, _reference.rs_step(z, beta, x32, gamma, step, exact_gradient=exact)) < 1e-5
 
 
@@ -151,17 +151,17 @@ def test_bad_input_is_refused():
     rng = np.random.default_rng(3)
     z, b, o = make_store(rng, [3, 4], 5, np.float32)
     with pytest.raises(ValueError, match="offsets"):
-        _cuda_ops.cross_inner(z, b, o, z, b, np.array([0, 5, 2]), 0.1)
+        cuda_backend.cross_inner(z, b, o, z, b, np.array([0, 5, 2]), 0.1)
     with pytest.raises(ValueError, match="beta"):
-        _cuda_ops.cross_inner(z, b, o, z, b[:-1], o, 0.1)
+        cuda_backend.cross_inner(z, b, o, z, b[:-1], o, 0.1)
     with pytest.raises(ValueError, match="dimension"):
-        _cuda_ops.cross_inner(z[:, :4], b, o, z, b, o, 0.1)
+        cuda_backend.cross_inner(z[:, :4], b, o, z, b, o, 0.1)
     with pytest.raises(ValueError, match="gamma"):
-        _cuda_ops.self_inner(z, b, o, -1.0)
+        cuda_backend.self_inner(z, b, o, -1.0)
     with pytest.raises(ValueError, match="at least one row"):
-        _cuda_ops.zx_moments(z.astype(np.float64), np.zeros((0, 5)), 0.1)
+        cuda_backend.zx_moments(z.astype(np.float64), np.zeros((0, 5)), 0.1)
     with pytest.raises(ValueError, match="T must have shape"):
-        _cuda_ops.rs_step_from_moments(z, np.ones(7), np.ones(7), np.ones((7, 4)), 0.1, 0.1)
+        cuda_backend.rs_step_from_moments(z, np.ones(7), np.ones(7), np.ones((7, 4)), 0.1, 0.1)
 
 
 def test_raw_entry_points_validate():
@@ -182,12 +182,12 @@ def test_torch_device_path():
     z, b, o = make_store(rng, [50, 0, 97, 7], 64, np.float32)
     qz, qb, qo = make_store(rng, [100], 64, np.float32)
     t = [torch.as_tensor(a, device="cuda") for a in (qz, qb, qo, z, b, o)]
-    out = _cuda_ops.cross_inner(*t, 0.05)
+    out = cuda_backend.cross_inner(*t, 0.05)
     assert out.is_cuda and out.dtype == torch.float64
-    np.testing.assert_array_equal(out.cpu().numpy(), _cuda_ops.cross_inner(qz, qb, qo, z, b, o, 0.05))
+    np.testing.assert_array_equal(out.cpu().numpy(), cuda_backend.cross_inner(qz, qb, qo, z, b, o, 0.05))
     x = rng.standard_normal((2000, 64)).astype(np.float32)
     zz = x[:30].astype(np.float64)
-    C, T = _cuda_ops.zx_moments(torch.as_tensor(zz, device="cuda"), torch.as_tensor(x, device="cuda"), 0.05)
-    Ch, Th = _cuda_ops.zx_moments(zz, x, 0.05)
+    C, T = cuda_backend.zx_moments(torch.as_tensor(zz, device="cuda"), torch.as_tensor(x, device="cuda"), 0.05)
+    Ch, Th = cuda_backend.zx_moments(zz, x, 0.05)
     np.testing.assert_array_equal(C.cpu().numpy(), Ch)
     np.testing.assert_array_equal(T.cpu().numpy(), Th)

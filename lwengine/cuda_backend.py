@@ -1,9 +1,12 @@
-"""CUDA versions of the RKME kernels, with the signatures of :mod:`lwengine.kernels`.
+"""CUDA backend of the RKME kernels (reached through :mod:`lwengine.kernels` with ``device="cuda"``).
+
+This module sits below :mod:`lwengine.kernels` and never imports it; it shares its validators
+through :mod:`lwengine.validate`.
 
 Two paths, chosen by where the data lives (faiss ``torch_utils`` style):
 
-* numpy arrays (or CPU tensors): validated exactly as :mod:`lwengine.kernels` does (its private
-  validators are reused), copied to device 0, computed, copied back; numpy results.
+* numpy arrays (or CPU tensors): validated exactly as :mod:`lwengine.kernels` does (the same
+  :mod:`lwengine.validate` rules), copied to device 0, computed, copied back; numpy results.
 * torch CUDA tensors (any argument): shapes and dtypes are checked on the tensors without copying
   them to the host (only ``offsets`` travel, to be validated), the kernels run on the tensors'
   device and on torch's current stream, and the results are torch tensors on that device.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _backend
-from .kernels import _as_gamma, _as_offsets, _as_points, _step_args, _store
+from .validate import as_gamma, as_offsets, as_points, as_step_args, as_store, check_same_dim
 
 __all__ = [
     "available",
@@ -74,7 +77,7 @@ class _Dev:
         return a.detach().to(device=self.device, dtype=dtype).contiguous()
 
     def points(self, a, name: str, dtype=None):
-        """Mirror of ``kernels._as_points`` on a tensor: (n, d), float32 kept, else float64."""
+        """Mirror of ``validate.as_points`` on a tensor: (n, d), float32 kept, else float64."""
         torch = self.torch
         if dtype is None:
             dtype = torch.float32 if getattr(a, "dtype", None) in (torch.float32, np.float32) else torch.float64
@@ -93,7 +96,7 @@ class _Dev:
 
     def offsets(self, a, name: str, rows: int):
         """Validated on the host (a small copy), returned on the device with the largest segment."""
-        o = _as_offsets(a, name, rows)
+        o = as_offsets(a, name, rows)
         max_rows = int(np.diff(o).max()) if o.shape[0] > 1 else 0
         return self.torch.as_tensor(o, device=self.device), max_rows
 
@@ -119,10 +122,10 @@ def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma):
     """Inner products of query specs with store specs, shape (Q, N), float64 (see kernels.cross_inner)."""
     cuda = _backend.require_cuda()
     dev = _cuda_device(q_z, q_beta, q_offsets, z, beta, offsets)
-    g = _as_gamma(gamma)
+    g = as_gamma(gamma)
     if dev is None:
-        z, beta, offsets = _store(z, beta, offsets, "")
-        q_z, q_beta, q_offsets = _store(q_z, q_beta, q_offsets, "q_", z.dtype)
+        z, beta, offsets = as_store(z, beta, offsets, "")
+        q_z, q_beta, q_offsets = as_store(q_z, q_beta, q_offsets, "q_", z.dtype)
         _check_dims(q_z, z)
         shape = (q_offsets.shape[0] - 1, offsets.shape[0] - 1)
         if 0 in shape or z.shape[0] == 0 or q_z.shape[0] == 0:
@@ -143,16 +146,15 @@ def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma):
 
 
 def _check_dims(q_z, z):
-    if q_z.shape[1] != z.shape[1] and q_z.shape[0] and z.shape[0]:
-        raise ValueError(f"q_z has dimension {q_z.shape[1]} but z has dimension {z.shape[1]}")
+    check_same_dim(q_z, z, "q_z", "z")
 
 
 def _store_op(name: str, z, beta, offsets, gamma):
     cuda = _backend.require_cuda()
     dev = _cuda_device(z, beta, offsets)
-    g = _as_gamma(gamma)
+    g = as_gamma(gamma)
     if dev is None:
-        z, beta, offsets = _store(z, beta, offsets, "")
+        z, beta, offsets = as_store(z, beta, offsets, "")
         n = offsets.shape[0] - 1
         if n == 0 or z.shape[0] == 0:
             return np.zeros((n, n) if name == "gram" else n, dtype=np.float64)
@@ -183,10 +185,10 @@ def zx_moments(z, x, gamma, *, with_t: bool = True):
     """``(C, T)``: ``C_i = mean_j k(z_i, x_j)`` (K,), ``T_i = mean_j k(z_i, x_j) x_j`` (K, d)."""
     cuda = _backend.require_cuda()
     dev = _cuda_device(z, x)
-    g = _as_gamma(gamma)
+    g = as_gamma(gamma)
     if dev is None:
-        z = _as_points(z, "z", np.float64)
-        x = _as_points(x, "x")
+        z = as_points(z, "z", np.float64)
+        x = as_points(x, "x")
         _check_moments(z, x)
         if z.shape[0] == 0:
             return np.zeros(0), (np.zeros(z.shape) if with_t else None)
@@ -221,11 +223,11 @@ def rs_step_from_moments(z, beta, C, T, gamma, step_size, *, exact_gradient: boo
     """One Jacobi Z update from the data moments at ``z`` (float64; see kernels.rs_step_from_moments)."""
     cuda = _backend.require_cuda()
     dev = _cuda_device(z, beta, C, T)
-    g = _as_gamma(gamma)
+    g = as_gamma(gamma)
     step = float(step_size)
     t1_factor = 2.0 if exact_gradient else 1.0
     if dev is None:
-        z, beta, C, T = _step_args(z, beta, C, T)
+        z, beta, C, T = as_step_args(z, beta, C, T)
         K = z.shape[0]
         if K == 0:
             return np.empty_like(z)
@@ -250,3 +252,22 @@ def rs_step(z, beta, x, gamma, step_size, *, exact_gradient: bool = False):
     """One reduced-set Z update against data ``x`` (moments, then the step, both on the device)."""
     C, T = zx_moments(z, x, gamma)
     return rs_step_from_moments(z, beta, C, T, gamma, step_size, exact_gradient=exact_gradient)
+
+
+def resident(a):
+    """``a`` (numpy) as a torch CUDA tensor on the current device, for repeated calls on the same
+    data (the fit's ``x``); None when torch is missing (callers then use the host-copy path)."""
+    try:
+        import torch  # optional: the host path needs no torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    return torch.as_tensor(np.ascontiguousarray(a), device="cuda")
+
+
+def host(a):
+    """A result of this module as a numpy array (torch CUDA tensors are copied back)."""
+    if a is None or isinstance(a, np.ndarray):
+        return a
+    return a.detach().cpu().numpy()
