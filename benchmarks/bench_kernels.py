@@ -1,6 +1,6 @@
 """cross_inner throughput (useful pairs/s) against a vectorised numpy float64 baseline.
 
-    python benchmarks/bench_kernels.py [--smoke] [--json out.json] [--threads N]
+    python benchmarks/bench_kernels.py [--smoke] [--json out.json] [--threads N] [--sizes N ...] [--dims d ...]
 
 A pair is one kernel evaluation k(q_a, z_b).  Setting: Q = 1 query spec of K = 100 points against
 N store specs of K = 100 points each.  The numpy baseline computes the same formula (expansion
@@ -36,12 +36,15 @@ def numpy_cross_inner(qz, qb, z, b, offsets, gamma, chunk=200_000):
 
 
 def main():
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    ap = parser(__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="*", help="store sizes N (specs)")
+    ap.add_argument("--dims", type=int, nargs="*", help="dimensions d")
+    args = ap.parse_args()
     if args.threads:
         core.set_num_threads(args.threads)
     K, gamma = 100, 0.1
-    Ns = [100, 1000] if args.smoke else [1000, 10_000, 100_000]
-    ds = [20] if args.smoke else [20, 64]
+    Ns = args.sizes or ([100, 1000] if args.smoke else [1000, 10_000, 100_000])
+    ds = args.dims or ([20] if args.smoke else [20, 64])
     repeats = 2 if args.smoke else args.repeats
     probe = core.peak_probe(0.05 if args.smoke else 0.5)
     fma_lanes = probe["fma_f32_flops"] / 2.0

@@ -324,7 +324,7 @@ class Timer:
                 e1.synchronize()
                 times.append(e0.elapsed_time(e1))
             else:
-                e0, e1 = self.cu.Event(self.device), self.cu.Event(self.device)
+                e0, e1 = self.cu.bench.Event(self.device), self.cu.bench.Event(self.device)
                 e0.record(0)
                 fn()
                 e1.record(0)
@@ -335,7 +335,7 @@ class Timer:
         return statistics.median(times), len(times)
 
     def sync(self):
-        self.cu.synchronize(self.device)
+        self.cu.bench.synchronize(self.device)
 
 
 class DevBuf:
@@ -343,20 +343,20 @@ class DevBuf:
 
     def __init__(self, cu, nbytes, device):
         self.cu, self.device, self.nbytes = cu, device, int(nbytes)
-        self.ptr = cu.malloc(self.nbytes, device)
+        self.ptr = cu.bench.malloc(self.nbytes, device)
 
     def upload(self, arr):
         arr = np.ascontiguousarray(arr)
-        self.cu.copy_to_device(self.ptr, arr, arr.nbytes, self.device)
+        self.cu.bench.copy_to_device(self.ptr, arr, arr.nbytes, self.device)
 
     def download(self, dtype, count):
         out = np.empty(count, dtype=dtype)
-        self.cu.copy_to_host(out, self.ptr, out.nbytes, self.device)
+        self.cu.bench.copy_to_host(out, self.ptr, out.nbytes, self.device)
         return out
 
     def free(self):
         if self.ptr:
-            self.cu.free(self.ptr, self.device)
+            self.cu.bench.free(self.ptr, self.device)
             self.ptr = 0
 
 
@@ -389,14 +389,14 @@ def timings(cu, ceil, timer, device, quick: bool, seed: int):
                     qb = DevBuf(cu, Kq * 8, device); bufs.append(qb)
                     qo = DevBuf(cu, 2 * 8, device); bufs.append(qo)
                     out = DevBuf(cu, N * 8, device); bufs.append(out)
-                    cu.fill_uniform(dtype, z.ptr, M * d, seed, -1.0, 1.0, device)
-                    cu.fill_uniform("float64", b.ptr, M, seed + 1, 0.0, 2.0 / K, device)
-                    cu.fill_uniform(dtype, qz.ptr, Kq * d, seed + 2, -1.0, 1.0, device)
-                    cu.fill_uniform("float64", qb.ptr, Kq, seed + 3, 0.0, 2.0 / Kq, device)
+                    cu.bench.fill_uniform(dtype, z.ptr, M * d, seed, -1.0, 1.0, device)
+                    cu.bench.fill_uniform("float64", b.ptr, M, seed + 1, 0.0, 2.0 / K, device)
+                    cu.bench.fill_uniform(dtype, qz.ptr, Kq * d, seed + 2, -1.0, 1.0, device)
+                    cu.bench.fill_uniform("float64", qb.ptr, Kq, seed + 3, 0.0, 2.0 / Kq, device)
                     o.upload(np.arange(N + 1, dtype=np.int64) * K)
                     qo.upload(np.array([0, Kq], dtype=np.int64))
                     gamma = 1.0 / d
-                    cu.memset(out.ptr, 0xFF, N * 8, device)  # poison
+                    cu.bench.memset(out.ptr, 0xFF, N * 8, device)  # poison
 
                     def call():
                         cu.cross_inner(dtype, qz.ptr, qb.ptr, qo.ptr, Kq, 1, Kq, z.ptr, b.ptr, o.ptr, M, N, d, gamma,
@@ -410,14 +410,14 @@ def timings(cu, ceil, timer, device, quick: bool, seed: int):
                     picks = np.random.default_rng(seed).choice(N, size=min(N, 4), replace=False)
                     errs = []
                     zq = np.empty(Kq * d, dtype=dtype)
-                    cu.copy_to_host(zq, qz.ptr, zq.nbytes, device)
+                    cu.bench.copy_to_host(zq, qz.ptr, zq.nbytes, device)
                     bq = qb.download(np.float64, Kq)
                     from lwengine import _reference as ref
                     for i in picks:
                         zi = np.empty(K * d, dtype=dtype)
-                        cu.copy_to_host(zi, z.ptr + int(i) * K * d * es, zi.nbytes, device)
+                        cu.bench.copy_to_host(zi, z.ptr + int(i) * K * d * es, zi.nbytes, device)
                         bi = np.empty(K, dtype=np.float64)
-                        cu.copy_to_host(bi, b.ptr + int(i) * K * 8, bi.nbytes, device)
+                        cu.bench.copy_to_host(bi, b.ptr + int(i) * K * 8, bi.nbytes, device)
                         r = ref.cross_inner(zq.reshape(Kq, d), bq, [0, Kq], zi.reshape(K, d), bi, [0, K], gamma)
                         errs.append(abs(res[i] - r[0, 0]) / abs(r[0, 0]))
                     entry["spot_rel_err_max"] = float(max(errs))
@@ -445,10 +445,10 @@ def timings(cu, ceil, timer, device, quick: bool, seed: int):
             b = DevBuf(cu, M * 8, device); bufs.append(b)
             o = DevBuf(cu, (N + 1) * 8, device); bufs.append(o)
             out = DevBuf(cu, N * 8, device); bufs.append(out)
-            cu.fill_uniform("float32", z.ptr, M * d, seed, -1.0, 1.0, device)
-            cu.fill_uniform("float64", b.ptr, M, seed + 1, 0.0, 2.0 / K, device)
+            cu.bench.fill_uniform("float32", z.ptr, M * d, seed, -1.0, 1.0, device)
+            cu.bench.fill_uniform("float64", b.ptr, M, seed + 1, 0.0, 2.0 / K, device)
             o.upload(np.arange(N + 1, dtype=np.int64) * K)
-            cu.memset(out.ptr, 0xFF, N * 8, device)
+            cu.bench.memset(out.ptr, 0xFF, N * 8, device)
 
             def call():
                 cu.self_inner("float32", z.ptr, b.ptr, o.ptr, M, N, K, d, 1.0 / d, out.ptr, device, 0)
@@ -480,11 +480,11 @@ def timings(cu, ceil, timer, device, quick: bool, seed: int):
                 C = DevBuf(cu, K * 8, device); bufs.append(C)
                 T = DevBuf(cu, K * d * 8, device); bufs.append(T)
                 zn = DevBuf(cu, K * d * 8, device); bufs.append(zn)
-                cu.fill_uniform("float32", x.ptr, n * d, seed, -1.0, 1.0, device)
-                cu.fill_uniform("float64", z.ptr, K * d, seed + 1, -1.0, 1.0, device)
+                cu.bench.fill_uniform("float32", x.ptr, n * d, seed, -1.0, 1.0, device)
+                cu.bench.fill_uniform("float64", z.ptr, K * d, seed + 1, -1.0, 1.0, device)
                 beta.upload(np.full(K, 1.0 / K))
                 for bb in (C, T, zn):
-                    cu.memset(bb.ptr, 0xFF, bb.nbytes, device)
+                    cu.bench.memset(bb.ptr, 0xFF, bb.nbytes, device)
                 gamma = 1.0 / d
 
                 def moments():
@@ -529,9 +529,9 @@ def finish_row(e):
 def ceilings(cu, torch, device, quick: bool):
     c = {}
     for key, fn in (
-        ("copy_bytes_per_s", lambda: cu.bench_copy_rate((1 << 30) if quick else (2 << 30), 5, device)),
-        ("exp_per_s", lambda: cu.bench_exp_rate(device)),
-        ("ffma_flops_per_s", lambda: cu.bench_ffma_rate(device)),
+        ("copy_bytes_per_s", lambda: cu.bench.bench_copy_rate((1 << 30) if quick else (2 << 30), 5, device)),
+        ("exp_per_s", lambda: cu.bench.bench_exp_rate(device)),
+        ("ffma_flops_per_s", lambda: cu.bench.bench_ffma_rate(device)),
     ):
         try:
             c[key] = fn()

@@ -191,3 +191,26 @@ def test_torch_device_path():
     Ch, Th = cuda_backend.zx_moments(zz, x, 0.05)
     np.testing.assert_array_equal(C.cpu().numpy(), Ch)
     np.testing.assert_array_equal(T.cpu().numpy(), Th)
+
+
+@pytest.mark.parametrize("qs,ss,d", [([100], [100] * 30, 20), ([1, 7], [1, 7, 97], 3), ([97], [5, 97], 65),
+                                     ([3], [40, 9], 600)])
+def test_cross_inner_float32_within_the_shared_bound(qs, ss, d):
+    """The float32 screening form (pair.h) is evaluated by the CUDA tile too: the error bound of
+    docs/kernels.md, derived once for both summation orders, holds on the GPU."""
+    rng = np.random.default_rng(300 + d)
+    qz, qb, qo = make_store(rng, qs, d, np.float32)
+    z, b, o = make_store(rng, ss, d, np.float32)
+    qz, z = qz * np.float32(2.0), z * np.float32(2.0)
+    gamma = 0.5 / d
+    got = kernels.cross_inner(qz, qb, qo, z, b, o, gamma, device="cuda")
+    ref = _reference.cross_inner(qz.astype(np.float64), qb, qo, z.astype(np.float64), b, o, gamma)
+    r2 = max(float((qz.astype(np.float64) ** 2).sum(1).max()), float((z.astype(np.float64) ** 2).sum(1).max()))
+    eps = float(np.finfo(np.float32).eps)
+    for q in range(len(qo) - 1):
+        for i in range(len(o) - 1):
+            s = np.abs(qb[qo[q]:qo[q + 1]]).sum() * np.abs(b[o[i]:o[i + 1]]).sum()
+            bound = eps * s * (4 + (qo[q + 1] - qo[q]) + 4 * (d + 3) * gamma * r2)
+            assert abs(got[q, i] - ref[q, i]) <= bound, (q, i, got[q, i] - ref[q, i], bound)
+    cpu = kernels.cross_inner(qz, qb, qo, z, b, o, gamma, device="cpu")
+    assert np.all(np.isfinite(got)) and got.shape == cpu.shape

@@ -1,8 +1,7 @@
 // _core: thin pybind11 bindings of the CPU kernels (compute lives in csrc/cpu).
 //
-// Every array argument is checked here (type, dtype, C-contiguity, shape, writeability of outputs,
-// CSR offsets) and a bad one raises ValueError naming it: the bindings never copy or convert, so an
-// output array is always written in place, and nothing reachable from Python can crash.
+// Every array argument is checked with the shared rules of array_checks.h (TypeError for a wrong
+// type or dtype, ValueError for shapes, layout, offsets, values) before the kernel is entered.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
@@ -12,70 +11,20 @@
 #include <vector>
 
 #include "../cpu/ops.h"
+#include "array_checks.h"
 
 namespace py = pybind11;
 using lwe::index_t;
 
 namespace {
 
-[[noreturn]] void fail(const std::string& msg) { throw py::value_error(msg); }
-
-std::string shape_str(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-template <class T>
-const char* dtype_name() {
-  if (std::is_same<T, float>::value) return "float32";
-  if (std::is_same<T, double>::value) return "float64";
-  return "int64";
-}
-
-// The object as a C-contiguous array of dtype T with `ndim` dimensions (and writeable if `out`).
-template <class T>
-py::array checked(const py::object& obj, const char* name, int ndim, bool out = false) {
-  if (!py::isinstance<py::array>(obj))
-    fail(std::string(name) + " must be a numpy array, got " + std::string(py::str(obj.get_type().attr("__name__"))));
-  py::array a = py::reinterpret_borrow<py::array>(obj);
-  if (!py::isinstance<py::array_t<T>>(a))
-    fail(std::string(name) + " must have dtype " + dtype_name<T>() + ", got " + std::string(py::str(a.dtype())));
-  if (a.ndim() != ndim)
-    fail(std::string(name) + " must be " + std::to_string(ndim) + "-dimensional, got shape " + shape_str(a));
-  if (!(a.flags() & py::array::c_style) || !(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_))
-    fail(std::string(name) + " must be C-contiguous and aligned");
-  if (out && !a.writeable()) fail(std::string(name) + " must be writeable");
-  return a;
-}
-
-void expect_dim(const py::array& a, const char* name, int axis, py::ssize_t want, const char* what) {
-  if (a.shape(axis) != want)
-    fail(std::string(name) + " must have " + what + " = " + std::to_string(want) + ", got shape " + shape_str(a));
-}
-
-// CSR offsets: length >= 1, offsets[0] == 0, non-decreasing, offsets[-1] == rows.
-const index_t* checked_offsets(const py::object& obj, const char* name, index_t rows) {
-  py::array a = checked<std::int64_t>(obj, name, 1);
-  const auto* o = static_cast<const index_t*>(a.data());
-  const index_t len = a.shape(0);
-  bool ok = len >= 1 && o[0] == 0 && o[len - 1] == rows;
-  for (index_t i = 0; ok && i + 1 < len; ++i) ok = o[i] <= o[i + 1];
-  if (!ok)
-    fail(std::string(name) + " must be non-decreasing int64 offsets from 0 to the number of rows (" +
-         std::to_string(rows) + ")");
-  return o;
-}
-
-double checked_gamma(double gamma) {
-  if (!std::isfinite(gamma) || gamma <= 0) fail("gamma must be a finite positive number, got " + std::to_string(gamma));
-  return gamma;
-}
-
-bool is_dtype(const py::object& obj, bool want_f32) {
-  if (!py::isinstance<py::array>(obj)) return false;
-  return want_f32 ? py::isinstance<py::array_t<float>>(obj) : py::isinstance<py::array_t<double>>(obj);
-}
+using lwe::bind::check_finite;
+using lwe::bind::checked;
+using lwe::bind::checked_gamma;
+using lwe::bind::checked_offsets;
+using lwe::bind::expect_dim;
+using lwe::bind::fail;
+using lwe::bind::points_are_f32;
 
 // ------------------------------------------------------------------ inner products
 template <class T>
@@ -108,12 +57,12 @@ void cross_inner_t(const py::object& q_z_o, const py::object& q_beta_o, const py
 
 void cross_inner(const py::object& q_z, const py::object& q_beta, const py::object& q_off, const py::object& z,
                  const py::object& beta, const py::object& off, double gamma, const py::object& out) {
-  if (is_dtype(q_z, true) && is_dtype(z, true))
+  const bool f32 = points_are_f32(z, "z");
+  if (points_are_f32(q_z, "q_z") != f32) lwe::bind::fail_type("q_z and z must have the same dtype (float32 or float64)");
+  if (f32)
     cross_inner_t<float>(q_z, q_beta, q_off, z, beta, off, gamma, out);
-  else if (is_dtype(q_z, false) && is_dtype(z, false))
-    cross_inner_t<double>(q_z, q_beta, q_off, z, beta, off, gamma, out);
   else
-    fail("q_z and z must be numpy arrays, both float32 or both float64");
+    cross_inner_t<double>(q_z, q_beta, q_off, z, beta, off, gamma, out);
 }
 
 template <class T, bool Gram>
@@ -141,12 +90,10 @@ void store_op_t(const py::object& z_o, const py::object& beta_o, const py::objec
 
 template <bool Gram>
 void store_op(const py::object& z, const py::object& beta, const py::object& off, double gamma, const py::object& out) {
-  if (is_dtype(z, true))
+  if (points_are_f32(z, "z"))
     store_op_t<float, Gram>(z, beta, off, gamma, out);
-  else if (is_dtype(z, false))
-    store_op_t<double, Gram>(z, beta, off, gamma, out);
   else
-    fail("z must be a float32 or float64 numpy array");
+    store_op_t<double, Gram>(z, beta, off, gamma, out);
 }
 
 // ------------------------------------------------------------------ moments and Z step
@@ -177,12 +124,10 @@ void zx_moments_t(const py::array& z, const py::object& x_o, double gamma, const
 
 void zx_moments(const py::object& z_o, const py::object& x, double gamma, const py::object& C, const py::object& T) {
   py::array z = checked<double>(z_o, "z", 2);
-  if (is_dtype(x, true))
+  if (points_are_f32(x, "x"))
     zx_moments_t<float>(z, x, gamma, C, T);
-  else if (is_dtype(x, false))
-    zx_moments_t<double>(z, x, gamma, C, T);
   else
-    fail("x must be a float32 or float64 numpy array");
+    zx_moments_t<double>(z, x, gamma, C, T);
 }
 
 // Checked arguments of a reduced-set step: z (K, d), beta (K,), C (K,), T (K, d), out (K, d).
@@ -253,11 +198,6 @@ void rs_step_from_gram(const py::object& z_o, const py::object& beta_o, const py
 }
 
 // ------------------------------------------------------------------ QP
-void check_finite(const double* p, index_t count, const char* name) {
-  for (index_t i = 0; i < count; ++i)
-    if (!std::isfinite(p[i])) fail(std::string(name) + " must be finite");
-}
-
 double simplex_qp(const py::object& G_o, const py::object& c_o, const py::object& x_o, const py::object& x0_o) {
   py::array c = checked<double>(c_o, "c", 1);
   const index_t n = c.shape(0);

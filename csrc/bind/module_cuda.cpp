@@ -1,21 +1,23 @@
-// _cuda: thin pybind11 bindings of the CUDA kernels (csrc/cuda/launch.h).
+// _cuda: thin pybind11 bindings of the CUDA kernels: registration and forwarding only.
 //
-// Two layers: raw entry points on device pointers passed as integers (works with torch CUDA
-// tensors via tensor.data_ptr(), a stream handle as an integer, 0 = default stream) and host
-// convenience entry points (*_host) taking numpy arrays, which copy in, run, and copy out.  The
-// host path poisons its device outputs with NaN bytes first, so an unwritten element cannot pass.
-// CUDA failures raise RuntimeError naming the operation; bad sizes raise ValueError.
+// Raw entry points take device pointers as integers (torch CUDA tensors via tensor.data_ptr(), a
+// stream handle as an integer, 0 = default stream) and call csrc/cuda/launch.h; the numpy entry
+// points (*_host) check their arrays with the shared rules of array_checks.h and call
+// csrc/cuda/host.h (copy in, poison, run, copy out).  Benchmark-only helpers live in the submodule
+// _cuda.bench.  CUDA failures raise RuntimeError naming the operation; bad arguments ValueError or
+// TypeError as in lwengine/validate.py.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
-#include <cuda_runtime.h>
-
+#include <cmath>
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "../cuda/check.h"
+#include "../cuda/host.h"
 #include "../cuda/launch.h"
+#include "../cuda/memory.h"
+#include "array_checks.h"
 
 namespace py = pybind11;
 using lwe::cuda::DType;
@@ -23,285 +25,178 @@ using std::int64_t;
 
 namespace {
 
+using lwe::bind::checked;
+using lwe::bind::checked_gamma;
+using lwe::bind::checked_offsets;
+using lwe::bind::expect_dim;
+using lwe::bind::fail;
+using lwe::bind::points_are_f32;
+
 template <class P>
 P* as_ptr(std::uintptr_t p) { return reinterpret_cast<P*>(p); }
 cudaStream_t as_stream(std::uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
 
-int device_count() {
-  int n = 0;
-  if (cudaGetDeviceCount(&n) != cudaSuccess) {
-    (void)cudaGetLastError();  // no driver / no device: report 0, never raise
-    return 0;
-  }
-  return n;
-}
-
-// ------------------------------------------------------------------ device buffers (host path)
-class DeviceBuffer {
- public:
-  DeviceBuffer(std::size_t bytes, const char* what) : bytes_(bytes) {
-    if (bytes_) LWE_CUDA_CHECK(cudaMalloc(&ptr_, bytes_), what);
-  }
-  ~DeviceBuffer() {
-    if (ptr_) cudaFree(ptr_);
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  template <class T = void>
-  T* get() const { return static_cast<T*>(ptr_); }
-  void upload(const void* src, const char* what) {
-    if (bytes_) LWE_CUDA_CHECK(cudaMemcpy(ptr_, src, bytes_, cudaMemcpyHostToDevice), what);
-  }
-  void download(void* dst, const char* what) const {
-    if (bytes_) LWE_CUDA_CHECK(cudaMemcpy(dst, ptr_, bytes_, cudaMemcpyDeviceToHost), what);
-  }
-  void poison(const char* what) {
-    if (bytes_) LWE_CUDA_CHECK(cudaMemset(ptr_, 0xFF, bytes_), what);  // all-ones bytes: NaN
-  }
-
- private:
-  void* ptr_ = nullptr;
-  std::size_t bytes_;
-};
-
-std::string shape_str(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
-
-template <class T>
-void require(const py::array& a, const std::string& name, int ndim) {
-  if (!py::isinstance<py::array_t<T>>(a) || !(a.flags() & py::array::c_style))
-    throw py::type_error(name + " must be a C-contiguous " + py::str(py::dtype::of<T>()).cast<std::string>() +
-                         " array, got dtype " + py::str(a.dtype()).cast<std::string>());
-  if (a.ndim() != ndim)
-    throw py::value_error(name + " must have " + std::to_string(ndim) + " dimension(s), got shape " + shape_str(a));
-}
-
-DType points_dtype(const py::array& z, const std::string& name) {
-  if (py::isinstance<py::array_t<float>>(z)) { require<float>(z, name, 2); return DType::f32; }
-  if (py::isinstance<py::array_t<double>>(z)) { require<double>(z, name, 2); return DType::f64; }
-  throw py::type_error(name + " must be float32 or float64, got " + py::str(z.dtype()).cast<std::string>());
-}
-
-struct Store {
-  DType dt;
-  int64_t rows, d, n_specs, max_rows;
-};
-
-// Validates a packed store (z, beta, offsets) on the host; returns its sizes.
-Store check_store(const py::array& z, const py::array& beta, const py::array& offsets, const std::string& p) {
-  Store s{};
-  s.dt = points_dtype(z, p + "z");
-  require<double>(beta, p + "beta", 1);
-  require<int64_t>(offsets, p + "offsets", 1);
-  s.rows = z.shape(0);
-  s.d = z.shape(1);
-  if (s.d < 1) throw py::value_error(p + "z must have at least one column, got shape " + shape_str(z));
-  if (beta.shape(0) != s.rows)
-    throw py::value_error(p + "beta must have length " + std::to_string(s.rows) + ", got " + std::to_string(beta.shape(0)));
-  const int64_t n1 = offsets.shape(0);
-  if (n1 < 1) throw py::value_error(p + "offsets must have at least one entry");
-  const int64_t* o = static_cast<const int64_t*>(offsets.data());
-  if (o[0] != 0 || o[n1 - 1] != s.rows)
-    throw py::value_error(p + "offsets must run from 0 to the number of rows (" + std::to_string(s.rows) + ")");
-  s.max_rows = 0;
-  for (int64_t i = 0; i + 1 < n1; ++i) {
-    if (o[i + 1] < o[i]) throw py::value_error(p + "offsets must be non-decreasing (at index " + std::to_string(i) + ")");
-    s.max_rows = std::max<int64_t>(s.max_rows, o[i + 1] - o[i]);
-  }
-  s.n_specs = n1 - 1;
+// ------------------------------------------------------------------ host (numpy) entry points
+// Validated with the shared rules of array_checks.h, then forwarded to csrc/cuda/host.h.
+lwe::cuda::host::Store checked_store(const py::object& z, const py::object& beta, const py::object& offsets,
+                                     const std::string& p) {
+  lwe::cuda::host::Store s{};
+  const bool f32 = points_are_f32(z, p + "z");
+  s.dt = f32 ? DType::f32 : DType::f64;
+  py::array za = f32 ? checked<float>(z, p + "z", 2) : checked<double>(z, p + "z", 2);
+  s.rows = za.shape(0);
+  s.d = za.shape(1);
+  if (s.d < 1) fail(p + "z must have at least one column, got shape " + lwe::bind::shape_str(za));
+  py::array ba = checked<double>(beta, p + "beta", 1);
+  expect_dim(ba, p + "beta", 0, s.rows, "length");
+  s.offsets = checked_offsets(offsets, p + "offsets", s.rows, &s.max_rows);
+  s.n_specs = py::reinterpret_borrow<py::array>(offsets).shape(0) - 1;
+  s.z = za.data();
+  s.beta = static_cast<const double*>(ba.data());
   return s;
 }
 
-py::array_t<double> cross_inner_host(const py::array& q_z, const py::array& q_beta, const py::array& q_offsets,
-                                     const py::array& z, const py::array& beta, const py::array& offsets, double gamma,
-                                     int device) {
-  const Store q = check_store(q_z, q_beta, q_offsets, "q_");
-  const Store s = check_store(z, beta, offsets, "");
-  if (q.dt != s.dt) throw py::type_error("q_z and z must have the same dtype");
-  if (q.d != s.d) throw py::value_error("q_z has dimension " + std::to_string(q.d) + " but z has dimension " + std::to_string(s.d));
+py::array_t<double> cross_inner_host(const py::object& q_z, const py::object& q_beta, const py::object& q_offsets,
+                                     const py::object& z, const py::object& beta, const py::object& offsets,
+                                     double gamma, int device) {
+  const auto q = checked_store(q_z, q_beta, q_offsets, "q_");
+  const auto s = checked_store(z, beta, offsets, "");
+  if (q.dt != s.dt) lwe::bind::fail_type("q_z and z must have the same dtype (float32 or float64)");
+  if (q.d != s.d)
+    fail("q_z has dimension " + std::to_string(q.d) + " but z has dimension " + std::to_string(s.d));
+  checked_gamma(gamma);
   py::array_t<double> out({q.n_specs, s.n_specs});
-  const std::size_t es = lwe::cuda::dtype_size(s.dt);
-  {
-    py::gil_scoped_release release;
-    lwe::cuda::DeviceGuard guard(device);
-    DeviceBuffer dqz(q.rows * q.d * es, "cross_inner (cudaMalloc)"), dqb(q.rows * 8, "cross_inner (cudaMalloc)"),
-        dqo((q.n_specs + 1) * 8, "cross_inner (cudaMalloc)"), dz(s.rows * s.d * es, "cross_inner (cudaMalloc)"),
-        db(s.rows * 8, "cross_inner (cudaMalloc)"), doff((s.n_specs + 1) * 8, "cross_inner (cudaMalloc)"),
-        dout(q.n_specs * s.n_specs * 8, "cross_inner (cudaMalloc)");
-    dqz.upload(q_z.data(), "cross_inner (copy in)");
-    dqb.upload(q_beta.data(), "cross_inner (copy in)");
-    dqo.upload(q_offsets.data(), "cross_inner (copy in)");
-    dz.upload(z.data(), "cross_inner (copy in)");
-    db.upload(beta.data(), "cross_inner (copy in)");
-    doff.upload(offsets.data(), "cross_inner (copy in)");
-    dout.poison("cross_inner (poison)");
-    lwe::cuda::cross_inner(s.dt, dqz.get(), dqb.get<double>(), dqo.get<int64_t>(), q.rows, q.n_specs, q.max_rows,
-                           dz.get(), db.get<double>(), doff.get<int64_t>(), s.rows, s.n_specs, s.d, gamma,
-                           dout.get<double>(), device, nullptr);
-    LWE_CUDA_CHECK(cudaDeviceSynchronize(), "cross_inner");
-    dout.download(out.mutable_data(), "cross_inner (copy out)");
-  }
+  double* o = out.mutable_data();
+  py::gil_scoped_release release;
+  lwe::cuda::host::cross_inner(q, s, gamma, o, device);
   return out;
 }
 
 template <bool GRAM>
-py::array_t<double> store_op_host(const py::array& z, const py::array& beta, const py::array& offsets, double gamma,
-                                  int device) {
-  const char* name = GRAM ? "gram" : "self_inner";
-  const Store s = check_store(z, beta, offsets, "");
+py::array_t<double> store_op_host(const py::object& z, const py::object& beta, const py::object& offsets,
+                                  double gamma, int device) {
+  const auto s = checked_store(z, beta, offsets, "");
+  checked_gamma(gamma);
   py::array_t<double> out = GRAM ? py::array_t<double>({s.n_specs, s.n_specs}) : py::array_t<double>(s.n_specs);
-  const std::size_t es = lwe::cuda::dtype_size(s.dt);
-  {
-    py::gil_scoped_release release;
-    lwe::cuda::DeviceGuard guard(device);
-    DeviceBuffer dz(s.rows * s.d * es, name), db(s.rows * 8, name), doff((s.n_specs + 1) * 8, name),
-        dout((GRAM ? s.n_specs * s.n_specs : s.n_specs) * 8, name);
-    dz.upload(z.data(), name);
-    db.upload(beta.data(), name);
-    doff.upload(offsets.data(), name);
-    dout.poison(name);
-    if (GRAM)
-      lwe::cuda::gram(s.dt, dz.get(), db.get<double>(), doff.get<int64_t>(), s.rows, s.n_specs, s.max_rows, s.d, gamma,
-                      dout.get<double>(), device, nullptr);
-    else
-      lwe::cuda::self_inner(s.dt, dz.get(), db.get<double>(), doff.get<int64_t>(), s.rows, s.n_specs, s.max_rows, s.d,
-                            gamma, dout.get<double>(), device, nullptr);
-    LWE_CUDA_CHECK(cudaDeviceSynchronize(), name);
-    dout.download(out.mutable_data(), name);
-  }
+  double* o = out.mutable_data();
+  py::gil_scoped_release release;
+  if (GRAM)
+    lwe::cuda::host::gram(s, gamma, o, device);
+  else
+    lwe::cuda::host::self_inner(s, gamma, o, device);
   return out;
 }
 
-py::tuple zx_moments_host(const py::array& z, const py::array& x, double gamma, bool with_t, int device) {
-  require<double>(z, "z", 2);
-  const DType xt = points_dtype(x, "x");
+py::tuple zx_moments_host(const py::object& z_o, const py::object& x_o, double gamma, bool with_t, int device) {
+  py::array z = checked<double>(z_o, "z", 2);
+  const bool f32 = points_are_f32(x_o, "x");
+  py::array x = f32 ? checked<float>(x_o, "x", 2) : checked<double>(x_o, "x", 2);
   const int64_t K = z.shape(0), d = z.shape(1), n = x.shape(0);
-  if (K < 1) throw py::value_error("z must have at least one row, got shape " + shape_str(z));
-  if (n < 1) throw py::value_error("x must have at least one row, got 0");
-  if (x.shape(1) != d)
-    throw py::value_error("z has dimension " + std::to_string(d) + " but x has dimension " + std::to_string(x.shape(1)));
+  if (K < 1) fail("z must have at least one row, got shape " + lwe::bind::shape_str(z));
+  if (n < 1) fail("x must have at least one row, got 0");
+  expect_dim(x, "x", 1, d, "dimension (columns of z)");
+  checked_gamma(gamma);
   py::array_t<double> C(K);
-  py::object T = py::none();
-  py::array_t<double> Tarr;
-  if (with_t) {
-    Tarr = py::array_t<double>({K, d});
-    T = Tarr;
-  }
+  py::array_t<double> T = with_t ? py::array_t<double>({K, d}) : py::array_t<double>(0);
+  const double* zp = static_cast<const double*>(z.data());
+  const void* xp = x.data();
+  double *Cp = C.mutable_data(), *Tp = with_t ? T.mutable_data() : nullptr;
   {
     py::gil_scoped_release release;
-    lwe::cuda::DeviceGuard guard(device);
-    DeviceBuffer dz(K * d * 8, "zx_moments"), dx(n * d * lwe::cuda::dtype_size(xt), "zx_moments"),
-        dC(K * 8, "zx_moments"), dT(with_t ? K * d * 8 : 0, "zx_moments");
-    dz.upload(z.data(), "zx_moments (copy in)");
-    dx.upload(x.data(), "zx_moments (copy in)");
-    dC.poison("zx_moments (poison)");
-    dT.poison("zx_moments (poison)");
-    lwe::cuda::zx_moments(xt, dz.get<double>(), K, dx.get(), n, d, gamma, dC.get<double>(),
-                          with_t ? dT.get<double>() : nullptr, device, nullptr);
-    LWE_CUDA_CHECK(cudaDeviceSynchronize(), "zx_moments");
-    dC.download(C.mutable_data(), "zx_moments (copy out)");
-    if (with_t) dT.download(Tarr.mutable_data(), "zx_moments (copy out)");
+    lwe::cuda::host::zx_moments(f32 ? DType::f32 : DType::f64, zp, K, xp, n, d, gamma, Cp, Tp, device);
   }
-  return py::make_tuple(C, T);
+  return py::make_tuple(C, with_t ? py::object(T) : py::object(py::none()));
 }
 
-py::array_t<double> rs_step_host(const py::array& z, const py::array& beta, const py::array& C, const py::array& T,
-                                 double gamma, double step, double t1_factor, int device) {
-  require<double>(z, "z", 2);
-  require<double>(beta, "beta", 1);
-  require<double>(C, "C", 1);
-  require<double>(T, "T", 2);
+py::array_t<double> rs_step_host(const py::object& z_o, const py::object& beta_o, const py::object& C_o,
+                                 const py::object& T_o, double gamma, double step, double t1_factor, int device) {
+  py::array z = checked<double>(z_o, "z", 2);
   const int64_t K = z.shape(0), d = z.shape(1);
-  if (K < 1 || d < 1) throw py::value_error("z must have shape (K, d) with K, d >= 1, got " + shape_str(z));
-  if (beta.shape(0) != K) throw py::value_error("beta must have length " + std::to_string(K));
-  if (C.shape(0) != K) throw py::value_error("C must have length " + std::to_string(K));
-  if (T.shape(0) != K || T.shape(1) != d) throw py::value_error("T must have shape " + shape_str(z) + ", got " + shape_str(T));
+  if (K < 1 || d < 1) fail("z must have shape (K, d) with K, d >= 1, got " + lwe::bind::shape_str(z));
+  py::array beta = checked<double>(beta_o, "beta", 1), C = checked<double>(C_o, "C", 1), T = checked<double>(T_o, "T", 2);
+  expect_dim(beta, "beta", 0, K, "length");
+  expect_dim(C, "C", 0, K, "length");
+  expect_dim(T, "T", 0, K, "rows");
+  expect_dim(T, "T", 1, d, "columns");
+  checked_gamma(gamma);
+  if (!std::isfinite(step)) fail("step_size must be finite");
+  if (!std::isfinite(t1_factor)) fail("t1_factor must be finite");
   py::array_t<double> out({K, d});
-  {
-    py::gil_scoped_release release;
-    lwe::cuda::DeviceGuard guard(device);
-    const char* name = "rs_step_from_moments";
-    DeviceBuffer dz(K * d * 8, name), db(K * 8, name), dC(K * 8, name), dT(K * d * 8, name), dout(K * d * 8, name);
-    dz.upload(z.data(), name);
-    db.upload(beta.data(), name);
-    dC.upload(C.data(), name);
-    dT.upload(T.data(), name);
-    dout.poison(name);
-    lwe::cuda::rs_step_from_moments(dz.get<double>(), db.get<double>(), dC.get<double>(), dT.get<double>(), K, d, gamma,
-                                    step, t1_factor, dout.get<double>(), device, nullptr);
-    LWE_CUDA_CHECK(cudaDeviceSynchronize(), name);
-    dout.download(out.mutable_data(), name);
-  }
+  const double *zp = static_cast<const double*>(z.data()), *bp = static_cast<const double*>(beta.data()),
+               *Cp = static_cast<const double*>(C.data()), *Tp = static_cast<const double*>(T.data());
+  double* op = out.mutable_data();
+  py::gil_scoped_release release;
+  lwe::cuda::host::rs_step_from_moments(zp, bp, Cp, Tp, K, d, gamma, step, t1_factor, op, device);
   return out;
 }
 
-// ------------------------------------------------------------------ events (timing without torch)
-class Event {
- public:
-  explicit Event(int device) : device_(device) {
-    lwe::cuda::DeviceGuard guard(device_);
-    LWE_CUDA_CHECK(cudaEventCreate(&ev_), "cudaEventCreate");
-  }
-  ~Event() {
-    if (ev_) cudaEventDestroy(ev_);
-  }
-  Event(const Event&) = delete;
-  Event& operator=(const Event&) = delete;
-  void record(std::uintptr_t stream) {
-    lwe::cuda::DeviceGuard guard(device_);
-    LWE_CUDA_CHECK(cudaEventRecord(ev_, as_stream(stream)), "cudaEventRecord");
-  }
-  void synchronize() {
-    py::gil_scoped_release release;
-    LWE_CUDA_CHECK(cudaEventSynchronize(ev_), "cudaEventSynchronize");
-  }
-  float elapsed_ms(const Event& end) const {
-    float ms = 0.f;
-    LWE_CUDA_CHECK(cudaEventElapsedTime(&ms, ev_, end.ev_), "cudaEventElapsedTime");
-    return ms;
-  }
-
- private:
-  int device_;
-  cudaEvent_t ev_ = nullptr;
-};
-
+// ------------------------------------------------------------------ benchmark-only helpers
 void check_buffer(const py::buffer_info& info, std::size_t nbytes, const char* name) {
   if (static_cast<std::size_t>(info.size * info.itemsize) < nbytes)
-    throw py::value_error(std::string(name) + ": host array holds fewer than nbytes bytes");
+    fail(std::string(name) + ": host array holds fewer than nbytes bytes");
+}
+
+void register_bench(py::module_& b) {
+  using namespace lwe::cuda;
+  b.doc() = "Benchmark-only helpers of _cuda (benchmarks/gpu_check.py): raw device memory, events, fills, "
+            "ceiling microkernels.";
+  b.def("malloc", &raw_malloc, py::arg("nbytes"), py::arg("device") = 0);
+  b.def("free", &raw_free, py::arg("ptr"), py::arg("device") = 0);
+  b.def("copy_to_device", [](std::uintptr_t dst, py::buffer src, std::size_t nbytes, int device) {
+    const py::buffer_info info = src.request();
+    check_buffer(info, nbytes, "copy_to_device");
+    py::gil_scoped_release release;
+    raw_copy_to_device(dst, info.ptr, nbytes, device);
+  }, py::arg("dst"), py::arg("src"), py::arg("nbytes"), py::arg("device") = 0);
+  b.def("copy_to_host", [](py::buffer dst, std::uintptr_t src, std::size_t nbytes, int device) {
+    const py::buffer_info info = dst.request(true);
+    check_buffer(info, nbytes, "copy_to_host");
+    py::gil_scoped_release release;
+    raw_copy_to_host(info.ptr, src, nbytes, device);
+  }, py::arg("dst"), py::arg("src"), py::arg("nbytes"), py::arg("device") = 0);
+  b.def("memset", &raw_memset, py::arg("ptr"), py::arg("value"), py::arg("nbytes"), py::arg("device") = 0);
+  b.def("synchronize", [](int device) { py::gil_scoped_release r; synchronize(device); }, py::arg("device") = 0);
+  b.def("fill_uniform", [](const std::string& dtype, std::uintptr_t p, int64_t count, std::uint64_t seed, double lo,
+                           double hi, int device, std::uintptr_t stream) {
+    fill_uniform(parse_dtype(dtype), as_ptr<void>(p), count, seed, lo, hi, device, as_stream(stream));
+  }, py::arg("dtype"), py::arg("ptr"), py::arg("count"), py::arg("seed"), py::arg("lo") = -1.0, py::arg("hi") = 1.0,
+        py::arg("device") = 0, py::arg("stream") = 0);
+  py::class_<Event>(b, "Event", "A CUDA event on one device (timing without torch).")
+      .def(py::init<int>(), py::arg("device") = 0)
+      .def("record", &Event::record, py::arg("stream") = 0)
+      .def("synchronize", [](Event& e) { py::gil_scoped_release r; e.synchronize(); })
+      .def("elapsed_ms", &Event::elapsed_ms, py::arg("end"));
+  b.def("bench_exp_rate", [](int device) { py::gil_scoped_release r; return bench_exp_rate(device); },
+        py::arg("device") = 0, "float32 __expf evaluations per second (microkernel).");
+  b.def("bench_ffma_rate", [](int device) { py::gil_scoped_release r; return bench_ffma_rate(device); },
+        py::arg("device") = 0, "float32 FLOP/s of independent FFMA chains (microkernel).");
+  b.def("bench_copy_rate", [](int64_t nbytes, int repeats, int device) {
+    py::gil_scoped_release r;
+    return bench_copy_rate(nbytes, repeats, device);
+  }, py::arg("nbytes") = int64_t(1) << 30, py::arg("repeats") = 5, py::arg("device") = 0,
+        "device-to-device copy rate, bytes read + written per second.");
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
-  m.doc() = "lwengine CUDA kernels (raw device-pointer entry points and numpy host entry points)";
+  m.doc() = "lwengine CUDA kernels (raw device-pointer entry points and numpy host entry points; bench: benchmark helpers)";
 
-  m.def("device_count", &device_count, "Number of visible CUDA devices (0 without a driver or device).");
-  m.def("device_name", [](int device) {
-    cudaDeviceProp p{};
-    LWE_CUDA_CHECK(cudaGetDeviceProperties(&p, device), "cudaGetDeviceProperties");
-    return std::string(p.name);
-  }, py::arg("device") = 0);
+  m.def("device_count", &lwe::cuda::device_count, "Number of visible CUDA devices (0 without a driver or device).");
+  m.def("device_name", [](int device) { return lwe::cuda::device_info(device).name; }, py::arg("device") = 0);
   m.def("device_properties", [](int device) {
-    cudaDeviceProp p{};
-    LWE_CUDA_CHECK(cudaGetDeviceProperties(&p, device), "cudaGetDeviceProperties");
+    const auto p = lwe::cuda::device_info(device);
     py::dict d;
-    d["name"] = std::string(p.name);
+    d["name"] = p.name;
     d["compute_capability"] = py::make_tuple(p.major, p.minor);
-    d["multiprocessors"] = p.multiProcessorCount;
-    d["total_memory_bytes"] = static_cast<std::uint64_t>(p.totalGlobalMem);
-    d["l2_cache_bytes"] = p.l2CacheSize;
-    d["shared_memory_per_block_optin"] = static_cast<std::uint64_t>(p.sharedMemPerBlockOptin);
-    d["shared_memory_per_multiprocessor"] = static_cast<std::uint64_t>(p.sharedMemPerMultiprocessor);
-    d["memory_bus_width_bits"] = p.memoryBusWidth;
-    int clock_khz = 0, mem_clock_khz = 0;
-    if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, device) == cudaSuccess) d["clock_khz"] = clock_khz;
-    if (cudaDeviceGetAttribute(&mem_clock_khz, cudaDevAttrMemoryClockRate, device) == cudaSuccess)
-      d["memory_clock_khz"] = mem_clock_khz;
-    (void)cudaGetLastError();
+    d["multiprocessors"] = p.multiprocessors;
+    d["total_memory_bytes"] = p.total_memory_bytes;
+    d["l2_cache_bytes"] = p.l2_cache_bytes;
+    d["shared_memory_per_block_optin"] = p.smem_per_block_optin;
+    d["shared_memory_per_multiprocessor"] = p.smem_per_multiprocessor;
+    d["memory_bus_width_bits"] = p.memory_bus_width_bits;
+    if (p.clock_khz) d["clock_khz"] = p.clock_khz;
+    if (p.memory_clock_khz) d["memory_clock_khz"] = p.memory_clock_khz;
     return d;
   }, py::arg("device") = 0);
   m.def("build_info", []() {
@@ -310,9 +205,7 @@ PYBIND11_MODULE(_cuda, m) {
     d["cuda_runtime_version"] = b.cuda_runtime_version;
     d["nvcc_version"] = std::to_string(b.nvcc_major) + "." + std::to_string(b.nvcc_minor);
     d["archs"] = b.archs;
-    int driver = 0;
-    d["driver_version"] = cudaDriverGetVersion(&driver) == cudaSuccess ? driver : 0;
-    (void)cudaGetLastError();
+    d["driver_version"] = b.driver_version;
     return d;
   });
 
@@ -388,58 +281,7 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("rs_step_from_moments_host", &rs_step_host, py::arg("z"), py::arg("beta"), py::arg("C"), py::arg("T"),
         py::arg("gamma"), py::arg("step"), py::arg("t1_factor"), py::arg("device") = 0);
 
-  // ---- device memory, events and microbenchmarks (used by benchmarks/gpu_check.py without torch)
-  m.def("malloc", [](std::size_t nbytes, int device) {
-    lwe::cuda::DeviceGuard guard(device);
-    void* p = nullptr;
-    LWE_CUDA_CHECK(cudaMalloc(&p, nbytes ? nbytes : 1), "cudaMalloc");
-    return reinterpret_cast<std::uintptr_t>(p);
-  }, py::arg("nbytes"), py::arg("device") = 0);
-  m.def("free", [](std::uintptr_t p, int device) {
-    lwe::cuda::DeviceGuard guard(device);
-    LWE_CUDA_CHECK(cudaFree(as_ptr<void>(p)), "cudaFree");
-  }, py::arg("ptr"), py::arg("device") = 0);
-  m.def("copy_to_device", [](std::uintptr_t dst, py::buffer src, std::size_t nbytes, int device) {
-    const py::buffer_info info = src.request();
-    check_buffer(info, nbytes, "copy_to_device");
-    py::gil_scoped_release release;
-    lwe::cuda::DeviceGuard guard(device);
-    LWE_CUDA_CHECK(cudaMemcpy(as_ptr<void>(dst), info.ptr, nbytes, cudaMemcpyHostToDevice), "copy_to_device");
-  }, py::arg("dst"), py::arg("src"), py::arg("nbytes"), py::arg("device") = 0);
-  m.def("copy_to_host", [](py::buffer dst, std::uintptr_t src, std::size_t nbytes, int device) {
-    const py::buffer_info info = dst.request(true);
-    check_buffer(info, nbytes, "copy_to_host");
-    py::gil_scoped_release release;
-    lwe::cuda::DeviceGuard guard(device);
-    LWE_CUDA_CHECK(cudaMemcpy(info.ptr, as_ptr<void>(src), nbytes, cudaMemcpyDeviceToHost), "copy_to_host");
-  }, py::arg("dst"), py::arg("src"), py::arg("nbytes"), py::arg("device") = 0);
-  m.def("memset", [](std::uintptr_t p, int value, std::size_t nbytes, int device) {
-    lwe::cuda::DeviceGuard guard(device);
-    LWE_CUDA_CHECK(cudaMemset(as_ptr<void>(p), value, nbytes), "cudaMemset");
-  }, py::arg("ptr"), py::arg("value"), py::arg("nbytes"), py::arg("device") = 0);
-  m.def("synchronize", [](int device) {
-    py::gil_scoped_release release;
-    lwe::cuda::DeviceGuard guard(device);
-    LWE_CUDA_CHECK(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
-  }, py::arg("device") = 0);
-  m.def("fill_uniform", [](const std::string& dtype, std::uintptr_t p, int64_t count, std::uint64_t seed, double lo,
-                           double hi, int device, std::uintptr_t stream) {
-    lwe::cuda::fill_uniform(lwe::cuda::parse_dtype(dtype), as_ptr<void>(p), count, seed, lo, hi, device,
-                            as_stream(stream));
-  }, py::arg("dtype"), py::arg("ptr"), py::arg("count"), py::arg("seed"), py::arg("lo") = -1.0, py::arg("hi") = 1.0,
-        py::arg("device") = 0, py::arg("stream") = 0);
-  py::class_<Event>(m, "Event", "A CUDA event on one device (timing without torch).")
-      .def(py::init<int>(), py::arg("device") = 0)
-      .def("record", &Event::record, py::arg("stream") = 0)
-      .def("synchronize", &Event::synchronize)
-      .def("elapsed_ms", &Event::elapsed_ms, py::arg("end"));
-  m.def("bench_exp_rate", [](int device) { py::gil_scoped_release r; return lwe::cuda::bench_exp_rate(device); },
-        py::arg("device") = 0, "float32 __expf evaluations per second (microkernel).");
-  m.def("bench_ffma_rate", [](int device) { py::gil_scoped_release r; return lwe::cuda::bench_ffma_rate(device); },
-        py::arg("device") = 0, "float32 FLOP/s of independent FFMA chains (microkernel).");
-  m.def("bench_copy_rate", [](int64_t nbytes, int repeats, int device) {
-    py::gil_scoped_release r;
-    return lwe::cuda::bench_copy_rate(nbytes, repeats, device);
-  }, py::arg("nbytes") = int64_t(1) << 30, py::arg("repeats") = 5, py::arg("device") = 0,
-        "device-to-device copy rate, bytes read + written per second.");
+  // ---- benchmark-only helpers (benchmarks/gpu_check.py), out of the main module's face
+  py::module_ bench = m.def_submodule("bench");
+  register_bench(bench);
 }

@@ -21,16 +21,12 @@
 namespace lwe {
 namespace LWE_ISA {
 
-constexpr double kLog2e = 1.4426950408889634;
-
 inline index_t round_up(index_t v, index_t m) { return (v + m - 1) / m * m; }
 
 // ------------------------------------------------------------------ query packing
 // A query spec, transposed to (d, Kp) so that vector lanes run over its points.
-//   float32: qT = 2*gamma*L*qz, bias = -gamma*L*|qz|^2 with L = log2(e)
-//            (u = qT.z + bias - gamma*L*|z|^2 = arg*L, one FMA per term, then exp(arg) = 2^u)
-//   float64: qT = qz,         bias = |qz|^2          (arg = -gamma*((|qz|^2 - 2 qz.z) + |z|^2),
-//                                                     the reference's expansion order)
+//   float32: qT = screen_coord(qz), bias = -screen_term(|qz|^2)   (pair.h's float32 screening form)
+//   float64: qT = qz,                bias = |qz|^2                 (pair.h's reference form)
 // Padding lanes have qb = 0 so they contribute exactly 0.
 template <class T>
 struct QueryPack {
@@ -53,9 +49,9 @@ void build_pack(QueryPack<T>& P, const T* qz, const double* qbeta, index_t K, in
     for (index_t k = 0; k < d; ++k) {
       const double v = static_cast<double>(qz[a * d + k]);
       nrm += v * v;
-      P.qT[k * P.Kp + a] = F32 ? static_cast<T>(2.0 * gamma * kLog2e * v) : static_cast<T>(v);
+      P.qT[k * P.Kp + a] = F32 ? static_cast<T>(screen_coord(v, gamma)) : static_cast<T>(v);
     }
-    P.bias[a] = F32 ? static_cast<T>(-gamma * kLog2e * nrm) : static_cast<T>(nrm);
+    P.bias[a] = F32 ? static_cast<T>(-screen_term(nrm, gamma)) : static_cast<T>(nrm);
     P.qb[a] = static_cast<T>(qbeta[a]);
   }
 }
@@ -73,7 +69,7 @@ inline void inner_chunk(const QueryPack<T>& P, index_t a0, const T* zr, const T*
     _Pragma("GCC unroll 8")
     for (int r = 0; r < R; ++r) {
       if constexpr (std::is_same<T, float>::value)
-        acc[r][v] = vload<V>(&P.bias[a0 + v * W]) - zterm[r];
+        acc[r][v] = screen_init(vload<V>(&P.bias[a0 + v * W]), vbroadcast<V>(zterm[r]));
       else
         acc[r][v] = V{};
     }
@@ -86,7 +82,12 @@ inline void inner_chunk(const QueryPack<T>& P, index_t a0, const T* zr, const T*
     for (int r = 0; r < R; ++r) {
       const V zb = vbroadcast<V>(zr[r * d + k]);
       _Pragma("GCC unroll 8")
-      for (int v = 0; v < NV; ++v) acc[r][v] += qv[v] * zb;
+      for (int v = 0; v < NV; ++v) {
+        if constexpr (std::is_same<T, float>::value)
+          acc[r][v] = screen_add(acc[r][v], qv[v], zb);
+        else
+          acc[r][v] += qv[v] * zb;  // the dot product of the reference form
+      }
     }
   }
   _Pragma("GCC unroll 8")
@@ -95,10 +96,10 @@ inline void inner_chunk(const QueryPack<T>& P, index_t a0, const T* zr, const T*
     _Pragma("GCC unroll 8")
     for (int r = 0; r < R; ++r) {
       if constexpr (std::is_same<T, float>::value) {
-        rowacc[r] += qbv * exp2_f32(acc[r][v]);
+        rowacc[r] += qbv * screen_value(acc[r][v], VExp2{});
       } else {
         const V bias = vload<V>(&P.bias[a0 + v * W]);
-        rowacc[r] += qbv * vexp(-gamma * ((bias - T(2) * acc[r][v]) + zterm[r]));
+        rowacc[r] += qbv * gauss_from_sqdist(sqdist_expanded(bias, vbroadcast<V>(zterm[r]), acc[r][v]), gamma, VExp{});
       }
     }
   }
@@ -117,7 +118,7 @@ inline double inner_rows(const QueryPack<T>& P, const T* zr, const double* beta,
       const double v = static_cast<double>(zr[r * d + k]);
       s += v * v;
     }
-    zterm[r] = std::is_same<T, float>::value ? static_cast<T>(gamma * kLog2e * s) : static_cast<T>(s);
+    zterm[r] = std::is_same<T, float>::value ? static_cast<T>(screen_term(s, gamma)) : static_cast<T>(s);
   }
   V rowacc[R];
   _Pragma("GCC unroll 8")
@@ -212,8 +213,7 @@ inline void point_gram_impl(const double* z, index_t K, index_t d, double gamma,
     for (index_t j0 = 0; j0 < Kp; j0 += 4) {
       V acc = V{};
       for (index_t k = 0; k < d; ++k) acc += vbroadcast<V>(zi[k]) * vload<V>(&zT[k * Kp + j0]);
-      const V arg = -gamma * ((ni + vload<V>(&zn[j0])) - 2.0 * acc);
-      vstore(row, vexp(arg));
+      vstore(row, gauss_from_sqdist(sqdist_gram(ni, vload<V>(&zn[j0]), acc), gamma, VExp{}));
       for (index_t j = j0; j < std::min(K, j0 + 4); ++j) G[i * K + j] = row[j - j0];
     }
   }
@@ -252,8 +252,8 @@ inline void zx_chunk(const double* zr, index_t d, const double* zn, const double
     const V xnv = vload<V>(xn + j0 + v * W);
     _Pragma("GCC unroll 8")
     for (int r = 0; r < R; ++r) {
-      const V arg = -gamma * ((zn[r] - 2.0 * acc[r][v]) + xnv);
-      vstore(E + r * ldE + j0 + v * W, vexp(arg));
+      vstore(E + r * ldE + j0 + v * W,
+             gauss_from_sqdist(sqdist_expanded(vbroadcast<V>(zn[r]), xnv, acc[r][v]), gamma, VExp{}));
     }
   }
 }

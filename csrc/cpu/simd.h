@@ -185,5 +185,14 @@ inline f32x8 exp2_f32(f32x8 u) {
 inline f32x8 vexp(f32x8 x) { return exp_f32(x); }
 inline f64x4 vexp(f64x4 x) { return exp_f64(x); }
 
+// The exp functors the shared per-pair functions (lwengine/kernels/pair.h) are called with.
+struct VExp {
+  template <class V>
+  V operator()(V x) const { return vexp(x); }
+};
+struct VExp2 {
+  f32x8 operator()(f32x8 u) const { return exp2_f32(u); }
+};
+
 }  // namespace LWE_ISA
 }  // namespace lwe

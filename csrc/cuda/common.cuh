@@ -69,15 +69,18 @@ __device__ __forceinline__ T warp_sum_t(T v) {
 // Copies rows [row0, row0 + nvalid) x columns [k0, k0 + dc) of a row-major (., d) global array into
 // s[r * ld + c] for r < tile_rows, c < dc (zeros outside the valid rows/columns), converting Src -> T.
 // One warp per row (fixed warp <-> row mapping), lanes along the row: coalesced, no integer division.
-// If norms != nullptr, norms[r] (+)= sum_c s[r, c]^2 for this column slice (first: overwrite).
-template <class T, class Src>
+// If norms != nullptr, norms[r] (+)= sum_c v[r, c]^2 in N for this column slice (first: overwrite),
+// v the unscaled values.  screen_gamma > 0 stores lwe::screen_coord(v, screen_gamma) instead of v
+// (the float32 screening form's query coordinates, lwengine/kernels/pair.h).
+template <class T, class Src, class N>
 __device__ __forceinline__ void load_rows(T* __restrict__ s, int ld, int tile_rows, const Src* __restrict__ g,
                                           std::int64_t row0, int nvalid, int d, int k0, int dc, bool vec_ok,
-                                          T* __restrict__ norms, bool first) {
+                                          N* __restrict__ norms, bool first, double screen_gamma = 0.0) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
   constexpr int V = pack_width<T>();
+  const bool screen = screen_gamma > 0.0;
   for (int r = warp; r < tile_rows; r += nwarps) {
-    T sq = T(0);
+    N sq = N(0);
     T* srow = s + static_cast<std::int64_t>(r) * ld;
     const bool valid = r < nvalid;
     const Src* grow = g + (row0 + r) * static_cast<std::int64_t>(d) + k0;
@@ -93,7 +96,10 @@ __device__ __forceinline__ void load_rows(T* __restrict__ s, int ld, int tile_ro
             for (int e = 0; e < V; ++e) p.v[e] = T(0);
           }
 #pragma unroll
-          for (int e = 0; e < V; ++e) sq += p.v[e] * p.v[e];
+          for (int e = 0; e < V; ++e) {
+            sq += static_cast<N>(p.v[e]) * static_cast<N>(p.v[e]);
+            if (screen) p.v[e] = static_cast<T>(lwe::screen_coord(static_cast<double>(p.v[e]), screen_gamma));
+          }
           st16(srow + c, p);
         }
         done = true;
@@ -102,8 +108,8 @@ __device__ __forceinline__ void load_rows(T* __restrict__ s, int ld, int tile_ro
     if (!done) {
       for (int c = lane; c < dc; c += 32) {
         const T v = (valid && k0 + c < d) ? static_cast<T>(grow[c]) : T(0);
-        sq += v * v;
-        srow[c] = v;
+        sq += static_cast<N>(v) * static_cast<N>(v);
+        srow[c] = screen ? static_cast<T>(lwe::screen_coord(static_cast<double>(v), screen_gamma)) : v;
       }
     }
     if (norms != nullptr) {
@@ -112,6 +118,11 @@ __device__ __forceinline__ void load_rows(T* __restrict__ s, int ld, int tile_ro
     }
   }
 }
+
+// 2^u on the device (ex2.approx.ftz.f32 under --use_fast_math): the float32 screening form's exp.
+struct DeviceExp2 {
+  __device__ __forceinline__ float operator()(float u) const { return exp2f(u); }
+};
 
 // Register-tiled dot products of a (16*RQ)-row tile sQ and a 64-row tile sS over dc columns:
 // thread (qg, sg) owns rows a_i = qg + 16 i and b_j = sg + 16 j.  Both tiles zero-padded to dc

@@ -5,7 +5,8 @@
 // of any size waste no padding.  The query is held in shared memory as chunks of one query spec
 // (<= 16*RQ rows; resident across tiles and chunks when d fits one column slice).  Per tile:
 //   1. tile_dots: register-tiled FMA dot products (each thread 4 store rows x RQ query rows);
-//   2. pair value via lwe::sqdist_expanded / lwe::gauss_from_sqdist, weighted by the query beta,
+//   2. pair value from lwengine/kernels/pair.h (float64: the reference form; float32: the screening
+//      form, query coordinates scaled at load time, norms in float64), weighted by the query beta,
 //      summed over the thread's query rows, then over the 16 threads sharing a store row
 //      (half-warp shuffles, float64) -> v_b = sum_a qbeta_a k(a, b);
 //   3. warp 0 adds beta_b v_b into per-spec float64 accumulators with a segmented warp scan keyed
@@ -30,6 +31,7 @@ struct InnerArgs {
   int d, dc, ld;
   bool q_vec, s_vec;
   T gamma;
+  double gamma_d;
   int specs_per_chunk;
   std::int64_t nchunks;
   double* out;
@@ -39,8 +41,8 @@ template <class T, int RQ>
 struct InnerLayout {
   static constexpr int TQ = 16 * RQ;
   static constexpr std::size_t tiles_offset() {
-    return (sizeof(double) * (kMaxChunkSpecs + 2 * kTileRows) + sizeof(int) * kTileRows +
-            sizeof(T) * (2 * TQ + kTileRows) + 15) / 16 * 16;
+    return (sizeof(double) * (kMaxChunkSpecs + 3 * kTileRows + TQ) + sizeof(int) * kTileRows + sizeof(T) * TQ + 15) /
+           16 * 16;
   }
   // bytes of dynamic shared memory for a row stride ld (elements)
   static std::size_t bytes(int ld) {
@@ -62,14 +64,15 @@ __device__ __forceinline__ int spec_of_row(const std::int64_t* off, std::int64_t
 template <class T, int RQ, bool SELF>
 __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 2 : 1) inner_kernel(const InnerArgs<T> a) {
   constexpr int TQ = 16 * RQ, TS = kTileRows;
+  constexpr bool kF32 = sizeof(T) == 4;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   double* sAcc = reinterpret_cast<double*>(smem_raw);  // [kMaxChunkSpecs]
   double* sSb = sAcc + kMaxChunkSpecs;                // [TS] store beta
   double* sV = sSb + TS;                              // [TS] v_b
-  int* sKey = reinterpret_cast<int*>(sV + TS);        // [TS] spec of row (-1: padding)
-  T* sQn = reinterpret_cast<T*>(sKey + TS);           // [TQ] query norms
-  T* sQb = sQn + TQ;                                  // [TQ] query beta
-  T* sSn = sQb + TQ;                                  // [TS] store norms
+  double* sQn = sV + TS;                              // [TQ] query squared norms (float64)
+  double* sSn = sQn + TQ;                             // [TS] store squared norms (float64)
+  int* sKey = reinterpret_cast<int*>(sSn + TS);       // [TS] spec of row (-1: padding)
+  T* sQb = reinterpret_cast<T*>(sKey + TS);           // [TQ] query beta
   // byte offset of the tiles, a compile-time multiple of 16 (plain pointer arithmetic on the shared
   // base keeps the address space visible to the compiler: LDS/STS rather than generic LD/ST)
   constexpr std::size_t kTilesAt = InnerLayout<T, RQ>::tiles_offset();
@@ -114,7 +117,8 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 2 : 1) inner_kernel
             const int k0 = kc * a.dc;
             const int dck = static_cast<int>(imin(a.dc, round_up(a.d - k0, V)));
             if (kc > 0) __syncthreads();
-            if (load_q) load_rows(sQ, a.ld, TQ, a.qz, qa, nqv, a.d, k0, dck, a.q_vec, sQn, kc == 0);
+            if (load_q)
+              load_rows(sQ, a.ld, TQ, a.qz, qa, nqv, a.d, k0, dck, a.q_vec, sQn, kc == 0, kF32 ? a.gamma_d : 0.0);
             load_rows(sS, a.ld, TS, a.z, r0, nsv, a.d, k0, dck, a.s_vec, sSn, kc == 0);
             __syncthreads();
             tile_dots<T, RQ>(sQ, sS, a.ld, dck, qg, sg, acc);
@@ -122,14 +126,26 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 4 ? 2 : 1) inner_kernel
           if (nk == 1) resident_q = qa;
 
           // v_b = sum_a qbeta_a k(a, b): thread's query rows, then the 16 threads of the half-warp
+          T nta[RQ];  // float32: -t_a of the screening form
+          if constexpr (kF32) {
+#pragma unroll
+            for (int i = 0; i < RQ; ++i) nta[i] = -lwe::screen_term(sQn[qg + 16 * i], a.gamma_d);
+          }
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
             const int b = sg + 16 * j;
             T p = T(0);
+            if constexpr (kF32) {
+              const T tb = lwe::screen_term(sSn[b], a.gamma_d);
 #pragma unroll
-            for (int i = 0; i < RQ; ++i) {
-              const int ai = qg + 16 * i;
-              p += sQb[ai] * lwe::gauss_from_sqdist(lwe::sqdist_expanded(sQn[ai], sSn[b], acc[i][j]), a.gamma);
+              for (int i = 0; i < RQ; ++i)
+                p += sQb[qg + 16 * i] * lwe::screen_value(lwe::screen_finish(acc[i][j], nta[i], tb), DeviceExp2{});
+            } else {
+#pragma unroll
+              for (int i = 0; i < RQ; ++i) {
+                const int ai = qg + 16 * i;
+                p += sQb[ai] * lwe::gauss_from_sqdist(lwe::sqdist_expanded(sQn[ai], sSn[b], acc[i][j]), a.gamma);
+              }
             }
             double v = static_cast<double>(p);
 #pragma unroll
@@ -265,6 +281,7 @@ void run_inner(const void* q_z, const double* q_beta, const std::int64_t* q_off,
   a.rows = rows;
   a.d = static_cast<int>(d);
   a.gamma = static_cast<T>(gamma);
+  a.gamma_d = gamma;
   a.out = out;
   constexpr int V = pack_width<T>();
   a.q_vec = d % V == 0 && aligned16(q_z);

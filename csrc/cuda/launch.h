@@ -50,8 +50,17 @@ struct BuildInfo {
   int cuda_runtime_version;  // CUDART_VERSION the module was compiled against
   int nvcc_major, nvcc_minor;
   std::string archs;
+  int driver_version;  // 0 without a driver
 };
 BuildInfo build_info();
+
+struct DeviceInfo {
+  std::string name;
+  int major = 0, minor = 0, multiprocessors = 0, l2_cache_bytes = 0, memory_bus_width_bits = 0;
+  std::uint64_t total_memory_bytes = 0, smem_per_block_optin = 0, smem_per_multiprocessor = 0;
+  int clock_khz = 0, memory_clock_khz = 0;  // 0 where the attribute is unavailable
+};
+DeviceInfo device_info(int device);
 
 // Fills ptr[0:count) with uniform values in [lo, hi) from a counter-based hash of (seed, index).
 void fill_uniform(DType dt, void* ptr, std::int64_t count, std::uint64_t seed, double lo, double hi, int device,

@@ -304,7 +304,7 @@ __global__ void __launch_bounds__(kStepThreads) rs_step_kernel(const double* z, 
           dot += zi[c] * zj[c];
           nj2 += zj[c] * zj[c];
         }
-        const double w = beta[j0 + jj] * lwe::gauss_from_sqdist(lwe::sqdist_expanded(ni, nj2, dot), gamma);
+        const double w = beta[j0 + jj] * lwe::gauss_from_sqdist(lwe::sqdist_gram(ni, nj2, dot), gamma);
         sW[jj] = w;
         if (cbase == 0) wsum_part += w;
       }

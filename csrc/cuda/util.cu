@@ -37,7 +37,32 @@ BuildInfo build_info() {
   b.nvcc_major = __CUDACC_VER_MAJOR__;
   b.nvcc_minor = __CUDACC_VER_MINOR__;
   b.archs = LWE_CUDA_ARCHS_STR;
+  b.driver_version = 0;
+  if (cudaDriverGetVersion(&b.driver_version) != cudaSuccess) {
+    b.driver_version = 0;
+    (void)cudaGetLastError();
+  }
   return b;
+}
+
+DeviceInfo device_info(int device) {
+  cudaDeviceProp p{};
+  LWE_CUDA_CHECK(cudaGetDeviceProperties(&p, device), "cudaGetDeviceProperties");
+  DeviceInfo d;
+  d.name = p.name;
+  d.major = p.major;
+  d.minor = p.minor;
+  d.multiprocessors = p.multiProcessorCount;
+  d.total_memory_bytes = static_cast<std::uint64_t>(p.totalGlobalMem);
+  d.l2_cache_bytes = p.l2CacheSize;
+  d.smem_per_block_optin = static_cast<std::uint64_t>(p.sharedMemPerBlockOptin);
+  d.smem_per_multiprocessor = static_cast<std::uint64_t>(p.sharedMemPerMultiprocessor);
+  d.memory_bus_width_bits = p.memoryBusWidth;
+  if (cudaDeviceGetAttribute(&d.clock_khz, cudaDevAttrClockRate, device) != cudaSuccess) d.clock_khz = 0;
+  if (cudaDeviceGetAttribute(&d.memory_clock_khz, cudaDevAttrMemoryClockRate, device) != cudaSuccess)
+    d.memory_clock_khz = 0;
+  (void)cudaGetLastError();
+  return d;
 }
 
 namespace {

@@ -1,22 +1,78 @@
-// Per-pair math of the Gaussian RKME kernel, written once for CPU and CUDA.
+// Per-pair math of the Gaussian RKME kernel, written once and called by the CPU loops (on scalars
+// and on SIMD lane vectors) and by the CUDA kernels.
 //
-// k_gamma(a, b) = exp(-gamma * ||a - b||^2), with ||a - b||^2 taken through the expansion
-// ||a||^2 - 2 a.b + ||b||^2 and no clamp at zero, exactly as the reference package computes it.
+// k_gamma(a, b) = exp(-gamma * ||a - b||^2), with ||a - b||^2 taken through the expansion (no clamp
+// at zero) exactly as the reference package computes it.  Three forms:
+//
+//  * reference form (float64 everywhere; float64 stores, data moments):
+//      sq = (|a|^2 - 2 a.b) + |b|^2                    sqdist_expanded
+//  * point-Gram form (K x K Gram of single points, the reduced-set step):
+//      sq = (|a|^2 + |b|^2) - 2 a.b                    sqdist_gram   (symmetric bit for bit)
+//  * float32 screening form (float32 stores: cross_inner / self_inner / gram), log2 domain:
+//      s_a = 2 gamma L a (per coordinate),  t_a = gamma L |a|^2,  t_b = gamma L |b|^2   (L = log2 e;
+//      rounded to float32 from float64),  u = (-t_a - t_b) + sum_k s_ak b_k  in float32,  k = 2^u.
+//    The sum is one FMA chain over the coordinates in order; the CPU starts the chain at
+//    screen_init(-t_a, t_b) (screen_add per coordinate), the CUDA tile starts it at 0 and adds
+//    screen_finish at the end.  docs/kernels.md derives one error bound for both orders
+//    (lwengine.kernels.cross_inner_f32_bound).
+//
+// T may be a scalar or a GCC vector type (CPU lanes): only +, -, * and the exp functor are used.
 #pragma once
 #include <cmath>
 #include "lwengine/common.h"
 
 namespace lwe {
 
+constexpr double kLog2e = 1.4426950408889634;
+
+// exp on scalars: std::exp on the host, the device exp under nvcc.
+struct ScalarExp {
+  template <class T>
+  LWE_HD T operator()(T x) const {
+    using std::exp;
+    return exp(x);
+  }
+};
+
 template <class T>
 LWE_HD T sqdist_expanded(T norm_a, T norm_b, T dot_ab) {
-  return norm_a - T(2) * dot_ab + norm_b;
+  return (norm_a - (dot_ab + dot_ab)) + norm_b;  // dot + dot == 2 dot exactly
 }
 
 template <class T>
-LWE_HD T gauss_from_sqdist(T sqdist, T gamma) {
-  using std::exp;
-  return exp(-gamma * sqdist);
+LWE_HD T sqdist_gram(T norm_a, T norm_b, T dot_ab) {
+  return (norm_a + norm_b) - (dot_ab + dot_ab);
+}
+
+template <class T, class G, class Exp>
+LWE_HD T gauss_from_sqdist(T sqdist, G gamma, Exp exp_fn) {
+  return exp_fn(-gamma * sqdist);
+}
+
+template <class T, class G>
+LWE_HD T gauss_from_sqdist(T sqdist, G gamma) {
+  return gauss_from_sqdist(sqdist, gamma, ScalarExp{});
+}
+
+// ---- float32 screening form
+LWE_HD float screen_coord(double v, double gamma) { return static_cast<float>(2.0 * gamma * kLog2e * v); }
+LWE_HD float screen_term(double sqnorm, double gamma) { return static_cast<float>(gamma * kLog2e * sqnorm); }
+
+template <class T>
+LWE_HD T screen_init(T neg_term_a, T term_b) {
+  return neg_term_a - term_b;
+}
+template <class T>
+LWE_HD T screen_add(T u, T s_ak, T b_k) {
+  return u + s_ak * b_k;  // contracted to one FMA (nvcc --fmad, GCC -ffp-contract=fast with FMA)
+}
+template <class T>
+LWE_HD T screen_finish(T dot_sb, T neg_term_a, T term_b) {
+  return dot_sb + screen_init(neg_term_a, term_b);
+}
+template <class T, class Exp2>
+LWE_HD T screen_value(T u, Exp2 exp2_fn) {
+  return exp2_fn(u);
 }
 
 }  // namespace lwe
