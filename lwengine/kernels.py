@@ -94,15 +94,18 @@ def default_device() -> str:
     return "cuda" if cuda_backend.available() else "cpu"
 
 
-def resolve_device(device: str = "auto", data=()) -> str:
+def resolve_device(device: str = "auto", data=(), *, backend: str = "native") -> str:
     """``"cpu"`` or ``"cuda"`` for one call (see the module docstring); RuntimeError when
-    ``"cuda"`` is asked for and cannot run."""
+    ``"cuda"`` is asked for and the native CUDA backend cannot run (for ``backend="triton"`` the
+    Triton module's own ``available()`` decides instead)."""
     as_device(device)
+    as_backend(backend)
     if device == "cpu":
         return "cpu"
     if device == "auto" and not any(_is_cuda_tensor(a) for a in data):
         return "cpu"
-    _backend.require_cuda()
+    if backend != "triton":
+        _backend.require_cuda()
     return "cuda"
 
 
@@ -188,7 +191,7 @@ def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma, *, device: str 
     ``out[q, i] = sum_a sum_b q_beta_a beta_b exp(-gamma |q_z_a - z_b|^2)``.  The query is cast to
     the store's dtype (float32 store: bulk screening; float64 store: reference fidelity).
     """
-    dev = resolve_device(device, (q_z, q_beta, z, beta))
+    dev = resolve_device(device, (q_z, q_beta, z, beta), backend=backend)
     g = as_gamma(gamma)
     if _native_cuda_direct("cross_inner", backend, dev):
         _record("cross_inner", "cuda")
@@ -209,7 +212,7 @@ def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma, *, device: str 
 
 
 def _store_op(op: str, z, beta, offsets, gamma, device, backend):
-    dev = resolve_device(device, (z, beta))
+    dev = resolve_device(device, (z, beta), backend=backend)
     g = as_gamma(gamma)
     if _native_cuda_direct(op, backend, dev):
         _record(op, "cuda")
@@ -262,7 +265,7 @@ def zx_moments(z, x, gamma, *, with_t: bool = True, device: str = "auto", backen
     Streams over ``x`` (float32 or float64, n up to 1e7) in tiles; never materializes K x n.
     ``with_t=False`` skips T (returned as None).
     """
-    dev = resolve_device(device, (z, x))
+    dev = resolve_device(device, (z, x), backend=backend)
     g = as_gamma(gamma)
     if _native_cuda_direct("zx_moments", backend, dev):
         _record("zx_moments", "cuda")

@@ -214,3 +214,21 @@ def test_cross_inner_float32_within_the_shared_bound(qs, ss, d):
             assert abs(got[q, i] - ref[q, i]) <= bound, (q, i, got[q, i] - ref[q, i], bound)
     cpu = kernels.cross_inner(qz, qb, qo, z, b, o, gamma, device="cpu")
     assert np.all(np.isfinite(got)) and got.shape == cpu.shape
+
+
+def test_host_binding_rules_match_core():
+    """One rule set: the numpy entry points of _cuda raise what _core raises, with the same message."""
+    core, cu = _backend.require_core(), _backend.cuda
+    b, o = np.ones(4), np.array([0, 4], dtype=np.int64)
+    for z in (np.zeros((4, 3), dtype=np.int64), [[0.0] * 3] * 4):
+        with pytest.raises(TypeError) as e_core:
+            core.self_inner(z, b, o, 0.1, np.zeros(1))
+        with pytest.raises(TypeError) as e_cuda:
+            cu.self_inner_host(z, b, o, 0.1)
+        assert str(e_core.value) == str(e_cuda.value)
+    z = np.zeros((4, 3))
+    with pytest.raises(ValueError) as e_core:
+        core.self_inner(z, b, np.array([0, 5], dtype=np.int64), 0.1, np.zeros(1))
+    with pytest.raises(ValueError) as e_cuda:
+        cu.self_inner_host(z, b, np.array([0, 5], dtype=np.int64), 0.1)
+    assert str(e_core.value) == str(e_cuda.value)

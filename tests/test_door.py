@@ -218,3 +218,12 @@ def test_no_raw_native_module_outside_the_door():
             continue
         text = path.read_text(encoding="utf-8")
         assert "require_core" not in text and "_backend.core" not in text and "_backend.cuda" not in text, path
+
+
+def test_backend_triton_on_cuda_does_not_need_the_native_cuda_build(monkeypatch):
+    received = []
+    monkeypatch.setitem(sys.modules, "lwengine.triton_kernels", _fake_triton(received))
+    z, b, off = np.ones((3, 2)), np.ones(3), [0, 1, 3]
+    kernels.self_inner(z, b, off, 0.1, device="cuda", backend="triton")
+    assert received[-1][2] == "cuda"
+    assert kernels.last_route() == {"op": "self_inner", "device": "cuda", "backend": "triton"}

@@ -267,13 +267,14 @@ def test_core_rejects_bad_arrays():
     o = np.array([0, 2, 4], dtype=np.int64)
     out = np.zeros((2, 2))
     core.cross_inner(z, b, o, z, b, o, 0.1, out)  # valid call
-    with pytest.raises(ValueError, match="q_z and z"):
+    # one rule set for both bindings and lwengine.validate: wrong type / dtype -> TypeError
+    with pytest.raises(TypeError, match="q_z and z must have the same dtype"):
         core.cross_inner(z.astype(np.float32), b, o, z, b, o, 0.1, out)
     with pytest.raises(ValueError, match="offsets"):
         core.cross_inner(z, b, o, z, b, np.array([0, 3, 2, 4]), 0.1, np.zeros((2, 3)))
     with pytest.raises(ValueError, match="offsets"):
         core.cross_inner(z, b, o, z, b, np.array([0, 2, 5], dtype=np.int64), 0.1, out)
-    with pytest.raises(ValueError, match="offsets"):
+    with pytest.raises(TypeError, match="offsets must have dtype int64, got int32"):
         core.cross_inner(z, b, o, z, b, np.array([0, 2, 4], dtype=np.int32), 0.1, out)
     with pytest.raises(ValueError, match="out"):
         core.cross_inner(z, b, o, z, b, o, 0.1, np.zeros((2, 3)))
@@ -283,7 +284,7 @@ def test_core_rejects_bad_arrays():
         ro = np.zeros((2, 2))
         ro.setflags(write=False)
         core.cross_inner(z, b, o, z, b, o, 0.1, ro)
-    with pytest.raises(ValueError, match="out"):
+    with pytest.raises(TypeError, match="out must be a numpy array, got list"):
         core.cross_inner(z, b, o, z, b, o, 0.1, [[0.0, 0.0], [0.0, 0.0]])
     with pytest.raises(ValueError, match="beta"):
         core.cross_inner(z, b[:3], o, z, b, o, 0.1, out)
@@ -291,7 +292,7 @@ def test_core_rejects_bad_arrays():
         core.cross_inner(np.zeros((4, 2)), b, o, z, b, o, 0.1, out)
     with pytest.raises(ValueError, match="gamma"):
         core.cross_inner(z, b, o, z, b, o, float("nan"), out)
-    with pytest.raises(ValueError, match="z"):
+    with pytest.raises(TypeError, match="z must have dtype float32 or float64, got int64"):
         core.gram(np.zeros((4, 3), dtype=np.int64), b, o, 0.1, out)
     with pytest.raises(ValueError, match="out"):
         core.self_inner(z, b, o, 0.1, np.zeros(3))

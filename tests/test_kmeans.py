@@ -74,7 +74,7 @@ def test_kmeans_bad_input():
         core.kmeans(x, np.zeros((0, 2), dtype=np.float32), 10, 1e-4)
     with pytest.raises(ValueError, match="c"):
         core.kmeans(x, np.zeros((2, 3), dtype=np.float32), 10, 1e-4)
-    with pytest.raises(ValueError, match="x"):
+    with pytest.raises(TypeError, match="x must have dtype float32, got float64"):
         core.kmeans(x.astype(np.float64), np.zeros((2, 2), dtype=np.float32), 10, 1e-4)
     with pytest.raises(ValueError, match="max_iter"):
         core.kmeans(x, np.zeros((2, 2), dtype=np.float32), 0, 1e-4)

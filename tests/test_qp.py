@@ -141,7 +141,7 @@ def test_qp_bad_input():
         kernels.simplex_qp(np.zeros((0, 0)), np.zeros(0))
     with pytest.raises(ValueError, match="x_out"):
         core.simplex_qp(G, c, np.zeros(2))
-    with pytest.raises(ValueError, match="G"):
+    with pytest.raises(TypeError, match="G must have dtype float64, got float32"):
         core.simplex_qp(np.eye(3, dtype=np.float32), c, np.zeros(3))
     with pytest.raises(ValueError, match="finite"):
         core.simplex_qp(np.full((3, 3), np.inf), c, np.zeros(3))

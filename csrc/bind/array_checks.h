@@ -36,7 +36,7 @@ const char* dtype_name() {
 // The object as a numpy array (TypeError otherwise).
 inline py::array as_array(const py::object& obj, const std::string& name) {
   if (!py::isinstance<py::array>(obj))
-    fail_type(name + " must be a numpy array, got " + std::string(py::str(obj.get_type().attr("__name__"))));
+    fail_type(name + " must be a numpy array, got " + std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
   return py::reinterpret_borrow<py::array>(obj);
 }
 

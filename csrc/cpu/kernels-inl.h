@@ -69,7 +69,7 @@ inline void inner_chunk(const QueryPack<T>& P, index_t a0, const T* zr, const T*
     _Pragma("GCC unroll 8")
     for (int r = 0; r < R; ++r) {
       if constexpr (std::is_same<T, float>::value)
-        acc[r][v] = screen_init(vload<V>(&P.bias[a0 + v * W]), vbroadcast<V>(zterm[r]));
+        acc[r][v] = screen_init(vload<V>(&P.bias[a0 + v * W]), zterm[r]);
       else
         acc[r][v] = V{};
     }
@@ -99,7 +99,7 @@ inline void inner_chunk(const QueryPack<T>& P, index_t a0, const T* zr, const T*
         rowacc[r] += qbv * screen_value(acc[r][v], VExp2{});
       } else {
         const V bias = vload<V>(&P.bias[a0 + v * W]);
-        rowacc[r] += qbv * gauss_from_sqdist(sqdist_expanded(bias, vbroadcast<V>(zterm[r]), acc[r][v]), gamma, VExp{});
+        rowacc[r] += qbv * gauss_from_sqdist(sqdist_expanded(bias, zterm[r], acc[r][v]), gamma, VExp{});
       }
     }
   }
@@ -253,7 +253,7 @@ inline void zx_chunk(const double* zr, index_t d, const double* zn, const double
     _Pragma("GCC unroll 8")
     for (int r = 0; r < R; ++r) {
       vstore(E + r * ldE + j0 + v * W,
-             gauss_from_sqdist(sqdist_expanded(vbroadcast<V>(zn[r]), xnv, acc[r][v]), gamma, VExp{}));
+             gauss_from_sqdist(sqdist_expanded(zn[r], xnv, acc[r][v]), gamma, VExp{}));
     }
   }
 }

@@ -16,7 +16,8 @@
 //    screen_finish at the end.  docs/kernels.md derives one error bound for both orders
 //    (lwengine.kernels.cross_inner_f32_bound).
 //
-// T may be a scalar or a GCC vector type (CPU lanes): only +, -, * and the exp functor are used.
+// T may be a scalar or a GCC vector type (CPU lanes): only +, -, * and the exp functor are used;
+// norms / terms may be scalars next to a lane vector T (GCC broadcasts them).
 #pragma once
 #include <cmath>
 #include "lwengine/common.h"
@@ -34,14 +35,14 @@ struct ScalarExp {
   }
 };
 
-template <class T>
-LWE_HD T sqdist_expanded(T norm_a, T norm_b, T dot_ab) {
-  return (norm_a - (dot_ab + dot_ab)) + norm_b;  // dot + dot == 2 dot exactly
+template <class A, class B, class T>
+LWE_HD T sqdist_expanded(A norm_a, B norm_b, T dot_ab) {
+  return (norm_a - dot_ab * 2) + norm_b;  // scalar 2: also valid on GCC lane vectors
 }
 
-template <class T>
-LWE_HD T sqdist_gram(T norm_a, T norm_b, T dot_ab) {
-  return (norm_a + norm_b) - (dot_ab + dot_ab);
+template <class A, class B, class T>
+LWE_HD T sqdist_gram(A norm_a, B norm_b, T dot_ab) {
+  return (norm_a + norm_b) - dot_ab * 2;
 }
 
 template <class T, class G, class Exp>
@@ -58,16 +59,16 @@ LWE_HD T gauss_from_sqdist(T sqdist, G gamma) {
 LWE_HD float screen_coord(double v, double gamma) { return static_cast<float>(2.0 * gamma * kLog2e * v); }
 LWE_HD float screen_term(double sqnorm, double gamma) { return static_cast<float>(gamma * kLog2e * sqnorm); }
 
-template <class T>
-LWE_HD T screen_init(T neg_term_a, T term_b) {
+template <class T, class U>
+LWE_HD T screen_init(T neg_term_a, U term_b) {
   return neg_term_a - term_b;
 }
 template <class T>
 LWE_HD T screen_add(T u, T s_ak, T b_k) {
   return u + s_ak * b_k;  // contracted to one FMA (nvcc --fmad, GCC -ffp-contract=fast with FMA)
 }
-template <class T>
-LWE_HD T screen_finish(T dot_sb, T neg_term_a, T term_b) {
+template <class T, class U>
+LWE_HD T screen_finish(T dot_sb, T neg_term_a, U term_b) {
   return dot_sb + screen_init(neg_term_a, term_b);
 }
 template <class T, class Exp2>
