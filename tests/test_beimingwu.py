@@ -641,3 +641,21 @@ def test_dock_update_package_crash_before_commit(dock, tmp_path):
     assert set(os.listdir(os.path.join(d.path, "packages"))) == files and d.verify() == []
     d.update(lid, package=p)
     assert d.get_spec(lid).dist(spec(111)) == 0.0
+
+
+def test_identity_semantic_shortcut_agrees_with_the_filter():
+    from lwengine.dock.beimingwu import semantic_filter_is_identity
+    from lwengine.semantic import semantic_filter
+
+    listed = [(f"{i:02d}", semantic(i)) for i in range(8)] + [("none", None)]
+    ids = [i for i, _ in listed]
+    for user in ({}, {"Name": {"Values": "", "Type": "String"}, "Scenario": {"Values": [], "Type": "Tag"},
+                      "Input": {"Dimension": 3}},
+                 {"Model": {"Values": ["Others"], "Type": "Optional"}}, {"Name": {"Values": "learnware 3",
+                                                                                  "Type": "String"}},
+                 {"Scenario": {"Values": ["Business"], "Type": "Tag"}}):
+        identity = semantic_filter(listed, user) == ids
+        if semantic_filter_is_identity(user):
+            assert identity, user
+    assert semantic_filter_is_identity({}) and not semantic_filter_is_identity({"Name": {"Values": "x"}})
+    assert not semantic_filter_is_identity({"Name": {"Values": None}})  # left to the filter (and its error)

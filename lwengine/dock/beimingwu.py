@@ -37,7 +37,8 @@ from . import semantic_check
 from .store import STATUS_INVALID, STATUS_UNUSABLE, STATUS_USABLE, DockLockedError
 from .uploads import UploadError, UploadStaging
 
-__all__ = ["BeimingwuAPI", "Sessions", "read_user_spec", "spec_type_name", "VERIFY_STATUS"]
+__all__ = ["BeimingwuAPI", "Sessions", "VERIFY_STATUS", "read_user_spec", "semantic_filter_is_identity",
+           "spec_type_name"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,17 @@ def spec_type_name(spec) -> str:
     if type(spec) is RKMESpec:
         return "RKMETableSpecification"
     return str(spec.to_dict().get("type", "RKMETableSpecification"))
+
+
+def semantic_filter_is_identity(semantic: dict) -> bool:
+    """True when :func:`lwengine.semantic.semantic_filter` keeps every learnware in list order: every
+    user entry's ``Values`` is an empty string or list (no tag check, no Name).  Such a search is run
+    without the filter (the same result as the dock's own route, without an O(n) pass per request)."""
+    for entry in semantic.values():
+        v = entry.get("Values", "") if isinstance(entry, dict) else ""
+        if not (isinstance(v, (str, list)) and len(v) == 0):
+            return False
+    return True
 
 
 def _feature_dim(spec):
@@ -318,6 +330,8 @@ class BeimingwuAPI:
             page = 0
         if page < 0:
             raise _Refused(21, f"Request parameters error: page must be >= 0, got {page}")
+        if user is not None and semantic_filter_is_identity(sem):
+            sem = None
         result = await run_in_threadpool(self.search_fn, user, msn, method, sem, status=status)
         n = len(result.single)
         lo, hi = (0, n) if limit is None else (page * limit, min(n, (page + 1) * limit))
