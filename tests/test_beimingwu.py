@@ -415,6 +415,12 @@ def test_oversize_uploads_are_refused(dock):
     one = c.post("/user/chunked_upload", headers=auth, files={"chunk_file": ("c", b"y" * 25_000)},
                  data={"file_hash": hashlib.md5(b"q").hexdigest(), "chunk_begin": "0"})
     assert_json_error(one, 413)
+    def streamed():  # no Content-Length: the limit is enforced while the body streams in
+        yield b"--b\r\nContent-Disposition: form-data; name=\"chunk_file\"; filename=\"c\"\r\n\r\n"
+        for _ in range(30):
+            yield b"z" * 1000
+    hdr = {**auth, "content-type": "multipart/form-data; boundary=b"}
+    assert_json_error(c.post("/user/chunked_upload", headers=hdr, content=streamed()), 413)
     far = c.post("/user/chunked_upload", headers=auth, files={"chunk_file": ("c", b"y")},
                  data={"file_hash": hashlib.md5(b"q").hexdigest(), "chunk_begin": str(10**12)}).json()
     assert far["code"] == 21

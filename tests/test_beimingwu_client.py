@@ -155,6 +155,25 @@ def test_connect_and_login(market):
     assert c.is_login()
 
 
+def test_prefix_and_anonymous_reads(market):
+    proc, base = start(market["path"], "--api-prefix", "/api", "--allow-anonymous")
+    try:
+        assert not client_mod.LearnwareClient(host=base).is_connected()
+        c = client_mod.LearnwareClient(host=base + "/api")
+        assert c.is_connected()
+        assert c.get_semantic_specification("00000001")["Name"]["Values"] == "learnware 01"  # no login
+        lw = c.load_learnware(learnware_id="00000001")
+        np.testing.assert_array_equal(lw.predict(np.zeros((1, D))), [[1.0]])
+        c.login("someone@example.org", TOKEN)
+        assert len(c.list_learnware()) >= 12
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    closed = client_mod.LearnwareClient(host=market["base"])
+    with pytest.raises(Exception, match="failed"):
+        closed.get_semantic_specification("00000001")  # the default server wants a login for reads
+
+
 def test_vocabulary(client):
     for key in client_mod.SemanticSpecificationKey:
         assert client.list_semantic_specification_values(key) == SEMANTIC_VOCABULARY[key.value]["Values"]

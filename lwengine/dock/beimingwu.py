@@ -197,6 +197,8 @@ class BeimingwuAPI:
                     raise ValueError("the JSON body must be an object")
                 return body
         except Exception as exc:  # malformed bodies of any kind: a parameters error, never a 500
+            if getattr(exc, "status", None) == 413:  # the service's body limit, hit while streaming
+                raise _Refused(413, str(exc), 413) from None
             raise _Refused(21, f"Request parameters error: unreadable request body: {exc}") from None
         body = await request.body()
         if body.strip():
@@ -378,7 +380,7 @@ class BeimingwuAPI:
         meta["semantic_specification"] = {"file_name": ingest.SEMANTIC_FILE}
         members[ingest.SEMANTIC_FILE] = json.dumps(semantic or {}, indent=4).encode()
         members["learnware.yaml"] = yaml.safe_dump(meta, sort_keys=False).encode()
-        fd, path = tempfile.mkstemp(prefix=f"lw-{lid}-", suffix=".zip", dir=self.staging.path)
+        fd, path = tempfile.mkstemp(prefix="lw-", suffix=".zip", dir=self.staging.path)  # swept if left behind
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(ingest.build_package_zip(members))

@@ -295,8 +295,8 @@ def create_app(dock, *, token=None, protect_reads: bool = False, max_upload_byte
     if api_prefix is not None:
         from .beimingwu import BeimingwuAPI
 
-        api = BeimingwuAPI(dock, search_fn=search_fn, tokens=tokens, allow_anonymous=allow_anonymous,
-                           upload_status=upload_status, session_ttl=session_ttl, upload_dir=upload_dir,
+        api = BeimingwuAPI(dock, search_fn=search_fn, tokens=tokens,
+                           allow_anonymous=allow_anonymous and not protect_reads, upload_status=upload_status, session_ttl=session_ttl, upload_dir=upload_dir,
                            max_upload_bytes=max_upload_bytes)
         routes = api.routes(api_prefix) + routes
     app = Starlette(routes=routes, exception_handlers={HTTPException: _json_http_error, Exception: _json_crash})

@@ -96,14 +96,15 @@ class UploadStaging:
         return total
 
     def sweep(self, force: bool = False) -> int:
-        """Delete staged files untouched for ``ttl`` seconds (at most every ttl/10 unless ``force``)."""
+        """Delete staged files (and leftover download temporaries) untouched for ``ttl`` seconds
+        (at most every ttl/10 unless ``force``)."""
         now = time.time()
         if not force and now - self._last_sweep < self.ttl / 10:
             return 0
         self._last_sweep = now
         removed = 0
         for n in os.listdir(self.path):
-            if not n.endswith(".part"):
+            if not (n.endswith(".part") or (n.startswith("lw-") and n.endswith(".zip"))):
                 continue
             p = os.path.join(self.path, n)
             with contextlib.suppress(OSError):
