@@ -113,7 +113,8 @@ def bench_http(path, n_requests, clients=4, rounds=3):
             r.raise_for_status()
 
         def beimingwu(c, u):  # the same search through the route learnware.client calls
-            r = c.post(base + "/engine/search_learnware", headers=auth, files={"statistical_specification": ("u.json", u)},
+            r = c.post(base + "/engine/search_learnware", headers=auth,
+                       files={"statistical_specification": ("u.json", u)},
                        data={"semantic_specification": "{}", "limit": "10", "page": "0"})
             r.raise_for_status()
             assert r.json()["code"] == 0, r.text

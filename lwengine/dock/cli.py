@@ -258,7 +258,7 @@ def _serve(args) -> int:
         raise ValueError(f"--shards must be >= 1, got {args.shards}")
     serve(args.dock, host=args.host, port=args.port, token=args.token, protect_reads=args.protect_reads,
           max_upload_bytes=int(args.max_upload_mb * (1 << 20)), ray_address=args.ray, shards=args.shards,
-          shard_options={"num_cpus": args.shard_cpus}, api_prefix=None if args.api_prefix == "off" else args.api_prefix,
-          allow_anonymous=args.allow_anonymous, upload_status=args.upload_status,
-          session_ttl=args.session_hours * 3600)
+          shard_options={"num_cpus": args.shard_cpus},
+          api_prefix=None if args.api_prefix == "off" else args.api_prefix, allow_anonymous=args.allow_anonymous,
+          upload_status=args.upload_status, session_ttl=args.session_hours * 3600)
     return 0

@@ -296,8 +296,8 @@ def create_app(dock, *, token=None, protect_reads: bool = False, max_upload_byte
         from .beimingwu import BeimingwuAPI
 
         api = BeimingwuAPI(dock, search_fn=search_fn, tokens=tokens,
-                           allow_anonymous=allow_anonymous and not protect_reads, upload_status=upload_status, session_ttl=session_ttl, upload_dir=upload_dir,
-                           max_upload_bytes=max_upload_bytes)
+                           allow_anonymous=allow_anonymous and not protect_reads, upload_status=upload_status,
+                           session_ttl=session_ttl, upload_dir=upload_dir, max_upload_bytes=max_upload_bytes)
         routes = api.routes(api_prefix) + routes
     app = Starlette(routes=routes, exception_handlers={HTTPException: _json_http_error, Exception: _json_crash})
     app.state.dock = dock
@@ -322,7 +322,8 @@ def serve(dock_path, *, host: str = "127.0.0.1", port: int = 8765, token=None,
           **api_options) -> None:
     """Run the service with uvicorn until interrupted.  ``ray_address``: search through a
     :class:`~lwengine.distributed.ShardedIndex` of ``shards`` Ray actors on that cluster (``"local"``
-    starts one here); writes still go to the dock, which the shards follow."""
+    starts one here); writes still go to the dock, which the shards follow.  ``api_options``: the
+    Beimingwu API options of :func:`create_app` (api_prefix, allow_anonymous, upload_status, ...)."""
     import uvicorn
 
     sharded = None
