@@ -1,10 +1,11 @@
-"""Dock benchmark: bulk ingest rate, reopen time, HTTP search throughput vs the library.
+"""Dock benchmark: bulk ingest rate, reopen time, HTTP search throughput vs the library, and the
+Beimingwu search route (``/engine/search_learnware``, what learnware.client calls) vs the dock's own.
 
     python benchmarks/bench_dock.py            # full: 1e4 packages, 1e5-learnware reopen, 4 HTTP clients
     python benchmarks/bench_dock.py --smoke    # tiny (CI), < 30 s
 
 Reported as medians; the HTTP overhead is a ratio against direct ``Dock.search`` calls measured in the
-same run on the same dock.
+same run on the same dock; the two HTTP routes alternate over ``rounds`` on one server.
 """
 from __future__ import annotations
 
@@ -85,14 +86,14 @@ def bench_reopen(tmp, n, K, d, repeats=3):
             "reopen_runs_s": times}
 
 
-def bench_http(path, n_requests, clients=4):
+def bench_http(path, n_requests, clients=4, rounds=3):
     import httpx
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "lwengine", "dock", "serve", path, "--port", str(port)],
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "lwengine", "dock", "serve", path, "--port", str(port),
+                             "--token", "bench-token"], stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -103,23 +104,43 @@ def bench_http(path, n_requests, clients=4):
                 time.sleep(0.05)
         users = [s.dumps().encode() for s in specs(16, 20, 10, 5)]
         httpx.post(base + "/search", files={"statistical_specification": ("u.json", users[0])}, timeout=60)  # warm
-        per = n_requests // clients
+        per = max(1, n_requests // (clients * rounds))  # per client and round; each route gets n_requests
+        login = httpx.post(base + "/auth/login_by_token", json={"email": "bench@localhost", "token": "bench-token"})
+        auth = {"Authorization": "Bearer " + login.json()["data"]["token"]}
 
-        def client(k, out):
-            with httpx.Client(timeout=60) as c:
-                for j in range(per):
-                    r = c.post(base + "/search", files={"statistical_specification": ("u.json", users[(k + j) % 16])})
-                    r.raise_for_status()
-            out.append(per)
+        def own(c, u):  # the dock's own search route
+            r = c.post(base + "/search", files={"statistical_specification": ("u.json", u)})
+            r.raise_for_status()
 
-        done: list = []
-        t = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(k, done)) for k in range(clients)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        http_rate = sum(done) / (time.perf_counter() - t)
+        def beimingwu(c, u):  # the same search through the route learnware.client calls
+            r = c.post(base + "/engine/search_learnware", headers=auth,
+                       files={"statistical_specification": ("u.json", u)},
+                       data={"semantic_specification": "{}", "limit": "10", "page": "0"})
+            r.raise_for_status()
+            assert r.json()["code"] == 0, r.text
+
+        def rate(call):
+            def client(k, out):
+                with httpx.Client(timeout=60) as c:
+                    for j in range(per):
+                        call(c, users[(k + j) % 16])
+                out.append(per)
+
+            done: list = []
+            t = time.perf_counter()
+            threads = [threading.Thread(target=client, args=(k, done)) for k in range(clients)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            return sum(done) / (time.perf_counter() - t)
+
+        beimingwu(httpx, users[0])
+        own_rates, bmw_rates = [], []
+        for _ in range(rounds):  # alternate the two routes so that machine noise hits both alike
+            own_rates.append(rate(own))
+            bmw_rates.append(rate(beimingwu))
+        http_rate, bmw_rate = statistics.median(own_rates), statistics.median(bmw_rates)
     finally:
         proc.terminate()
         proc.wait()
@@ -130,8 +151,11 @@ def bench_http(path, n_requests, clients=4):
     for j in range(n_requests):
         dock.search(us[j % 16])
     direct_rate = n_requests / (time.perf_counter() - t)
-    return {"clients": clients, "requests": per * clients, "http_searches_per_s": http_rate,
-            "direct_searches_per_s": direct_rate, "http_over_direct_time_ratio": direct_rate / http_rate}
+    return {"clients": clients, "requests": per * clients * rounds, "rounds": rounds, "http_searches_per_s": http_rate,
+            "direct_searches_per_s": direct_rate, "http_over_direct_time_ratio": direct_rate / http_rate,
+            "beimingwu_route_searches_per_s": bmw_rate,
+            "beimingwu_over_own_route_time_ratio": http_rate / bmw_rate,
+            "beimingwu_over_own_route_time_ratio_per_round": [o / b for o, b in zip(own_rates, bmw_rates)]}
 
 
 def main(argv=None):
@@ -139,7 +163,7 @@ def main(argv=None):
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
-    n_pkg, n_big, n_req = (200, 2000, 40) if args.smoke else (10_000, 100_000, 400)
+    n_pkg, n_big, n_req = (200, 2000, 60) if args.smoke else (10_000, 100_000, 480)
     out = {"machine": f"{os.cpu_count()} CPUs", "smoke": args.smoke}
     with tempfile.TemporaryDirectory(prefix="bench-dock-") as tmp:
         out["ingest"], dock = bench_ingest(tmp, n_pkg, 20, 10)

@@ -65,6 +65,13 @@ def register(subparsers) -> None:
                         "needs the 'distributed' extra)")
     p.add_argument("--shards", type=int, default=4, help="number of shard actors with --ray")
     p.add_argument("--shard-cpus", type=float, default=1.0, help="CPUs reserved per shard actor with --ray")
+    p.add_argument("--api-prefix", default="", help="path prefix of the Beimingwu API for learnware.client "
+                   "(e.g. /api; default: at the root; 'off': not served)")
+    p.add_argument("--allow-anonymous", action="store_true",
+                   help="Beimingwu API: search, info and download of usable learnwares without a login")
+    p.add_argument("--upload-status", type=int, choices=[0, 1], default=1,
+                   help="check status of learnwares uploaded through the Beimingwu API (1 usable, 0 waiting)")
+    p.add_argument("--session-hours", type=float, default=24.0, help="lifetime of a Beimingwu API login")
 
 
 def _guarded(func):
@@ -251,5 +258,7 @@ def _serve(args) -> int:
         raise ValueError(f"--shards must be >= 1, got {args.shards}")
     serve(args.dock, host=args.host, port=args.port, token=args.token, protect_reads=args.protect_reads,
           max_upload_bytes=int(args.max_upload_mb * (1 << 20)), ray_address=args.ray, shards=args.shards,
-          shard_options={"num_cpus": args.shard_cpus})
+          shard_options={"num_cpus": args.shard_cpus},
+          api_prefix=None if args.api_prefix == "off" else args.api_prefix, allow_anonymous=args.allow_anonymous,
+          upload_status=args.upload_status, session_ttl=args.session_hours * 3600)
     return 0

@@ -17,6 +17,10 @@ status: 400 bad input, 401/403 auth, 404 unknown id, 413 too large, 423 dock loc
                                          status                                    [token]
     DELETE /learnwares/{id}                                                        [token]
 
+Beside them, :mod:`lwengine.dock.beimingwu` serves Beimingwu's API (``/auth``, ``/engine``, ``/user``
+routes of ``learnware.client.LearnwareClient``) under ``api_prefix``.  Unknown routes, wrong methods
+and crashes answer JSON too (404 / 405 / 500 with ``code`` = the status).
+
 The search response follows the reference market server: ``data.learnware_list_single`` and
 ``data.learnware_list_multi`` items with ``learnware_id``, ``semantic_specification`` and ``matching``
 (the score), plus ``total_pages`` / ``total`` for the paged single list.  Blocking dock calls run in
@@ -31,6 +35,7 @@ import math
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -98,27 +103,35 @@ class _BodyLimit:
 
 
 def _too_large(limit):
-    return JSONResponse({"code": 413, "msg": f"request body over the limit of {limit} bytes"}, status_code=413)
+    return JSONResponse({"code": 413, "msg": f"request body over the limit of {limit} bytes", "data": None},
+                        status_code=413)
 
 
-def create_app(dock, *, token: str | None = None, protect_reads: bool = False, max_upload_bytes: int = 64 << 20,
-               search_fn=None):
+def create_app(dock, *, token=None, protect_reads: bool = False, max_upload_bytes: int = 64 << 20,
+               search_fn=None, api_prefix: str | None = "", allow_anonymous: bool = False, upload_status: int = 1,
+               session_ttl: float = 86400.0, upload_dir=None):
     """The ASGI app over ``dock`` (a :class:`Dock` or a dock path).
 
+    ``token``: the bearer token for writes (a string, or several in a list); they are also the
+    client tokens of the Beimingwu API (:mod:`lwengine.dock.beimingwu`), mounted under
+    ``api_prefix`` (``None``: not mounted) with ``allow_anonymous``, ``upload_status``,
+    ``session_ttl`` and ``upload_dir`` (see :class:`~lwengine.dock.beimingwu.BeimingwuAPI`).
     ``search_fn``: replaces ``dock.search`` (same signature), e.g. the ``dock_search`` of a
     :class:`lwengine.distributed.ShardedIndex` built on the same dock (``serve --ray``)."""
     if not isinstance(dock, Dock):
         dock = Dock(dock)
     search_fn = dock.search if search_fn is None else search_fn
+    tokens = [token] if isinstance(token, str) else [t for t in (token or ()) if t]
 
     def authorize(request: Request, write: bool):
         if not write and not protect_reads:
             return
-        if token is None:
+        if not tokens:
             raise _HTTPError(403, "writes are disabled: start the server with --token" if write else
                              "reads are protected but no token is configured")
         auth = request.headers.get("authorization", "")
-        if not auth.startswith("Bearer ") or not hmac.compare_digest(auth[7:].encode(), token.encode()):
+        if not auth.startswith("Bearer ") or not any([hmac.compare_digest(auth[7:].encode(), t.encode())
+                                                      for t in tokens]):
             raise _HTTPError(401, "missing or wrong bearer token")
 
     def endpoint(write=False):
@@ -272,7 +285,6 @@ def create_app(dock, *, token: str | None = None, protect_reads: bool = False, m
         Route("/health", health, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/search", search, methods=["POST"]),
-        Route("/engine/search_learnware", search, methods=["POST"]),
         Route("/learnwares", list_learnwares, methods=["GET"]),
         Route("/learnwares", add_learnware, methods=["POST"]),
         Route("/learnwares/{id}", get_learnware, methods=["GET"]),
@@ -280,17 +292,38 @@ def create_app(dock, *, token: str | None = None, protect_reads: bool = False, m
         Route("/learnwares/{id}", delete_learnware, methods=["DELETE"]),
         Route("/learnwares/{id}/package", get_package, methods=["GET"]),
     ]
-    app = Starlette(routes=routes)
+    if api_prefix is not None:
+        from .beimingwu import BeimingwuAPI
+
+        api = BeimingwuAPI(dock, search_fn=search_fn, tokens=tokens,
+                           allow_anonymous=allow_anonymous and not protect_reads, upload_status=upload_status,
+                           session_ttl=session_ttl, upload_dir=upload_dir, max_upload_bytes=max_upload_bytes)
+        routes = api.routes(api_prefix) + routes
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _json_http_error, Exception: _json_crash})
     app.state.dock = dock
     return _BodyLimit(app, max_upload_bytes)
 
 
-def serve(dock_path, *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+async def _json_http_error(request, exc):
+    """Starlette's own errors (unknown route 404, wrong method 405, unreadable form 400) as JSON."""
+    msg = {404: f"no route {request.url.path}", 405: f"method {request.method} not allowed on {request.url.path}"}
+    return JSONResponse({"code": exc.status_code, "msg": msg.get(exc.status_code, str(exc.detail)), "data": None},
+                        status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _json_crash(request, exc):
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"code": 500, "msg": f"internal error: {type(exc).__name__}", "data": None}, status_code=500)
+
+
+def serve(dock_path, *, host: str = "127.0.0.1", port: int = 8765, token=None,
           protect_reads: bool = False, max_upload_bytes: int = 64 << 20, log_level: str = "warning",
-          ray_address: str | None = None, shards: int = 4, shard_options: dict | None = None) -> None:
+          ray_address: str | None = None, shards: int = 4, shard_options: dict | None = None,
+          **api_options) -> None:
     """Run the service with uvicorn until interrupted.  ``ray_address``: search through a
     :class:`~lwengine.distributed.ShardedIndex` of ``shards`` Ray actors on that cluster (``"local"``
-    starts one here); writes still go to the dock, which the shards follow."""
+    starts one here); writes still go to the dock, which the shards follow.  ``api_options``: the
+    Beimingwu API options of :func:`create_app` (api_prefix, allow_anonymous, upload_status, ...)."""
     import uvicorn
 
     sharded = None
@@ -300,7 +333,7 @@ def serve(dock_path, *, host: str = "127.0.0.1", port: int = 8765, token: str | 
         sharded = ShardedIndex.from_dock(dock_path, shards, None if ray_address == "local" else ray_address,
                                          actor_options=shard_options)
     app = create_app(Dock(dock_path), token=token, protect_reads=protect_reads, max_upload_bytes=max_upload_bytes,
-                     search_fn=None if sharded is None else sharded.dock_search)
+                     search_fn=None if sharded is None else sharded.dock_search, **api_options)
     if token is None:
         log.warning("no --token given: the service is read-only")
     try:

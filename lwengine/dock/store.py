@@ -551,11 +551,23 @@ class Dock:
             flush()
         return report
 
-    def update(self, id: str, *, semantic=_KEEP, spec=None, status: int | None = None) -> None:
-        """Change a learnware's semantic spec, spec and/or status (its place in the order is kept)."""
+    def update(self, id: str, *, semantic=_KEEP, spec=None, status: int | None = None, package=None) -> None:
+        """Change a learnware's semantic spec, spec and/or status (its place in the order is kept).
+
+        ``package`` (zip path, folder or zip bytes) replaces the stored package and its spec, atomically:
+        validated first, new files written and fsync'd, then one transaction; the old package file goes
+        after the commit.  The semantic spec is kept unless ``semantic`` is given."""
         from ..index import _as_spec
 
         updates, params = [], []
+        pkg = None
+        if package is not None:
+            if spec is not None:
+                raise ValueError("give spec or package, not both (a package carries its spec)")
+            pkg = (ingest.read_package(None, data=bytes(package), limits=self.limits)
+                   if isinstance(package, (bytes, bytearray, memoryview))
+                   else ingest.read_package(package, limits=self.limits))
+            spec = pkg.spec
         if semantic is not _KEEP:
             sem = None if semantic is None else ingest.check_semantic(semantic)
             updates += ["semantic=?", "name=?"]
@@ -576,10 +588,25 @@ class Dock:
                 params += [seg, off, ln, crc, new_spec.K, json.dumps(list(new_spec.z_shape)), new_spec.gamma]
             if not updates:
                 return
-            with self._txn() as c:
-                gen = self._bump(c)
-                c.execute(f"UPDATE learnwares SET {', '.join(updates)}, updated=?, gen=? WHERE id=?",
-                          params + [time.time(), gen, id])
+            new_pkg = old_pkg = None
+            if pkg is not None:
+                old_pkg = self._conn().execute("SELECT package FROM learnwares WHERE id=?", (id,)).fetchone()[0]
+                new_pkg, = self._write_packages([{"id": id, "package": pkg.zip_bytes}])
+                updates += ["package=?", "spec_file=?"]
+                params += [new_pkg, pkg.spec_file]
+            try:
+                with self._txn() as c:
+                    gen = self._bump(c)
+                    c.execute(f"UPDATE learnwares SET {', '.join(updates)}, updated=?, gen=? WHERE id=?",
+                              params + [time.time(), gen, id])
+            except BaseException:
+                if new_pkg is not None:  # not committed: the new file is garbage (the record tail too)
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.path, "packages", new_pkg))
+                raise
+            if old_pkg is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.path, "packages", old_pkg))
 
     def remove(self, id: str) -> None:
         """Delete a learnware (KeyError if absent); its package file goes after the commit."""
