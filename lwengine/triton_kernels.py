@@ -51,6 +51,7 @@ __all__ = [
     "distance_error_bound",
     "error_bound",
     "zx_error_bound",
+    "compile_variants",
 ]
 
 PRECISIONS = ("ieee", "tf32x3", "tf32", "bf16")
@@ -64,7 +65,11 @@ _MODE_CODE = {"ieee": 0, "tf32x3": 1, "tf32": 2, "bf16": 3}
 _DOT_PRECISION = {"ieee": "ieee", "tf32x3": "tf32x3", "tf32": "tf32", "bf16": "ieee"}  # bf16 operands
 _LOG2E = 1.4426950408889634
 _INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
-_MAX_BLOCK_D = 64
+# Tile shapes picked with the ahead-of-time compile (benchmarks/gpu_check_triton.py --compile-only, sm_90,
+# no GPU): column chunks of 16 and 8 warps keep every float32 mode free of register spills
+# (tf32x3 at BLOCK_D = 32 / 4 warps spilled ~1.4 KB, ieee at BLOCK_D = 64 ~24 KB). Not timed yet.
+_BLOCK_D = 16
+_NUM_WARPS = 8
 
 
 # ------------------------------------------------------------------------------ availability
@@ -312,9 +317,10 @@ if triton is not None:
     @triton.jit
     def _zx_kernel(z_ptr, x_ptr, part_ptr, K, n, d, stride_z, stride_x, g_ptr, tiles_per_prog,
                    MODE: tl.constexpr, PREC: tl.constexpr, F64: tl.constexpr, BF16_OPS: tl.constexpr, WITH_T: tl.constexpr,
-                   BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+                   BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
         """Program (zb, cb, p): z rows of block zb against x tiles p*tiles_per_prog.., partial C (cb == 0)
-        and the T columns of chunk cb into part[p] (K, 1 + d) float64."""
+        and the T columns of chunk cb (BLOCK_T wide; the dot runs over BLOCK_D column chunks) into
+        part[p] (K, 1 + d) float64."""
         CT: tl.constexpr = tl.float64 if F64 else tl.float32
         neg_g_log2e = tl.load(g_ptr).to(CT)  # -gamma*log2(e) from a float64 tensor: a Python float would arrive as fp32
         zb = tl.program_id(0)
@@ -322,10 +328,10 @@ if triton is not None:
         p = tl.program_id(2)
         rz = zb * BLOCK_K + tl.arange(0, BLOCK_K)
         mz = rz < K
-        ct = cb * BLOCK_D + tl.arange(0, BLOCK_D)
+        ct = cb * BLOCK_T + tl.arange(0, BLOCK_T)
         mt = ct < d
         c_acc = tl.zeros((BLOCK_K,), dtype=tl.float64)
-        t_acc = tl.zeros((BLOCK_K, BLOCK_D), dtype=tl.float64)
+        t_acc = tl.zeros((BLOCK_K, BLOCK_T), dtype=tl.float64)
         n_tiles = tl.cdiv(n, BLOCK_N)
         t_lo = p * tiles_per_prog
         t_hi = tl.minimum(t_lo + tiles_per_prog, n_tiles)
@@ -361,7 +367,7 @@ if triton is not None:
                 if F64:
                     tk = tl.dot(k, X, input_precision="ieee")
                 else:
-                    tk = _mode_dot(_round_rows(k, MODE), _round_rows(X, MODE), tl.zeros((BLOCK_K, BLOCK_D), tl.float32),
+                    tk = _mode_dot(_round_rows(k, MODE), _round_rows(X, MODE), tl.zeros((BLOCK_K, BLOCK_T), tl.float32),
                                    MODE, PREC, BF16_OPS)
                 t_acc += tk.to(tl.float64)
         base = part_ptr + p.to(tl.int64) * K * (d + 1) + rz.to(tl.int64) * (d + 1)
@@ -399,18 +405,19 @@ def _launch_inner(kind, q_z, q_beta, q_offsets, z, beta, offsets, gamma, precisi
     z, q_z = z.contiguous(), q_z.contiguous()
     if N == 0 or (kind != 1 and Q == 0):
         return out
+    if z.shape[0] == 0 or q_z.shape[0] == 0:  # every spec empty: no kernel on a null data pointer
+        return out.zero_()
     max_q = int((q_offsets[1:] - q_offsets[:-1]).max().item()) if Q else 1
     if kind != 0:
         max_q = int((offsets[1:] - offsets[:-1]).max().item())
     block_q = _pow2(max_q, 16, 128 if not f64 else 32)
-    block_d = _pow2(d, 16, _MAX_BLOCK_D if not f64 else 32)
     block_n = 64 if not f64 else 32
     _inner_kernel[(N,)](
         q_z, q_beta, q_offsets, z, beta, offsets, out,
         Q, N, d, q_z.stride(0) if q_z.shape[0] else d, z.stride(0) if z.shape[0] else d,
         _neg_g_log2e(gamma, z.device),
         MODE=_MODE_CODE[precision], PREC=_DOT_PRECISION[precision], F64=f64, BF16_OPS=not _INTERPRETED, KIND=kind,
-        BLOCK_Q=block_q, BLOCK_N=block_n, BLOCK_D=block_d,
+        BLOCK_Q=block_q, BLOCK_N=block_n, BLOCK_D=_BLOCK_D, num_warps=_NUM_WARPS if not f64 else 4,
     )
     return out
 
@@ -460,9 +467,9 @@ def zx_moments_tensors(z, x, gamma, *, with_t=True, precision=DEFAULT_PRECISION,
         raise ValueError("x must have at least one row, got 0")
     block_k = _pow2(K, 16, 64 if not f64 else 32)
     block_n = 64 if not f64 else 32
-    block_d = _pow2(d, 16, _MAX_BLOCK_D if not f64 else 32)
+    block_t = _pow2(d, 16, 64 if not f64 else 32)
     n_tiles = -(-n // block_n)
-    zb, cb = -(-K // block_k), (-(-d // block_d) if with_t else 1)
+    zb, cb = -(-K // block_k), (-(-d // block_t) if with_t else 1)
     if programs is None:
         if x.is_cuda:
             sms = torch.cuda.get_device_properties(x.device).multi_processor_count
@@ -480,12 +487,40 @@ def zx_moments_tensors(z, x, gamma, *, with_t=True, precision=DEFAULT_PRECISION,
         _zx_kernel[(zb, cb, programs)](
             z, x, part, K, n, d, z.stride(0), x.stride(0), _neg_g_log2e(gamma, z.device), per,
             MODE=_MODE_CODE[precision], PREC=_DOT_PRECISION[precision], F64=f64, BF16_OPS=not _INTERPRETED, WITH_T=bool(with_t),
-            BLOCK_K=block_k, BLOCK_N=block_n, BLOCK_D=block_d,
+            BLOCK_K=block_k, BLOCK_N=block_n, BLOCK_D=_BLOCK_D, BLOCK_T=block_t,
+            num_warps=_NUM_WARPS if not f64 else 4,
         )
     tot = part.sum(0) / n  # fixed-order reduction of the partials
     C = tot[:, 0].contiguous()
     T = tot[:, 1:].contiguous() if with_t else None
     return C, T
+
+
+def compile_variants(*, kinds=(0, 1, 2)):
+    """Every kernel variant as launched for K = 100-row specs and d = 64:
+    ``[(label, jit function, signature, constexprs, num_warps)]`` for Triton's ahead-of-time compile
+    (``triton.compile(ASTSource(fn, signature, constexprs), target=...)``), which needs no GPU."""
+    inner = {"qz_ptr": "*fp32", "qb_ptr": "*fp64", "qo_ptr": "*i64", "z_ptr": "*fp32", "b_ptr": "*fp64",
+             "o_ptr": "*i64", "out_ptr": "*fp64", "Q": "i32", "N": "i32", "d": "i32", "stride_q": "i32",
+             "stride_z": "i32", "g_ptr": "*fp64"}
+    zx = {"z_ptr": "*fp32", "x_ptr": "*fp32", "part_ptr": "*fp64", "K": "i32", "n": "i32", "d": "i32",
+          "stride_z": "i32", "stride_x": "i32", "g_ptr": "*fp64", "tiles_per_prog": "i32"}
+    out = []
+    for mode in PRECISIONS:
+        for f64 in ((False, True) if mode == "ieee" else (False,)):
+            base = {"MODE": _MODE_CODE[mode], "PREC": _DOT_PRECISION[mode], "F64": f64, "BF16_OPS": True}
+            nw = 4 if f64 else _NUM_WARPS
+            cast = (lambda sig: {k: ("*fp64" if v == "*fp32" else v) for k, v in sig.items()}) if f64 else dict
+            tag = f"{mode}{'-f64' if f64 else ''}"
+            for kind in kinds:
+                c = dict(base, KIND=kind, BLOCK_Q=128 if not f64 else 32, BLOCK_N=64 if not f64 else 32,
+                         BLOCK_D=_BLOCK_D)
+                out.append((f"inner[{('cross', 'self', 'gram')[kind]}] {tag}", _inner_kernel,
+                            {**cast(inner), **{k: "constexpr" for k in c}}, c, nw))
+            c = dict(base, WITH_T=True, BLOCK_K=64 if not f64 else 32, BLOCK_N=64 if not f64 else 32,
+                     BLOCK_D=_BLOCK_D, BLOCK_T=64 if not f64 else 32)
+            out.append((f"zx {tag}", _zx_kernel, {**cast(zx), **{k: "constexpr" for k in c}}, c, nw))
+    return out
 
 
 # ------------------------------------------------------------------------------ numpy API

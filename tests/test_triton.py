@@ -176,6 +176,11 @@ def test_empty_and_single():
     assert tk.cross_inner(qz, qb, qo, z, b, o, GAMMA, device=DEVICE).shape == (2, 0)
     assert tk.self_inner(z, b, o, GAMMA, device=DEVICE).shape == (0,)
     assert tk.gram(z, b, o, GAMMA, device=DEVICE).shape == (0, 0)
+    z, b, o = _store(rng, [0, 0], 3, np.float32)  # specs without rows: zeros, also over a poisoned out
+    out = torch.full((2, 2), float("nan"), dtype=torch.float64)
+    tk.cross_inner_tensors(*(torch.from_numpy(a) for a in (qz, qb, qo, z, b, o)), GAMMA, out=out)
+    assert np.array_equal(out.numpy(), np.zeros((2, 2)))
+    assert np.array_equal(tk.gram(z, b, o, GAMMA, device=DEVICE), np.zeros((2, 2)))
     z, b, o = _store(rng, [1], 3, np.float32)
     out = tk.cross_inner(qz, qb, qo, z, b, o, GAMMA, device=DEVICE)
     assert np.all(np.abs(out - ref.cross_inner(qz, qb, qo, z, b, o, GAMMA)) <= _bound("ieee", qz, qb, qo, z, b, o, GAMMA))
@@ -195,8 +200,9 @@ def test_poisoned_output_fully_written_and_deterministic():
     assert np.array_equal(outs[0], outs[1])
 
 
-@pytest.mark.parametrize("K,d,n", [(1, 1, 1), (7, 3, 150), (97, 65, 70)])
-@pytest.mark.parametrize("mode", ["ieee", "tf32", "bf16"])
+@pytest.mark.parametrize("K,d,n,mode", [(1, 1, 1, "ieee"), (7, 3, 150, "ieee"), (97, 65, 70, "ieee"),
+                                         (7, 3, 150, "tf32"), (97, 1, 70, "tf32"), (7, 3, 150, "bf16"),
+                                         (97, 20, 70, "bf16"), (1, 65, 33, "tf32x3")])
 def test_zx_moments_within_bound(K, d, n, mode):
     rng = np.random.default_rng(K + d)
     z = rng.normal(size=(K, d)) * 0.7
