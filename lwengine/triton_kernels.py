@@ -73,8 +73,12 @@ _NUM_WARPS = 8
 
 
 # ------------------------------------------------------------------------------ availability
-def available(device: str = "cuda") -> tuple[bool, str]:
-    """``(True, "")`` when the Triton kernels can run on ``device`` ("cpu" or "cuda"), else ``(False, reason)``."""
+def available(device: str | None = None) -> tuple[bool, str]:
+    """``(True, "")`` when the Triton kernels can run on ``device`` ("cpu": the interpreter, or "cuda"),
+    else ``(False, reason)``. ``None``: on the device this process can use (the CPU when
+    TRITON_INTERPRET=1 was set at import, else CUDA)."""
+    if device is None:
+        device = "cpu" if _INTERPRETED else "cuda"
     if torch is None:
         return False, "torch is not installed (pip install torch)"
     if triton is None:

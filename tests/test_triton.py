@@ -237,6 +237,7 @@ def test_ieee_bound_fits_the_screening_bound():
 
 def test_bad_arguments():
     assert isinstance(tk.available("cpu"), tuple) and len(tk.available("cpu")) == 2
+    assert tk.available() == tk.available(DEVICE) == (True, "")
     ok, why = tk.available("tpu")
     assert not ok and "device" in why
     z = np.zeros((2, 2), np.float32)
