@@ -443,7 +443,7 @@ def self_inner_tensors(z, beta, offsets, gamma, *, precision=DEFAULT_PRECISION, 
 
 
 def gram_tensors(z, beta, offsets, gamma, *, precision=DEFAULT_PRECISION, out=None):
-    """:func:`gram` on torch tensors -> float64 (N, N) tensor: upper triangle computed, mirrored (exactly symmetric)."""
+    """:func:`gram` on torch tensors -> float64 (N, N) tensor: lower triangle computed, mirrored (exactly symmetric)."""
     N = offsets.shape[0] - 1
     if out is None:
         out = torch.zeros((N, N), dtype=torch.float64, device=z.device)
