@@ -586,6 +586,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", type=int, default=0)
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--out", default=os.environ.get("OUT") or "./gpu_out")
+    ap.add_argument("--triton", action="store_true", help="also run the Triton section (benchmarks/gpu_check_triton.py)")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "gpu_check.json")
@@ -650,6 +651,8 @@ def main(argv=None) -> int:
     except Exception as exc:  # noqa: BLE001
         report["timings_error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"
     write()
+    if args.triton:  # its own JSON too ($OUT/gpu_check_triton.json); see that file
+        report["triton"] = __import__("gpu_check_triton").run(args.out, quick=args.quick, seed=args.seed)
 
     # ---- summary table (printed last: the tail of the output is what comes back)
     verdicts = {}

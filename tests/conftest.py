@@ -1,7 +1,13 @@
 """Shared pytest fixtures for lwengine tests."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Triton's interpreter for tests/test_triton.py on machines without a GPU; read when a kernel is defined,
+# so it must be set before anything imports lwengine.triton_kernels. A user's own setting wins.
+if "TRITON_INTERPRET" not in os.environ and not os.path.exists("/dev/nvidiactl"):
+    os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest
 
