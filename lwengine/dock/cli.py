@@ -79,6 +79,8 @@ def _guarded(func):
         except KeyError as exc:
             print(f"lwengine: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
             return 2
+        except BrokenPipeError:
+            raise  # `lwengine dock list ... | head`: a quiet exit (lwengine.cli_errors)
         except (DockError, OSError) as exc:
             print(f"lwengine: error: {exc}", file=sys.stderr)
             return 2
