@@ -338,8 +338,10 @@ def test_cli_unwritable_output_is_an_error(tmp_path):
     folder = tmp_path / "specs"
     folder.mkdir()
     spec(0).save(folder / "a.json")
-    r = lwe("index", "build", folder, "--out", tmp_path / "missing" / "dir" / "x.lwe")
-    assert r.returncode == 2 and r.stderr.startswith("lwengine: error: ") and "Traceback" not in r.stderr
+    for out in (tmp_path / "missing" / "dir" / "x.lwe", folder):  # FileNotFoundError, IsADirectoryError
+        r = lwe("index", "build", folder, "--out", out)
+        assert r.returncode == 2 and r.stderr.startswith("lwengine: error: ") and "Traceback" not in r.stderr, r.stderr
+    assert sorted(os.listdir(folder)) == ["a.json"] and sorted(os.listdir(tmp_path)) == ["specs"]
 
 
 def test_cli_search_skips_a_deep_json_file(tmp_path):
