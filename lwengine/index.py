@@ -475,7 +475,7 @@ class SpecIndex:
                 continue
             try:
                 self._check_new_id(id, seen)
-                if loader is RKMESpec.load:
+                if loader == RKMESpec.load:
                     limits.check_spec_file_size(full, spec_limits)
                 spec = loader(full)
                 limits.check_spec_cost(spec, spec_limits, full)  # bounded work per file

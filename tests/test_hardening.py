@@ -385,3 +385,23 @@ def test_cli_output_into_a_closed_pipe_is_quiet(tmp_path):
     assert p.stdout.count("\n") == 2
     assert p.stderr == "", p.stderr
     assert p.returncode == 141  # 128 + SIGPIPE, like any tool whose reader went away
+
+
+def test_search_specs_folder_applies_the_caps(tmp_path):
+    """(3) `lwengine search --specs DIR`: an oversized spec file is skipped before it is parsed, a spec
+    over the K cap before any kernel runs; the other files are still searched."""
+    import time
+
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    spec(0).save(folder / "a.json")
+    RKMESpec(np.zeros((100_000, 1)), np.full(100_000, 1e-5), 0.1).save(folder / "big.json")
+    idx = SpecIndex()
+    rep = idx.add_folder(folder, spec_limits=SpecLimits(max_spec_bytes=100_000))
+    assert rep.added == ["a"] and "over the limit 100000" in rep.failed[0][1]
+    user = tmp_path / "u.json"
+    spec(0).save(user)
+    t = time.perf_counter()
+    r = lwe("search", "--specs", folder, "--user", user)
+    assert r.returncode == 0 and "big.json" in r.stderr and "max_K" in r.stderr and "from 1 specs" in r.stdout
+    assert time.perf_counter() - t < 60
