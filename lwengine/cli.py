@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 _COMMAND_MODULES = [
     "lwengine.spec_cli",

@@ -7,7 +7,6 @@ successful read returns).
 from __future__ import annotations
 
 import io
-import json
 import os
 import posixpath
 import stat

@@ -43,10 +43,9 @@ def open_specs(path):
 
 
 def _cmd_search(args) -> int:
-    from .spec import RKMESpec
-
     from .limits import check_spec_cost, check_spec_file_size
     from .package import read_semantic
+    from .spec import RKMESpec
 
     check_spec_file_size(args.user)
     user = RKMESpec.load(args.user)
