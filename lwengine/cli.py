@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 _COMMAND_MODULES = [
     "lwengine.spec_cli",
@@ -41,9 +40,7 @@ def _cmd_info(args) -> int:
 
 
 def main(argv=None) -> int:
+    from .cli_errors import run_command
+
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"lwengine: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args)

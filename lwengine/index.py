@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import kernels
+from . import kernels, limits, safe_io
 from .spec import RKMESpec
 
 __all__ = ["SpecIndex", "BulkReport", "read_package_spec", "TABLE_TYPE"]
@@ -452,10 +452,11 @@ class SpecIndex:
         self._insert([(id, s, sem)], seqs=[seq])
 
     # ------------------------------------------------------------------ bulk loading
-    def add_folder(self, path, *, progress: bool | None = None) -> BulkReport:
+    def add_folder(self, path, *, progress: bool | None = None, spec_limits=None) -> BulkReport:
         """Add every spec JSON file (id = file stem), learnware zip (id = zip stem) and unzipped
         package folder (id = folder name, must hold learnware.yaml) of ``path``, in sorted file-name
-        order.  Unreadable entries are reported (path, message) and the rest still added."""
+        order.  Unreadable entries, and specs over ``spec_limits`` (:class:`lwengine.limits.SpecLimits`,
+        default caps), are reported (path, message) and the rest still added."""
         path = os.fspath(path)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"specs folder not found: {path}")
@@ -474,7 +475,10 @@ class SpecIndex:
                 continue
             try:
                 self._check_new_id(id, seen)
+                if loader == RKMESpec.load:
+                    limits.check_spec_file_size(full, spec_limits)
                 spec = loader(full)
+                limits.check_spec_cost(spec, spec_limits, full)  # bounded work per file
             except (ValueError, TypeError, OSError, UnicodeDecodeError) as exc:
                 report.failed.append((full, str(exc)))
                 log.warning("skipping %s: %s", full, exc)
@@ -524,6 +528,7 @@ class SpecIndex:
                 a = a[: g.rows] if name in ("z", "beta") else a[: g.n + 1] if name == "offsets" else a[: g.n]
                 entry["arrays"][name] = [len(arrays), a.dtype.str, list(a.shape)]
                 arrays.append(np.ascontiguousarray(a))
+                entry.setdefault("crc32", {})[name] = safe_io.chunk_crcs(arrays[-1])  # checked at load
             z32, beta_l1, r2max = g.screen()
             screen = {"screen.beta_l1": beta_l1, "screen.r2max": r2max}
             if g.z.dtype != np.float32:
@@ -546,35 +551,43 @@ class SpecIndex:
             offsets.append(pos)
             pos += -(-a.nbytes // _ALIGN) * _ALIGN
         header["array_offsets"] = offsets
+        header["header_crc32"] = safe_io.header_crc(header)
         blob = json.dumps(header, allow_nan=True).encode("utf-8")
         start = -(-(len(_MAGIC) + 8 + len(blob)) // _ALIGN) * _ALIGN
         blob += b" " * (start - len(_MAGIC) - 8 - len(blob))
-        tmp = os.fspath(path) + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(_MAGIC)
-            f.write(np.uint64(len(blob)).tobytes())
-            f.write(blob)
-            for a, off in zip(arrays, offsets):
-                f.seek(start + off)
-                a.tofile(f)  # no bytes copy of a (possibly multi-GB) array
-            f.truncate(start + pos)
-        os.replace(tmp, os.fspath(path))
+        with safe_io.atomic_path(path) as tmp:  # unique per writer; removed on failure
+            with open(tmp, "wb") as f:
+                f.write(_MAGIC)
+                f.write(np.uint64(len(blob)).tobytes())
+                f.write(blob)
+                for a, off in zip(arrays, offsets):
+                    f.seek(start + off)
+                    a.tofile(f)  # no bytes copy of a (possibly multi-GB) array
+                f.truncate(start + pos)
 
     @classmethod
-    def load(cls, path, *, mmap: bool = True) -> "SpecIndex":
+    def load(cls, path, *, mmap: bool = True, verify: bool = True) -> "SpecIndex":
         """Read an index written by :meth:`save`.  ``mmap=True`` maps the arrays read-only (pages are
-        read on first use; any later add copies the touched group into memory)."""
+        read on first use; any later add copies the touched group into memory).  The header is
+        validated before anything is mapped (dtypes, shapes, offsets); ``verify`` also checks every
+        array's crc32 chunks (one sequential read of the file; files without checksums load unchecked)."""
         path = os.fspath(path)
+        size = safe_io.require_regular(path, "index file").st_size
         with open(path, "rb") as f:
             if f.read(len(_MAGIC)) != _MAGIC:
                 raise ValueError(f"{path}: not an lwengine index file (bad magic)")
-            n = int(np.frombuffer(f.read(8), dtype=np.uint64)[0])
+            raw = f.read(8)
+            n = int(np.frombuffer(raw, dtype=np.uint64)[0]) if len(raw) == 8 else -1
+            if not 0 < n <= size - len(_MAGIC) - 8:
+                raise ValueError(f"{path}: corrupt index file: header length {n} does not fit the file")
             try:
                 header = json.loads(f.read(n).decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise ValueError(f"{path}: corrupt index header: {exc}") from exc
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+                raise ValueError(f"{path}: corrupt index header: {safe_io.short_repr(str(exc))}") from None
         start = len(_MAGIC) + 8 + n
-        size = os.path.getsize(path)
+        safe_io.check_index_header(path, header, start, size)
+        if verify and "header_crc32" in header and header.pop("header_crc32") != safe_io.header_crc(header):
+            raise ValueError(f"{path}: checksum mismatch in the index header (the file is damaged)")
         index = cls(dtype=header["dtype"])
         index._next_seq = int(header["next_seq"])
         offsets = header["array_offsets"]
@@ -593,10 +606,13 @@ class SpecIndex:
                         _advise_random(a)
                 else:
                     a = np.fromfile(path, dtype=dt, count=count, offset=off).reshape(shape)
+                if verify and name in entry.get("crc32", {}):
+                    safe_io.verify_crcs(path, name, a, entry["crc32"][name])
                 if name.startswith(("sketch.", "screen.")):
                     sk_arrays[name] = a
                 else:
                     setattr(g, name, a)
+            safe_io.check_group_arrays(path, g.offsets, int(entry["rows"]))
             g.ids = list(entry["ids"])
             g.n, g.rows = int(entry["n"]), int(entry["rows"])
             g.alive = np.ones(g.n, dtype=bool)
@@ -606,13 +622,21 @@ class SpecIndex:
                 if g._screen[0] is None:  # a float32 store screens its own rows
                     g._screen = (g.z,) + g._screen[1:]
             if "sketch" in entry:
-                g.sketch = _sketch_restore(g, entry["sketch"], sk_arrays)
+                try:
+                    g.sketch = _sketch_restore(g, entry["sketch"], sk_arrays)
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                    raise ValueError(f"{path}: corrupt index file: bad sketch state "
+                                     f"({safe_io.short_repr(str(exc))})") from None
             index._groups[g.key] = g
             for local, i in enumerate(g.ids):
                 index._where[i] = (g, local)
         index._semantic = dict(header.get("semantic", {}))
-        index._nonfinite = {i: (np.array(z, dtype=np.float64), np.array(b, dtype=np.float64))
-                            for i, (z, b) in header.get("nonfinite", {}).items()}
+        try:
+            index._nonfinite = {i: (np.array(z, dtype=np.float64), np.array(b, dtype=np.float64))
+                                for i, (z, b) in header.get("nonfinite", {}).items()}
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: corrupt index file: bad nonfinite entry ({safe_io.short_repr(str(exc))})") \
+                from None
         return index
 
     # ------------------------------------------------------------------ search

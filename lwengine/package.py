@@ -7,13 +7,13 @@ successful read returns).
 from __future__ import annotations
 
 import io
-import json
 import os
 import posixpath
 import stat
 import zipfile
 from dataclasses import dataclass, field
 
+from . import safe_io
 from .spec import RKMESpec
 
 __all__ = ["PackageError", "Limits", "Package", "read_package", "read_spec_file", "read_semantic",
@@ -159,21 +159,18 @@ def check_semantic(semantic, source: str = "semantic") -> dict:
         raise PackageError(f"{source}: a semantic specification must be a JSON object, got {type(semantic).__name__}")
     for key, entry in semantic.items():
         if not isinstance(key, str) or not isinstance(entry, dict):
-            raise PackageError(f"{source}: semantic key {key!r} must map to an object with 'Type' and 'Values'")
+            raise PackageError(f"{source}: semantic key {safe_io.short_repr(key, 60)} must map to an object with 'Type' and 'Values'")
     return semantic
 
 
 def read_semantic(path, limits: Limits = DEFAULT_LIMITS) -> dict:
     """A semantic specification JSON file (size-limited, validated)."""
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        blob = f.read(limits.max_semantic_bytes + 1)
-    if len(blob) > limits.max_semantic_bytes:
-        raise PackageError(f"{path}: semantic specification over the limit {limits.max_semantic_bytes} bytes")
     try:
-        return check_semantic(json.loads(blob.decode("utf-8")), path)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PackageError(f"{path}: invalid semantic specification JSON: {exc}") from exc
+        blob = safe_io.read_regular(path, limits.max_semantic_bytes, "semantic specification")
+        return check_semantic(safe_io.json_loads(blob, f"{path}: semantic specification"), path)
+    except ValueError as exc:
+        raise PackageError(str(exc)) from None
 
 
 def read_spec_file(path, limits: Limits = DEFAULT_LIMITS) -> RKMESpec:
@@ -181,10 +178,10 @@ def read_spec_file(path, limits: Limits = DEFAULT_LIMITS) -> RKMESpec:
     path = os.fspath(path)
     if os.path.islink(path):
         raise PackageError(f"{path}: refusing a symlink")
-    with open(path, "rb") as f:
-        blob = f.read(limits.max_spec_bytes + 1)
-    if len(blob) > limits.max_spec_bytes:
-        raise PackageError(f"{path}: spec file over the limit {limits.max_spec_bytes} bytes")
+    try:
+        blob = safe_io.read_regular(path, limits.max_spec_bytes, "spec file")  # no FIFO / device reads
+    except ValueError as exc:
+        raise PackageError(str(exc)) from None
     try:
         return RKMESpec.loads(blob.decode("utf-8"), path)
     except UnicodeDecodeError as exc:
@@ -202,8 +199,6 @@ def read_package(path, *, data: bytes | None = None, limits: Limits = DEFAULT_LI
     legacy ``RKMEStatSpecification``) file, the spec JSON's size and type, and the optional
     ``semantic_specification.json``.
     """
-    import yaml
-
     path = "<upload>" if path is None else os.fspath(path)
     if data is None and os.path.islink(path):
         raise PackageError(f"{path}: refusing a symlink")
@@ -212,21 +207,19 @@ def read_package(path, *, data: bytes | None = None, limits: Limits = DEFAULT_LI
         zip_bytes = None
     else:
         if data is None:
-            try:
-                size = os.path.getsize(path)
+            try:  # a regular file only (a FIFO would hang, /dev/zero never end)
+                data = safe_io.read_regular(path, limits.max_package_bytes, "package")
             except OSError as exc:
                 raise PackageError(f"{path}: cannot read: {exc}") from exc
-            if size > limits.max_package_bytes:
-                raise PackageError(f"{path}: {size} bytes, over the limit {limits.max_package_bytes}")
-            with open(path, "rb") as f:
-                data = f.read()
+            except ValueError as exc:
+                raise PackageError(str(exc)) from None
         members = _read_zip_members(path, data, limits)
         zip_bytes = data
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        meta = yaml.load(_text(path, members, "learnware.yaml", limits.max_yaml_bytes, "file"), Loader=loader)
-    except yaml.YAMLError as exc:
-        raise PackageError(f"{path}: learnware.yaml is not valid YAML: {exc}") from exc
+    try:  # alias-bomb-safe (aliases counted before anything is expanded)
+        meta = safe_io.load_yaml(_text(path, members, "learnware.yaml", limits.max_yaml_bytes, "file"),
+                                 f"{path}: learnware.yaml")
+    except ValueError as exc:
+        raise PackageError(str(exc)) from None
     if not isinstance(meta, dict):
         raise PackageError(f"{path}: learnware.yaml must be a mapping, got {type(meta).__name__}")
     entries = meta.get("stat_specifications")
@@ -234,12 +227,13 @@ def read_package(path, *, data: bytes | None = None, limits: Limits = DEFAULT_LI
         raise PackageError(f"{path}: learnware.yaml has no stat_specifications list")
     entry = next((e for e in entries if isinstance(e, dict) and e.get("class_name") in PACKAGE_SPEC_CLASSES), None)
     if entry is None:
-        found = [e.get("class_name") for e in entries if isinstance(e, dict)]
+        found = [safe_io.short_repr(e.get("class_name"), 60) for e in entries[:8] if isinstance(e, dict)]
         raise PackageError(f"{path}: no RKMETableSpecification / RKMEStatSpecification in stat_specifications "
-                           f"(found {found})")
+                           f"(found {', '.join(found)}{' ...' if len(entries) > 8 else ''})")
     spec_file = entry.get("file_name")
     if not isinstance(spec_file, str) or _unsafe(spec_file):
-        raise PackageError(f"{path}: stat specification entry has a missing or unsafe file_name {spec_file!r}")
+        raise PackageError(f"{path}: stat specification entry has a missing or unsafe file_name "
+                           f"{safe_io.short_repr(spec_file)}")
     text = _text(path, members, spec_file, limits.max_spec_bytes, "spec file")
     try:
         spec = RKMESpec.loads(text, f"{path}:{spec_file}")
@@ -249,9 +243,10 @@ def read_package(path, *, data: bytes | None = None, limits: Limits = DEFAULT_LI
     if _norm(SEMANTIC_FILE) in members:
         sem_text = _text(path, members, SEMANTIC_FILE, limits.max_semantic_bytes, "file")
         try:
-            semantic = check_semantic(json.loads(sem_text), f"{path}:{SEMANTIC_FILE}")
-        except json.JSONDecodeError as exc:
-            raise PackageError(f"{path}: {SEMANTIC_FILE} is not valid JSON: {exc}") from exc
+            semantic = check_semantic(safe_io.json_loads(sem_text, f"{path}: {SEMANTIC_FILE}"),
+                                      f"{path}:{SEMANTIC_FILE}")
+        except ValueError as exc:
+            raise PackageError(str(exc)) from None
     if zip_bytes is None:
         zip_bytes = build_package_zip(members)
     return Package(spec=spec, semantic=semantic, spec_file=_norm(spec_file), zip_bytes=zip_bytes, meta=meta)

@@ -43,14 +43,15 @@ def open_specs(path):
 
 
 def _cmd_search(args) -> int:
+    from .limits import check_spec_cost, check_spec_file_size
+    from .package import read_semantic
     from .spec import RKMESpec
 
-    index = open_specs(args.specs)
+    check_spec_file_size(args.user)
     user = RKMESpec.load(args.user)
-    semantic = None
-    if args.semantic:
-        with open(args.semantic, encoding="utf-8") as f:
-            semantic = json.load(f)
+    check_spec_cost(user, what=args.user)  # before any kernel runs
+    semantic = read_semantic(args.semantic) if args.semantic else None
+    index = open_specs(args.specs)
     result = index.search(user, max_search_num=args.max_search_num, method=args.method, semantic=semantic)
     if args.json:
         json.dump(result.to_dict(), sys.stdout)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import kernels, validate
+from . import kernels, limits as _limits, safe_io, validate
 
 __all__ = ["RKMESpec", "FitInfo", "fit_many", "SPEC_TYPE"]
 
@@ -130,6 +130,7 @@ class RKMESpec:
         self.beta = np.ascontiguousarray(beta, dtype=np.float64)
         self.gamma = _as_gamma(gamma)
         self.num_points = K if num_points is None else _as_int(num_points, "num_points", 0)
+        _limits.check_spec_values(self.z, self.num_points)  # int64 num_points, |z| that cannot overflow
         self.fit_info: FitInfo | None = None
         self._z2d = z.reshape(K, -1)
 
@@ -218,11 +219,7 @@ class RKMESpec:
 
     @classmethod
     def loads(cls, text: str, source: str = "spec") -> "RKMESpec":
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{source}: invalid JSON: {exc}") from exc
-        return cls.from_dict(d, source)
+        return cls.from_dict(safe_io.json_loads(text, source), source)  # bad / too deep JSON: ValueError
 
     @classmethod
     def load(cls, path) -> "RKMESpec":
@@ -232,9 +229,7 @@ class RKMESpec:
         naming the file.
         """
         path = os.fspath(path)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        return cls.loads(text, path)
+        return cls.loads(safe_io.read_regular(path, what="spec file"), path)  # bytes: UTF-8 errors name the file
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -296,6 +291,8 @@ class RKMESpec:
             if z.ndim < 1 or z.shape[0] < 1 or z.size != z.shape[0] * d:
                 raise ValueError(f"init_z must have shape (K, *{trailing}) with K >= 1, got {z.shape}")
             z = np.array(z, dtype=np.float64, order="C", copy=True).reshape(z.shape[0], d)
+            if not np.isfinite(z).all():
+                raise ValueError("init_z must be finite")
             K = z.shape[0]
             info = FitInfo(K=K, update=update)
             state = _beta_state(fk, z, nonnegative_beta, need_t)
@@ -316,8 +313,14 @@ class RKMESpec:
             _, z, state, iters = best
             info = FitInfo(K=K, update=update, kmeans_iterations=int(iters))
 
-        z, beta = _optimize(fk, z, state, step_size, steps, nonnegative_beta, update, info,
-                            record_trajectory)
+        try:
+            z, beta = _optimize(fk, z, state, step_size, steps, nonnegative_beta, update, info,
+                                record_trajectory)
+        except ValueError as exc:
+            if "must be finite" not in str(exc):
+                raise
+            raise ValueError(f"the fit diverged (non-finite reduced set): step_size={step_size!r} is too large "
+                             "for this data") from None
         spec = cls(z.reshape((K,) + trailing), beta, gamma, n)
         spec.fit_info = info
         return spec

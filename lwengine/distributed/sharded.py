@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from .resources import REMOTE_TIMEOUT, actor_options_for
 from .shard import ShardWorker, shard_of
 
 __all__ = ["ShardedIndex", "ShardError", "ShardUnavailableError"]
@@ -72,7 +73,8 @@ class ShardedIndex:
     dock : a dock directory; every actor opens it read-only and loads only its ids (in parallel),
         and a restarted actor reloads them the same way.
     dtype : storage dtype of the shard indexes.
-    actor_options : ``ray.remote`` options of the actors (default ``{"num_cpus": 1}``; e.g.
+    actor_options : ``ray.remote`` options of the actors (default ``num_cpus = min(1, cluster CPUs /
+        num_shards)``; a request the cluster cannot hold is a ValueError, never a hang; e.g.
         ``{"num_gpus": 1}`` for one shard per GPU, fractional CPUs to pack several on one node).
     max_restarts : Ray restarts of a dead actor (it re-runs ``__init__``: reload from the dock,
         then the driver replays its journal).
@@ -81,11 +83,13 @@ class ShardedIndex:
         (memory: every added spec is also held by the driver).  Without a journal, a shard that
         restarts after direct mutations raises :class:`ShardUnavailableError`.
     restart_timeout : seconds to wait for a restarted actor.
+    remote_timeout : seconds any remote call may take before :class:`ShardUnavailableError`.
     """
 
     def __init__(self, num_shards: int, address: str | None = None, *, dock=None, dtype: str = "float64",
                  actor_options: dict | None = None, max_restarts: int = 3, retries: int = 2,
-                 journal: bool = True, restart_timeout: float = 60.0, init_kwargs: dict | None = None):
+                 journal: bool = True, restart_timeout: float = 60.0, init_kwargs: dict | None = None,
+                 remote_timeout: float = REMOTE_TIMEOUT):
         if isinstance(num_shards, bool) or not isinstance(num_shards, (int, np.integer)):
             raise TypeError(f"num_shards must be an integer, got {type(num_shards).__name__}")
         if num_shards < 1:
@@ -105,7 +109,8 @@ class ShardedIndex:
         if self.dock is not None and not os.path.exists(os.path.join(self.dock, "dock.sqlite")):
             raise FileNotFoundError(f"not a dock (no dock.sqlite): {self.dock}")
         self.restart_timeout, self.journal = float(restart_timeout), bool(journal)
-        opts = {"num_cpus": 1, **(actor_options or {})}
+        self.remote_timeout = float(remote_timeout)
+        opts = actor_options_for(ray, self.num_shards, actor_options)  # fits the cluster or fails fast
         cls = ray.remote(ShardWorker).options(max_restarts=int(max_restarts), max_task_retries=0, **opts)
         self._actors = [cls.remote(i, self.num_shards, self.dock, dtype) for i in range(self.num_shards)]
         self._lock = threading.RLock()
@@ -162,8 +167,11 @@ class ShardedIndex:
         for i in shards:
             for attempt in range(self.retries + 1):
                 try:
-                    out[i] = ray.get(refs[i])
+                    out[i] = ray.get(refs[i], timeout=self.remote_timeout)
                     break
+                except ray.exceptions.GetTimeoutError as exc:
+                    raise ShardUnavailableError(i, self.num_shards, f"no answer within remote_timeout="
+                                                f"{self.remote_timeout:g} s (not scheduled? busy?)") from exc
                 except ray.exceptions.RayActorError as exc:
                     self._recover(i, exc)
                     if attempt == self.retries:
@@ -201,9 +209,9 @@ class ShardedIndex:
             raise ShardUnavailableError(i, self.num_shards, "it restarted and lost the specs added to it "
                                         "directly (journal=False); rebuild the index")
         for op, payload in self._journal[i]:
-            ray.get(self._actors[i].apply.remote(op, payload))
+            ray.get(self._actors[i].apply.remote(op, payload), timeout=self.remote_timeout)
         if self.dock is not None and self._dock_gen >= 0:
-            ray.get(self._actors[i].sync.remote())
+            ray.get(self._actors[i].sync.remote(), timeout=self.remote_timeout)
         self._inc[i] = inc
         self._catalog[i] = None
 

@@ -18,6 +18,7 @@ def register(subparsers) -> None:
         if with_id:
             p.add_argument("id", help="learnware id")
         p.add_argument("--lock-timeout", type=float, default=10.0, help="seconds to wait for another writer")
+        add_limit_options(p)
         p.set_defaults(func=_guarded(func))
         return p
 
@@ -64,7 +65,8 @@ def register(subparsers) -> None:
                    help="search through a sharded index on this Ray cluster ('local': start one here; "
                         "needs the 'distributed' extra)")
     p.add_argument("--shards", type=int, default=4, help="number of shard actors with --ray")
-    p.add_argument("--shard-cpus", type=float, default=1.0, help="CPUs reserved per shard actor with --ray")
+    p.add_argument("--shard-cpus", type=float, default=None,
+                   help="CPUs reserved per shard actor with --ray (default: min(1, cluster CPUs / shards))")
     p.add_argument("--api-prefix", default="", help="path prefix of the Beimingwu API for learnware.client "
                    "(e.g. /api; default: at the root; 'off': not served)")
     p.add_argument("--allow-anonymous", action="store_true",
@@ -84,6 +86,8 @@ def _guarded(func):
         except KeyError as exc:
             print(f"lwengine: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
             return 2
+        except BrokenPipeError:
+            raise  # `lwengine dock list ... | head`: a quiet exit (lwengine.cli_errors)
         except (DockError, OSError) as exc:
             print(f"lwengine: error: {exc}", file=sys.stderr)
             return 2
@@ -96,10 +100,27 @@ def argparse_bool():
     return argparse.BooleanOptionalAction
 
 
+def add_limit_options(p) -> None:
+    """``--allowed-gamma``, ``--max-k``, ``--max-kd`` (see docs/security.md)."""
+    from ..limits import DEFAULT_SPEC_LIMITS as d
+
+    p.add_argument("--allowed-gamma", default="0.1", help="gamma values accepted for added and user specs "
+                   "(comma-separated, or 'any'; default 0.1, the reference's)")
+    p.add_argument("--max-k", type=int, default=d.max_K, help=f"largest K of a spec (default {d.max_K})")
+    p.add_argument("--max-kd", type=int, default=d.max_Kd, help=f"largest K·d of a spec (default {d.max_Kd})")
+
+
+def limit_kwargs(args) -> dict:
+    from ..limits import GammaPolicy, SpecLimits
+
+    return {"gamma_policy": GammaPolicy.parse(args.allowed_gamma),
+            "spec_limits": SpecLimits(max_K=args.max_k, max_Kd=args.max_kd)}
+
+
 def _open(args, create=False):
     from .store import Dock
 
-    return Dock(args.dock, create=create, lock_timeout=args.lock_timeout)
+    return Dock(args.dock, create=create, lock_timeout=args.lock_timeout, **limit_kwargs(args))
 
 
 def _read_json(path, what):
@@ -258,7 +279,8 @@ def _serve(args) -> int:
         raise ValueError(f"--shards must be >= 1, got {args.shards}")
     serve(args.dock, host=args.host, port=args.port, token=args.token, protect_reads=args.protect_reads,
           max_upload_bytes=int(args.max_upload_mb * (1 << 20)), ray_address=args.ray, shards=args.shards,
-          shard_options={"num_cpus": args.shard_cpus},
+          shard_options=None if args.shard_cpus is None else {"num_cpus": args.shard_cpus},
+          dock_options=limit_kwargs(args),
           api_prefix=None if args.api_prefix == "off" else args.api_prefix, allow_anonymous=args.allow_anonymous,
           upload_status=args.upload_status, session_ttl=args.session_hours * 3600)
     return 0

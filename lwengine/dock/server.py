@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..package import PackageError, check_semantic
+from ..safe_io import json_loads
 from .store import Dock, DockLockedError
 
 __all__ = ["create_app", "serve"]
@@ -157,9 +158,9 @@ def create_app(dock, *, token=None, protect_reads: bool = False, max_upload_byte
             return await request.form(max_files=4, max_fields=32, max_part_size=max_upload_bytes)
         if ctype.startswith("application/json"):
             try:
-                body = json.loads(await request.body())
-            except json.JSONDecodeError as exc:
-                raise _HTTPError(400, f"invalid JSON body: {exc}") from exc
+                body = json_loads(await request.body(), "JSON body")
+            except ValueError as exc:
+                raise _HTTPError(400, str(exc)) from None
             if not isinstance(body, dict):
                 raise _HTTPError(400, "the JSON body must be an object")
             return {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in body.items()}
@@ -171,10 +172,7 @@ def create_app(dock, *, token=None, protect_reads: bool = False, max_upload_byte
             return None
         if not isinstance(raw, str):
             raise _HTTPError(400, f"{name} must be a JSON string form field")
-        try:
-            return check_semantic(json.loads(raw), name)
-        except json.JSONDecodeError as exc:
-            raise _HTTPError(400, f"{name} is not valid JSON: {exc}") from exc
+        return check_semantic(json_loads(raw, name), name)  # bad or too deep JSON: ValueError -> 400
 
     async def file_field(form, name):
         f = form.get(name)
@@ -208,6 +206,8 @@ def create_app(dock, *, token=None, protect_reads: bool = False, max_upload_byte
         user = None if blob is None else spec_from_bytes(blob)
         if user is None and sem is None:
             raise _HTTPError(400, "give a semantic_specification and/or a statistical_specification")
+        if user is not None:
+            dock.check_spec(user, "statistical_specification")  # caps + gamma policy before any kernel
         limit = _int(form, "limit", 10, 1, 1000)
         page = _int(form, "page", 0, 0, 10**9)
         msn = _int(form, "max_search_num", 5, 1, 100)
@@ -319,7 +319,7 @@ async def _json_crash(request, exc):
 def serve(dock_path, *, host: str = "127.0.0.1", port: int = 8765, token=None,
           protect_reads: bool = False, max_upload_bytes: int = 64 << 20, log_level: str = "warning",
           ray_address: str | None = None, shards: int = 4, shard_options: dict | None = None,
-          **api_options) -> None:
+          dock_options: dict | None = None, **api_options) -> None:
     """Run the service with uvicorn until interrupted.  ``ray_address``: search through a
     :class:`~lwengine.distributed.ShardedIndex` of ``shards`` Ray actors on that cluster (``"local"``
     starts one here); writes still go to the dock, which the shards follow.  ``api_options``: the
@@ -332,7 +332,8 @@ def serve(dock_path, *, host: str = "127.0.0.1", port: int = 8765, token=None,
 
         sharded = ShardedIndex.from_dock(dock_path, shards, None if ray_address == "local" else ray_address,
                                          actor_options=shard_options)
-    app = create_app(Dock(dock_path), token=token, protect_reads=protect_reads, max_upload_bytes=max_upload_bytes,
+    app = create_app(Dock(dock_path, **(dock_options or {})), token=token, protect_reads=protect_reads,
+                     max_upload_bytes=max_upload_bytes,
                      search_fn=None if sharded is None else sharded.dock_search, **api_options)
     if token is None:
         log.warning("no --token given: the service is read-only")

@@ -38,6 +38,8 @@ from ..index import BulkReport, SpecIndex
 from ..spec import RKMESpec
 from .. import package as ingest
 from ..package import Limits
+from .. import ids as _ids, limits as spec_limits_mod
+from .gate import SearchGate
 
 __all__ = ["Dock", "DockError", "DockLockedError", "LearnwareRecord", "STATUS_INVALID", "STATUS_UNUSABLE",
            "STATUS_USABLE"]
@@ -172,6 +174,12 @@ def decode_spec(blob, expect_crc: int | None = None) -> RKMESpec:
     return RKMESpec(z.astype(np.float64), beta.astype(np.float64), gamma, num_points)
 
 
+def _user_spec(u):
+    from ..index import _as_spec
+
+    return _as_spec(u, "user spec")
+
+
 def _fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -194,9 +202,7 @@ def _check_status(status) -> int:
 
 
 def _check_id(id) -> str:
-    if not isinstance(id, str) or not id or len(id) > 128 or any(c in id for c in "/\\\x00") or id in (".", ".."):
-        raise ValueError(f"learnware id must be a non-empty string (<= 128 chars, no '/', '\\\\' or NUL), got {id!r}")
-    return id
+    return _ids.check_id(id)  # alphabet and byte length: lwengine.ids
 
 
 # ----------------------------------------------------------------------------- the dock
@@ -211,14 +217,19 @@ class Dock:
         :class:`DockLockedError` (one writer at a time; readers never wait).
     limits : :class:`~lwengine.package.Limits` for package ingestion.
     dtype : storage dtype of the in-memory index (``"float64"`` reproduces the reference).
+    spec_limits : :class:`~lwengine.limits.SpecLimits` caps on K and K·d of ingested and user specs.
+    gamma_policy : :class:`~lwengine.limits.GammaPolicy` of accepted γ values (ingest and user specs;
+        default: any γ, the reference; the CLI and ``serve`` default to the reference's 0.1 only).
 
     Any number of processes may open the same dock; searches see the latest committed state
     (checked at every call through a generation counter).  Thread-safe within a process.
     """
 
     def __init__(self, path, *, create: bool = False, lock_timeout: float = 10.0, limits: Limits | None = None,
-                 dtype: str = "float64"):
+                 dtype: str = "float64", spec_limits=None, gamma_policy=None):
         self.path = os.path.abspath(os.fspath(path))
+        self.spec_limits = spec_limits or spec_limits_mod.DEFAULT_SPEC_LIMITS
+        self.gamma_policy = gamma_policy or spec_limits_mod.ANY_GAMMA
         self.lock_timeout = float(lock_timeout)
         self.limits = limits or ingest.DEFAULT_LIMITS
         self.dtype = dtype
@@ -232,6 +243,7 @@ class Dock:
         self._conns: list = []
         self._wlock = threading.RLock()     # writers within this process
         self._ilock = threading.RLock()     # the in-memory index
+        self._gate = SearchGate()           # searches run outside _ilock; in-place patches wait for them
         self._lock_fd = None
         self._lock_depth = 0
         self._closed = False
@@ -330,13 +342,11 @@ class Dock:
         if segs:
             last = segs[-1]
             row = c.execute("SELECT off + len FROM learnwares WHERE seg=? ORDER BY off DESC LIMIT 1", (last,)).fetchone()
-            end = row[0] if row else 0
+            end = max(row[0] if row else 0, self._committed_end(c, last))
             p = self._seg_path(last)
-            if os.path.getsize(p) > end:
-                log.info("truncating %d unreferenced byte(s) at the end of %s", os.path.getsize(p) - end, p)
-                with open(p, "r+b") as f:
-                    f.truncate(end)
-                    os.fsync(f.fileno())
+            if os.path.getsize(p) > end:  # never truncated: a reader may still map those bytes (SIGBUS)
+                log.info("%d unreferenced byte(s) at the end of %s stay as dead space (compact reclaims them)",
+                         os.path.getsize(p) - end, p)
         pkgdir = os.path.join(self.path, "packages")
         names = set(os.listdir(pkgdir))
         if names:
@@ -412,7 +422,24 @@ class Dock:
     def _bump(self, c) -> int:
         gen = int(self._meta("generation", c)) + 1
         c.execute("UPDATE meta SET value=? WHERE key='generation'", (gen,))
+        self._mark_committed_end(c)
         return gen
+
+    def _mark_committed_end(self, c) -> None:
+        """In a write transaction: every byte of the active segment is now committed (a removed
+        record's bytes may still be mapped by a reader, so recovery never truncates below this)."""
+        segdir = os.path.join(self.path, "segments")
+        segs = sorted(int(n[4:10]) for n in os.listdir(segdir) if n.startswith("seg-") and n.endswith(".bin"))
+        if segs:
+            c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('seg_end', ?)",
+                      (f"{segs[-1]}:{os.path.getsize(self._seg_path(segs[-1]))}",))
+
+    def _committed_end(self, c, seg: int) -> int:
+        mark = self._meta("seg_end", c)
+        if not mark:
+            return 0
+        s, end = (int(x) for x in str(mark).split(":"))
+        return end if s == seg else 0
 
     @contextlib.contextmanager
     def _txn(self):
@@ -441,6 +468,8 @@ class Dock:
         """items: dicts with spec, semantic, id (or None), package bytes (or None), spec_file.
         Writes segments + packages, then one transaction.  Returns the ids.  Caller holds the lock."""
         status = _check_status(status)
+        for it in items:
+            self.check_spec(it["spec"], "spec" if it.get("id") is None else f"spec of {it['id']!r}")
         blobs = [encode_spec(it["spec"]) for it in items]
         locs = self._append_records(blobs)
         pkgs = self._write_packages(items)
@@ -471,6 +500,11 @@ class Dock:
                         os.unlink(os.path.join(self.path, "packages", p))
             raise
         return ids
+
+    def check_spec(self, spec, what: str = "spec") -> None:
+        """The dock's caps (K, K·d) and γ policy for an ingested or user spec; ValueError naming ``what``."""
+        spec_limits_mod.check_spec_cost(spec, self.spec_limits, what)
+        self.gamma_policy.check(spec.gamma, what)
 
     def add_spec(self, spec, semantic=None, *, id: str | None = None, status: int = STATUS_USABLE) -> str:
         """Add a raw spec (RKMESpec, spec dict or spec JSON path) with an optional semantic spec -> its id."""
@@ -541,6 +575,7 @@ class Dock:
                         pkg = ingest.read_package(p, limits=self.limits)
                         item = {"spec": pkg.spec, "semantic": sem_override if sem_override is not None else pkg.semantic,
                                 "id": None, "package": pkg.zip_bytes, "spec_file": pkg.spec_file}
+                    self.check_spec(item["spec"], p)  # one refused path must not fail its batch
                 except (ValueError, TypeError, OSError) as exc:
                     report.failed.append((p, str(exc)))
                     log.info("skipping %s: %s", p, exc)
@@ -579,6 +614,7 @@ class Dock:
         if spec is not None:
             new_spec = (ingest.read_spec_file(spec, self.limits) if isinstance(spec, (str, os.PathLike))
                         else _as_spec(spec, "spec"))
+            self.check_spec(new_spec, f"spec of {id!r}")
         with self._writing():
             if self._conn().execute("SELECT 1 FROM learnwares WHERE id=?", (id,)).fetchone() is None:
                 raise KeyError(f"no learnware with id {id!r} in the dock")
@@ -826,6 +862,7 @@ class Dock:
             self._index._insert(prepared, seqs=seqs)
 
     def _patch(self, c, since: int) -> None:
+        self._gate.wait_idle()  # in-place changes: no search may be reading this index
         gen = int(self._meta("generation", c))
         idx = self._index
         for (id,) in c.execute("SELECT id FROM tombstones WHERE gen > ? ORDER BY gen", (since,)):
@@ -876,6 +913,7 @@ class Dock:
                     return False  # another process is writing one
                 target = os.path.join(self.path, f"snapshot-{self._gen}.lwe")
                 tmp = target + ".w.tmp"
+                self._gate.wait_idle()  # save() compacts groups in place
                 self._index.save(tmp)
                 with open(tmp, "rb+") as f:
                     os.fsync(f.fileno())
@@ -941,6 +979,10 @@ class Dock:
 
         if status is not None:
             status = _check_status(status)
+        user_specs = [u if u is None or isinstance(u, RKMESpec) else _user_spec(u) for u in user_specs]
+        for u in user_specs:  # caps before any kernel runs, outside the index lock
+            if u is not None:
+                self.check_spec(u, "user spec")
         with self._ilock:
             self._refresh()
             index = self._index
@@ -957,6 +999,8 @@ class Dock:
                 restrict = semantic_filter([(i, sems.get(i)) for i in listed], semantic)
             if restrict is None and user_specs and any(u is None for u in user_specs):
                 restrict = index.ids()
+            self._gate.enter()
+        with self._gate.searching():  # the kernels run outside _ilock: other searches do not wait
             return search_batch(index, user_specs, max_search_num=max_search_num, method=method, restrict=restrict)
 
     # ------------------------------------------------------------------ maintenance
@@ -977,7 +1021,30 @@ class Dock:
                     raise ValueError("record shape differs from the row")
             except (ValueError, OSError) as exc:
                 out.append((id, str(exc)))
+        out.extend(self.verify_snapshot())
         return out
+
+    def verify_snapshot(self, *, repair: bool = True) -> list:
+        """Check the newest snapshot's header and checksums (a full read); a damaged one is removed
+        and, with ``repair``, rebuilt from the segments.  Returns ``[(snapshot file, problem)]``."""
+        snap_gen, snap_path = self._latest_snapshot()
+        if snap_path is None:
+            return []
+        try:
+            SpecIndex.load(snap_path, mmap=False, verify=True)
+            return []
+        except (ValueError, OSError) as exc:
+            msg = str(exc)
+        name = os.path.basename(snap_path)
+        if repair:
+            with contextlib.suppress(OSError):
+                os.unlink(snap_path)
+            with self._ilock:
+                if self._snapshot_gen == snap_gen:  # this process's index came from it: rebuild from segments
+                    self._index = None
+            msg += "; removed" + (" and rebuilt from the segments" if self.checkpoint() else "")
+        log.error("dock %s: damaged snapshot %s: %s", self.path, name, msg)
+        return [(name, msg)]
 
     def compact(self) -> dict:
         """Rewrite live spec records into a fresh segment and drop the old segments (garbage from
@@ -1004,6 +1071,7 @@ class Dock:
             _fsync_dir(segdir)
             with self._txn() as c2:  # locations change, content does not: no generation bump needed
                 c2.executemany("UPDATE learnwares SET seg=?, off=? WHERE id=?", locs)
+                self._mark_committed_end(c2)
             for n in old:
                 os.unlink(os.path.join(segdir, n))
             return {"before": before, "after": pos}
