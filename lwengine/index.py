@@ -22,6 +22,7 @@ import numpy as np
 
 from . import kernels
 from .spec import RKMESpec
+from .spec_loading import read_spec_files
 
 __all__ = ["SpecIndex", "BulkReport", "read_package_spec", "TABLE_TYPE"]
 
@@ -462,19 +463,24 @@ class SpecIndex:
         report = BulkReport()
         prepared, seen = [], set()
         names = sorted(os.listdir(path))
-        for name in _progress(names, progress, "reading specs"):
+        entries = []
+        for name in names:
             full = os.path.join(path, name)
             if name.endswith(".json") and os.path.isfile(full):
-                id, loader = name[:-5], RKMESpec.load
+                entries.append((full, name[:-5], "json"))
             elif name.endswith(".zip") and os.path.isfile(full):
-                id, loader = name[:-4], read_package_spec
+                entries.append((full, name[:-4], read_package_spec))
             elif os.path.isdir(full) and os.path.isfile(os.path.join(full, "learnware.yaml")):
-                id, loader = name, read_package_spec
-            else:
-                continue
+                entries.append((full, name, read_package_spec))
+        # spec files are parsed in one batch (orjson, worker processes; see lwengine.spec_loading)
+        batch = [full for full, id, kind in entries if kind == "json" and id not in self._where]
+        parsed = dict(zip(batch, read_spec_files(batch)))
+        for full, id, loader in _progress(entries, progress, "reading specs"):
             try:
                 self._check_new_id(id, seen)
-                spec = loader(full)
+                spec = loader(full) if callable(loader) else parsed[full]
+                if isinstance(spec, BaseException):
+                    raise spec
             except (ValueError, TypeError, OSError, UnicodeDecodeError) as exc:
                 report.failed.append((full, str(exc)))
                 log.warning("skipping %s: %s", full, exc)

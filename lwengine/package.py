@@ -15,6 +15,7 @@ import zipfile
 from dataclasses import dataclass, field
 
 from .spec import RKMESpec
+from .spec_loading import parse_spec_bytes
 
 __all__ = ["PackageError", "Limits", "Package", "read_package", "read_spec_file", "read_semantic",
            "check_semantic", "build_package_zip"]
@@ -186,7 +187,7 @@ def read_spec_file(path, limits: Limits = DEFAULT_LIMITS) -> RKMESpec:
     if len(blob) > limits.max_spec_bytes:
         raise PackageError(f"{path}: spec file over the limit {limits.max_spec_bytes} bytes")
     try:
-        return RKMESpec.loads(blob.decode("utf-8"), path)
+        return parse_spec_bytes(blob, path)  # RKMESpec.loads(blob.decode("utf-8"), path), faster
     except UnicodeDecodeError as exc:
         raise PackageError(f"{path}: spec file is not UTF-8: {exc}") from exc
     except (ValueError, TypeError) as exc:
