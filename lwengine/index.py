@@ -718,7 +718,7 @@ def _advise_random(a):
 
 def _sketch_state(sk, g):
     meta = {"params": dict(vars(sk.params)), "R2": sk.R2, "n": sk.n, "projected": sk.projected,
-            "resid_share_median": sk.resid_share_median, "regime": sk.regime}
+            "resid_share_median": sk.resid_share_median, "regime": sk.regime, "sizing": sk.sizing}
     arrays = {"sketch.landmarks": sk.landmarks, "sketch.basis": sk.basis}
     if sk.projected:
         for name in ("s", "sq", "resid", "self_stored", "abs_beta"):
@@ -735,6 +735,7 @@ def _sketch_restore(g, meta, arrays):
                        SketchParams(**meta["params"]))
     sk.R2, sk.projected = float(meta["R2"]), bool(meta["projected"])
     sk.resid_share_median, sk.regime = float(meta["resid_share_median"]), meta["regime"]
+    sk.sizing = list(meta.get("sizing", []))
     if sk.projected:
         for name in ("s", "sq", "resid", "self_stored", "abs_beta"):
             setattr(sk, name, arrays["sketch." + name])

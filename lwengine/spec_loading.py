@@ -96,13 +96,12 @@ def read_spec_file(path) -> RKMESpec:
     return RKMESpec.load(path)
 
 
-def _read_chunk(paths):
-    """Worker task: ``(z, beta, gamma, num_points)`` or the exception, per path."""
+def _read_chunk(paths) -> list:
+    """``read_spec_file`` of every path: the spec or the exception it raised."""
     out = []
     for p in paths:
         try:
-            s = read_spec_file(p)
-            out.append((s.z, s.beta, s.gamma, s.num_points))
+            out.append(read_spec_file(p))
         except Exception as exc:  # noqa: BLE001 - returned to the caller, raised or reported there
             out.append(exc)
     return out
@@ -142,27 +141,21 @@ def read_spec_files(paths, *, workers: int | None = None) -> list:
         workers = parallel_workers() if len(paths) >= _MIN_PARALLEL else 1
     workers = min(int(workers), len(paths) // _MIN_SHARE)
     if workers <= 1:
-        raw = _read_chunk(paths)
+        out = _read_chunk(paths)
     else:
         bounds = np.linspace(0, len(paths), workers + 1).astype(int)
         shares = [paths[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         procs = [_start_worker(share) for share in shares[1:]]  # this process reads the first share
-        raw = _read_chunk(shares[0])
+        out = _read_chunk(shares[0])
         for share, proc in zip(shares[1:], procs):
-            raw.extend(_finish_worker(proc, share))
-    out = []
-    for r in raw:
-        if isinstance(r, BaseException):
-            out.append(r)
-        else:
-            z, beta, gamma, num_points = r
-            out.append(RKMESpec(z, beta, gamma, num_points))
+            out.extend(_finish_worker(proc, share))
     return out
 
 
 def _start_worker(paths):
     """A worker interpreter reading ``paths`` (None when it cannot start)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", LWE_LOAD_WORKERS="1")
+    proc = None
     try:
         proc = subprocess.Popen([sys.executable, "-c", _WORKER],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
@@ -171,6 +164,9 @@ def _start_worker(paths):
         return proc
     except (OSError, ValueError) as exc:
         log.warning("parallel spec loading unavailable (%s); reading in-process", exc)
+        if proc is not None:
+            proc.kill()
+            proc.wait()
         return None
 
 
@@ -181,7 +177,7 @@ def _finish_worker(proc, paths):
             out = pickle.load(proc.stdout)
             proc.stdout.close()
             if proc.wait() == 0 and isinstance(out, list) and len(out) == len(paths):
-                return out
+                return [r if isinstance(r, BaseException) else RKMESpec(*r) for r in out]
         except Exception as exc:  # noqa: BLE001 - a broken worker: read its share here
             log.warning("spec loading worker failed (%s); reading its files in-process", exc)
         finally:
@@ -192,8 +188,9 @@ def _finish_worker(proc, paths):
 
 
 def worker_main(paths) -> None:
-    """Body of a worker interpreter: reads ``paths``, writes the pickled results to stdout."""
-    out = _read_chunk(paths)
+    """Body of a worker interpreter: reads ``paths``, writes the pickled results to stdout
+    (``(z, beta, gamma, num_points)`` per spec, or the exception)."""
+    out = [r if isinstance(r, BaseException) else (r.z, r.beta, r.gamma, r.num_points) for r in _read_chunk(paths)]
     try:
         pickle.dumps(out)
     except Exception:  # noqa: BLE001 - an exception that does not pickle: send its words instead

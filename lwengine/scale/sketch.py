@@ -38,7 +38,13 @@ _MAX_A_BYTES = 1 << 28  # bound on the (m, chunk) float64 block of k(C, Z) β
 class SketchParams:
     """``m`` landmarks (capped by the rows available), k-means on ``sample_rows`` rows, eigenvalues
     kept above ``eig_cutoff·λ_max``; the group goes to brute force when the median residual share
-    ``r_i / ‖μ_i‖²`` of ``probe`` specs exceeds ``brute_share``."""
+    ``r_i / ‖μ_i‖²`` of ``probe`` specs exceeds ``brute_share``.
+
+    Adaptive size (``grow``): while the probe says "brute", m doubles (up to ``m_max``) as long as
+    the median residual share falls by at least ``grow_gain`` (relative) and the sketch vectors
+    (n·m float32) stay within ``memory_budget`` times the group's stored Z; the decisions are kept in
+    ``NystromSketch.sizing`` (and ``last_stats["regimes"]``).  A group that passes at ``m`` is built
+    exactly as without growth."""
 
     m: int = 256
     sample_rows: int = 20000
@@ -49,6 +55,10 @@ class SketchParams:
     seed: int = 0
     clusters: int | None = None
     cluster_min_specs: int = 20000
+    grow: bool = True
+    m_max: int = 4096
+    memory_budget: float = 1.5
+    grow_gain: float = 0.05
 
     def __post_init__(self):
         if int(self.m) < 1:
@@ -63,6 +73,12 @@ class SketchParams:
             raise ValueError(f"clusters must be None (auto), 0 (off) or > 0, got {self.clusters}")
         if int(self.cluster_min_specs) < 1:
             raise ValueError(f"cluster_min_specs must be >= 1, got {self.cluster_min_specs}")
+        if int(self.m_max) < 1:
+            raise ValueError(f"m_max must be >= 1, got {self.m_max}")
+        if not float(self.memory_budget) > 0:
+            raise ValueError(f"memory_budget must be > 0, got {self.memory_budget}")
+        if not 0 <= float(self.grow_gain) < 1:
+            raise ValueError(f"grow_gain must be in [0, 1), got {self.grow_gain}")
 
     def n_clusters(self, n: int) -> int:
         """Clusters of the lifted sketches for ``n`` projected specs (0: scan them all)."""
@@ -106,11 +122,13 @@ class NystromSketch:
         self.resid_share_median = float("nan")
         self.regime = "sketch"
         self.clusters = None  # lwengine.scale.clusters.SketchClusters, once n >= params.cluster_min_specs
+        self.sizing = []  # the adaptive-size decisions of fit(): one dict per size tried
 
     # ------------------------------------------------------------------ build
     @classmethod
     def fit(cls, group, params: SketchParams):
-        """Landmarks and basis from a sample of ``group``'s rows; then a probe decides the regime."""
+        """Landmarks and basis from a sample of ``group``'s rows; then a probe decides the regime
+        (and, with ``params.grow``, whether a larger sketch would avoid the brute-force regime)."""
         rng = np.random.default_rng(params.seed)
         rows = group.rows
         take = rng.choice(rows, size=min(rows, params.sample_rows), replace=False) if rows else np.empty(0, int)
@@ -118,7 +136,35 @@ class NystromSketch:
         x = x[np.isfinite(x).all(axis=1)] if len(x) else x
         if len(x) == 0:
             x = np.zeros((1, group.dim), dtype=np.float32)
+        probe_state = rng.bit_generator.state  # every candidate size probes the same specs
         m = int(min(params.m, len(x)))
+        sk = cls._build(group, x, m, params, rng)
+        sk.sizing = [{"m": m, "r": sk.r, "resid_share_median": sk.resid_share_median, "decision": sk.regime}]
+        if not params.grow:
+            return sk
+        budget = float(params.memory_budget) * group.z.itemsize * group.rows * group.dim
+        while sk.regime == "brute":
+            m_next = int(min(2 * m, len(x), params.m_max))
+            if m_next <= m:
+                sk.sizing.append({"m": m_next, "decision": "stop: m_max or sample rows reached"})
+                break
+            if 4.0 * group.n * m_next > budget:
+                sk.sizing.append({"m": m_next, "decision": f"stop: sketch {4.0 * group.n * m_next / 2**20:.0f} MiB "
+                                  f"over the memory budget {budget / 2**20:.0f} MiB"})
+                break
+            rng.bit_generator.state = probe_state
+            cand = cls._build(group, x, m_next, params, rng)
+            gain = 1.0 - cand.resid_share_median / max(sk.resid_share_median, np.finfo(float).tiny)
+            ok = gain >= params.grow_gain
+            sk.sizing.append({"m": m_next, "r": cand.r, "resid_share_median": cand.resid_share_median,
+                              "decision": cand.regime if ok else f"stop: share fell by {gain:.3f} < grow_gain"})
+            if not ok:
+                break
+            cand.sizing, sk, m = sk.sizing, cand, m_next
+        return sk
+
+    @classmethod
+    def _build(cls, group, x, m, params, rng):
         # duplicates are fine (the eigen cutoff drops the null space); float32 values so that the
         # float32 store path sees exactly the same landmarks
         C, _ = kernels.kmeans(x, m, max_iter=params.kmeans_iter, seed=params.seed)
