@@ -84,3 +84,12 @@ def test_sizing_params_validated():
         SketchParams(memory_budget=0)
     with pytest.raises(ValueError, match="grow_gain"):
         SketchParams(grow_gain=1.0)
+    with pytest.raises(ValueError, match="grow_from"):
+        SketchParams(grow_from=0.5)
+
+
+def test_far_miss_stays_brute_without_trying():
+    idx, _ = make_market(800, 20, 7, "overlap", seed=0)
+    idx.build_sketch(m=32)
+    sk = _group(idx).sketch
+    assert sk.regime == "brute" and sk.landmarks.shape[0] == 32 and "grow_from" in sk.sizing[-1]["decision"]

@@ -40,8 +40,10 @@ class SketchParams:
     kept above ``eig_cutoff·λ_max``; the group goes to brute force when the median residual share
     ``r_i / ‖μ_i‖²`` of ``probe`` specs exceeds ``brute_share``.
 
-    Adaptive size (``grow``): while the probe says "brute", m doubles (up to ``m_max``) as long as
-    the median residual share falls by at least ``grow_gain`` (relative) and the sketch vectors
+    Adaptive size (``grow``): while the probe says "brute" but the median residual share is within
+    ``grow_from`` times ``brute_share`` (a near miss; far misses such as heavily overlapping specs
+    stay brute without the cost of trying), m doubles (up to ``m_max``) as long as the median
+    residual share falls by at least ``grow_gain`` (relative) and the sketch vectors
     (n·m float32) stay within ``memory_budget`` times the group's stored Z; the decisions are kept in
     ``NystromSketch.sizing`` (and ``last_stats["regimes"]``).  A group that passes at ``m`` is built
     exactly as without growth."""
@@ -59,6 +61,7 @@ class SketchParams:
     m_max: int = 4096
     memory_budget: float = 1.5
     grow_gain: float = 0.05
+    grow_from: float = 2.0
 
     def __post_init__(self):
         if int(self.m) < 1:
@@ -79,6 +82,8 @@ class SketchParams:
             raise ValueError(f"memory_budget must be > 0, got {self.memory_budget}")
         if not 0 <= float(self.grow_gain) < 1:
             raise ValueError(f"grow_gain must be in [0, 1), got {self.grow_gain}")
+        if not float(self.grow_from) >= 1:
+            raise ValueError(f"grow_from must be >= 1, got {self.grow_from}")
 
     def n_clusters(self, n: int) -> int:
         """Clusters of the lifted sketches for ``n`` projected specs (0: scan them all)."""
@@ -144,6 +149,9 @@ class NystromSketch:
             return sk
         budget = float(params.memory_budget) * group.z.itemsize * group.rows * group.dim
         while sk.regime == "brute":
+            if sk.resid_share_median > params.grow_from * params.brute_share:
+                sk.sizing.append({"m": m, "decision": "stop: share over grow_from x brute_share"})
+                break
             m_next = int(min(2 * m, len(x), params.m_max))
             if m_next <= m:
                 sk.sizing.append({"m": m_next, "decision": "stop: m_max or sample rows reached"})
