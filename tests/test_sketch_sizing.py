@@ -34,7 +34,7 @@ def test_grows_until_the_sketch_prunes_and_stays_exact():
     idx, queries = _point_cloud_market(1500)
     idx.build_sketch(m=32, probe=300, brute_share=0.5, grow=False)
     assert _group(idx).sketch.regime == "brute"
-    idx.build_sketch(m=32, probe=300, brute_share=0.5)
+    idx.build_sketch(m=32, probe=300, brute_share=0.5, grow_gain=0.1)
     sk = _group(idx).sketch
     shares = [s["resid_share_median"] for s in sk.sizing if "resid_share_median" in s]
     assert sk.regime == "sketch" and sk.landmarks.shape[0] > 32
@@ -50,14 +50,18 @@ def test_grows_until_the_sketch_prunes_and_stays_exact():
 
 def test_memory_budget_and_m_max_stop_growth():
     idx, _ = _point_cloud_market(1500)
-    idx.build_sketch(m=32, probe=300, brute_share=0.5, memory_budget=0.1)
+    idx.build_sketch(m=32, probe=300, brute_share=0.5, grow_gain=0.1, memory_budget=0.1)
     sk = _group(idx).sketch
     assert sk.regime == "brute" and "memory budget" in sk.sizing[-1]["decision"]
     z_bytes = _group(idx).z.nbytes
     assert all(4 * 1500 * s["m"] <= 0.1 * z_bytes for s in sk.sizing if "r" in s)
-    idx.build_sketch(m=32, probe=300, brute_share=0.5, m_max=64)
+    idx.build_sketch(m=32, probe=300, brute_share=0.5, grow_gain=0.1, m_max=64)
+    sk = _group(idx).sketch  # 64 is tried; 128 would be needed at its rate of fall: not reachable
+    assert sk.regime == "brute" and sk.landmarks.shape[0] == 32 and [s["m"] for s in sk.sizing][:2] == [32, 64]
+    assert "reachable" in sk.sizing[-1]["decision"]
+    idx.build_sketch(m=32, probe=300, brute_share=0.5, grow_gain=0.5)
     sk = _group(idx).sketch
-    assert sk.landmarks.shape[0] == 64 and sk.sizing[-1]["decision"].startswith("stop: m_max")
+    assert sk.landmarks.shape[0] == 32 and "< grow_gain" in sk.sizing[-1]["decision"]
 
 
 def test_no_growth_where_the_default_prunes(tmp_path):

@@ -43,7 +43,8 @@ class SketchParams:
     Adaptive size (``grow``): while the probe says "brute" but the median residual share is within
     ``grow_from`` times ``brute_share`` (a near miss; far misses such as heavily overlapping specs
     stay brute without the cost of trying), m doubles (up to ``m_max``) as long as the median
-    residual share falls by at least ``grow_gain`` (relative) and the sketch vectors
+    residual share falls by at least ``grow_gain`` (relative), the rate of fall can reach
+    ``brute_share`` within the reachable m, and the sketch vectors
     (n·m float32) stay within ``memory_budget`` times the group's stored Z; the decisions are kept in
     ``NystromSketch.sizing`` (and ``last_stats["regimes"]``).  A group that passes at ``m`` is built
     exactly as without growth."""
@@ -60,7 +61,7 @@ class SketchParams:
     grow: bool = True
     m_max: int = 4096
     memory_budget: float = 1.5
-    grow_gain: float = 0.05
+    grow_gain: float = 0.2
     grow_from: float = 2.0
 
     def __post_init__(self):
@@ -168,6 +169,15 @@ class NystromSketch:
                               "decision": cand.regime if ok else f"stop: share fell by {gain:.3f} < grow_gain"})
             if not ok:
                 break
+            if cand.regime == "brute":  # at this rate of fall, can the share reach brute_share in reach?
+                m_cap = min(params.m_max, len(x), budget / (4.0 * max(1, group.n)))
+                rate = cand.resid_share_median / sk.resid_share_median
+                steps = np.ceil(np.log(params.brute_share / cand.resid_share_median) / np.log(rate)) \
+                    if 0 < rate < 1 and cand.resid_share_median > 0 else np.inf
+                if not m_next * 2.0 ** steps <= m_cap:
+                    sk.sizing.append({"m": m_next, "decision": f"stop: at this rate brute_share needs m ~ "
+                                      f"{m_next * 2.0 ** steps:.0f} > {m_cap:.0f} reachable"})
+                    break
             cand.sizing, sk, m = sk.sizing, cand, m_next
         return sk
 
