@@ -124,7 +124,7 @@ def parallel_workers() -> int:
         n = os.cpu_count() or 1
     try:
         idle = int(n - os.getloadavg()[0]) + 1
-    except OSError:  # pragma: no cover - no load average
+    except (OSError, AttributeError):  # pragma: no cover - no load average (e.g. Windows)
         idle = n
     return max(1, min(8, n, idle))
 
