@@ -41,20 +41,21 @@ def _peak_rss():
 
 
 def run_one(regime, d, n, K, queries, m, pools, seed=0, approx=True, rff=True, cluster_min_specs=None,
-            save_index=None):
+            save_index=None, grow=True):
     t = time.perf_counter()
     idx, mk = make_market(n, d, K, regime, seed=seed, dtype="float32")
     t_gen = time.perf_counter() - t
     rss_market = _peak_rss()
     t = time.perf_counter()
     extra = {} if cluster_min_specs is None else {"cluster_min_specs": cluster_min_specs}
-    idx.build_sketch(m=m, progress=False, **extra)
+    idx.build_sketch(m=m, progress=False, grow=grow, **extra)
     t_build = time.perf_counter() - t
     g = next(iter(idx._groups.values()))
     sk = g.sketch
     qs = make_queries(mk, queries, seed=seed + 1)
     z_bytes = n * K * d * 4
-    row = {"regime": regime, "d": d, "n": n, "K": K, "m": m, "r": sk.r, "gen_s": t_gen,
+    row = {"regime": regime, "d": d, "n": n, "K": K, "m": m, "m_final": int(sk.landmarks.shape[0]),
+           "sizing": sk.sizing, "r": sk.r, "gen_s": t_gen,
            "sketch_build_s": t_build, "regime_decision": sk.regime,
            "resid_share_median": sk.resid_share_median, "z_float32_bytes": z_bytes,
            "clusters": sk.clusters.count if sk.clusters is not None else 0,
@@ -251,6 +252,7 @@ def main(argv=None):
     p.add_argument("--smoke", action="store_true", help="tiny sizes (< 30 s)")
     p.add_argument("--sizes", type=int, nargs="*", default=None, help="exact sizes to run (default: a sweep up to --n)")
     p.add_argument("--no-approx", action="store_true", help="skip approx mode")
+    p.add_argument("--no-grow", action="store_true", help="fixed sketch size --m (no adaptive growth)")
     p.add_argument("--cluster-min-specs", type=int, default=None,
                    help="cluster the sketches from this N on (default: the library's, 20000)")
     p.add_argument("--from-json", nargs="+", help="tabulate/plot rows of earlier --json runs instead of running")
@@ -284,7 +286,8 @@ def main(argv=None):
         K = a.text_K or a.K if regime == "text" else a.K
         for n in sizes:
             r = run_one(regime, dims[regime], n, K, a.queries, a.m, pools, approx=not a.no_approx,
-                        rff=n <= a.rff_max, cluster_min_specs=a.cluster_min_specs, save_index=a.save_index)
+                        rff=n <= a.rff_max, cluster_min_specs=a.cluster_min_specs, save_index=a.save_index,
+                        grow=not a.no_grow)
             rows.append(r)
             print(describe(r), flush=True)
             if "serve" in r:

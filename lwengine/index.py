@@ -22,6 +22,7 @@ import numpy as np
 
 from . import kernels, limits, safe_io
 from .spec import RKMESpec
+from .spec_loading import read_spec_files
 
 __all__ = ["SpecIndex", "BulkReport", "read_package_spec", "TABLE_TYPE"]
 
@@ -463,21 +464,32 @@ class SpecIndex:
         report = BulkReport()
         prepared, seen = [], set()
         names = sorted(os.listdir(path))
-        for name in _progress(names, progress, "reading specs"):
+        entries = []
+        for name in names:
             full = os.path.join(path, name)
             if name.endswith(".json") and os.path.isfile(full):
-                id, loader = name[:-5], RKMESpec.load
+                entries.append((full, name[:-5], "json"))
             elif name.endswith(".zip") and os.path.isfile(full):
-                id, loader = name[:-4], read_package_spec
+                entries.append((full, name[:-4], read_package_spec))
             elif os.path.isdir(full) and os.path.isfile(os.path.join(full, "learnware.yaml")):
-                id, loader = name, read_package_spec
-            else:
-                continue
+                entries.append((full, name, read_package_spec))
+        # spec files are parsed in one batch (orjson, worker processes; see lwengine.spec_loading)
+        oversize = {}
+        for full, id, kind in entries:
+            if kind == "json" and id not in self._where:
+                try:
+                    limits.check_spec_file_size(full, spec_limits)  # before anything is parsed
+                except (ValueError, OSError) as exc:
+                    oversize[full] = exc
+        batch = [full for full, id, kind in entries if kind == "json" and id not in self._where
+                 and full not in oversize]
+        parsed = {**dict(zip(batch, read_spec_files(batch))), **oversize}
+        for full, id, loader in _progress(entries, progress, "reading specs"):
             try:
                 self._check_new_id(id, seen)
-                if loader == RKMESpec.load:
-                    limits.check_spec_file_size(full, spec_limits)
-                spec = loader(full)
+                spec = loader(full) if callable(loader) else parsed[full]
+                if isinstance(spec, BaseException):
+                    raise spec
                 limits.check_spec_cost(spec, spec_limits, full)  # bounded work per file
             except (ValueError, TypeError, OSError, UnicodeDecodeError) as exc:
                 report.failed.append((full, str(exc)))
@@ -736,7 +748,7 @@ def _advise_random(a):
 
 def _sketch_state(sk, g):
     meta = {"params": dict(vars(sk.params)), "R2": sk.R2, "n": sk.n, "projected": sk.projected,
-            "resid_share_median": sk.resid_share_median, "regime": sk.regime}
+            "resid_share_median": sk.resid_share_median, "regime": sk.regime, "sizing": sk.sizing}
     arrays = {"sketch.landmarks": sk.landmarks, "sketch.basis": sk.basis}
     if sk.projected:
         for name in ("s", "sq", "resid", "self_stored", "abs_beta"):
@@ -753,6 +765,7 @@ def _sketch_restore(g, meta, arrays):
                        SketchParams(**meta["params"]))
     sk.R2, sk.projected = float(meta["R2"]), bool(meta["projected"])
     sk.resid_share_median, sk.regime = float(meta["resid_share_median"]), meta["regime"]
+    sk.sizing = list(meta.get("sizing", []))
     if sk.projected:
         for name in ("s", "sq", "resid", "self_stored", "abs_beta"):
             setattr(sk, name, arrays["sketch." + name])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from . import safe_io
 from .spec import RKMESpec
+from .spec_loading import parse_spec_bytes
 
 __all__ = ["PackageError", "Limits", "Package", "read_package", "read_spec_file", "read_semantic",
            "check_semantic", "build_package_zip"]
@@ -183,7 +184,7 @@ def read_spec_file(path, limits: Limits = DEFAULT_LIMITS) -> RKMESpec:
     except ValueError as exc:
         raise PackageError(str(exc)) from None
     try:
-        return RKMESpec.loads(blob.decode("utf-8"), path)
+        return parse_spec_bytes(blob, path)  # RKMESpec.loads(blob.decode("utf-8"), path), faster
     except UnicodeDecodeError as exc:
         raise PackageError(f"{path}: spec file is not UTF-8: {exc}") from exc
     except (ValueError, TypeError) as exc:

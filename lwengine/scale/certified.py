@@ -221,7 +221,9 @@ def _certified(index, groups, user, k, stats, brute_fraction):
     for i, g in enumerate(groups):
         sk = index._sketch_for(g, project=False)
         regimes[f"gamma={g.gamma:g}"] = {"regime": sk.regime, "resid_share_median": sk.resid_share_median,
-                                         "r": sk.r, "clusters": sk.clusters.count if sk.clusters else 0}
+                                         "r": sk.r, "m": sk.landmarks.shape[0],
+                                         "clusters": sk.clusters.count if sk.clusters else 0,
+                                         "sizing": list(sk.sizing)}
         if sk.regime == "brute":
             live, d = exact_group(g, user)
             found.append((i, live, d))

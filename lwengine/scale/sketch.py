@@ -38,7 +38,16 @@ _MAX_A_BYTES = 1 << 28  # bound on the (m, chunk) float64 block of k(C, Z) β
 class SketchParams:
     """``m`` landmarks (capped by the rows available), k-means on ``sample_rows`` rows, eigenvalues
     kept above ``eig_cutoff·λ_max``; the group goes to brute force when the median residual share
-    ``r_i / ‖μ_i‖²`` of ``probe`` specs exceeds ``brute_share``."""
+    ``r_i / ‖μ_i‖²`` of ``probe`` specs exceeds ``brute_share``.
+
+    Adaptive size (``grow``): while the probe says "brute" but the median residual share is within
+    ``grow_from`` times ``brute_share`` (a near miss; far misses such as heavily overlapping specs
+    stay brute without the cost of trying), m doubles (up to ``m_max``) as long as the median
+    residual share falls by at least ``grow_gain`` (relative), the rate of fall can reach
+    ``brute_share`` within the reachable m, and the sketch vectors
+    (n·m float32) stay within ``memory_budget`` times the group's stored Z; the decisions are kept in
+    ``NystromSketch.sizing`` (and ``last_stats["regimes"]``).  A group that passes at ``m`` is built
+    exactly as without growth."""
 
     m: int = 256
     sample_rows: int = 20000
@@ -49,6 +58,11 @@ class SketchParams:
     seed: int = 0
     clusters: int | None = None
     cluster_min_specs: int = 20000
+    grow: bool = True
+    m_max: int = 4096
+    memory_budget: float = 1.5
+    grow_gain: float = 0.2
+    grow_from: float = 2.0
 
     def __post_init__(self):
         if int(self.m) < 1:
@@ -63,6 +77,14 @@ class SketchParams:
             raise ValueError(f"clusters must be None (auto), 0 (off) or > 0, got {self.clusters}")
         if int(self.cluster_min_specs) < 1:
             raise ValueError(f"cluster_min_specs must be >= 1, got {self.cluster_min_specs}")
+        if int(self.m_max) < 1:
+            raise ValueError(f"m_max must be >= 1, got {self.m_max}")
+        if not float(self.memory_budget) > 0:
+            raise ValueError(f"memory_budget must be > 0, got {self.memory_budget}")
+        if not 0 <= float(self.grow_gain) < 1:
+            raise ValueError(f"grow_gain must be in [0, 1), got {self.grow_gain}")
+        if not float(self.grow_from) >= 1:
+            raise ValueError(f"grow_from must be >= 1, got {self.grow_from}")
 
     def n_clusters(self, n: int) -> int:
         """Clusters of the lifted sketches for ``n`` projected specs (0: scan them all)."""
@@ -106,11 +128,13 @@ class NystromSketch:
         self.resid_share_median = float("nan")
         self.regime = "sketch"
         self.clusters = None  # lwengine.scale.clusters.SketchClusters, once n >= params.cluster_min_specs
+        self.sizing = []  # the adaptive-size decisions of fit(): one dict per size tried
 
     # ------------------------------------------------------------------ build
     @classmethod
     def fit(cls, group, params: SketchParams):
-        """Landmarks and basis from a sample of ``group``'s rows; then a probe decides the regime."""
+        """Landmarks and basis from a sample of ``group``'s rows; then a probe decides the regime
+        (and, with ``params.grow``, whether a larger sketch would avoid the brute-force regime)."""
         rng = np.random.default_rng(params.seed)
         rows = group.rows
         take = rng.choice(rows, size=min(rows, params.sample_rows), replace=False) if rows else np.empty(0, int)
@@ -118,7 +142,47 @@ class NystromSketch:
         x = x[np.isfinite(x).all(axis=1)] if len(x) else x
         if len(x) == 0:
             x = np.zeros((1, group.dim), dtype=np.float32)
+        probe_state = rng.bit_generator.state  # every candidate size probes the same specs
         m = int(min(params.m, len(x)))
+        sk = cls._build(group, x, m, params, rng)
+        sk.sizing = [{"m": m, "r": sk.r, "resid_share_median": sk.resid_share_median, "decision": sk.regime}]
+        if not params.grow:
+            return sk
+        budget = float(params.memory_budget) * group.z.itemsize * group.rows * group.dim
+        while sk.regime == "brute":
+            if sk.resid_share_median > params.grow_from * params.brute_share:
+                sk.sizing.append({"m": m, "decision": "stop: share over grow_from x brute_share"})
+                break
+            m_next = int(min(2 * m, len(x), params.m_max))
+            if m_next <= m:
+                sk.sizing.append({"m": m_next, "decision": "stop: m_max or sample rows reached"})
+                break
+            if 4.0 * group.n * m_next > budget:
+                sk.sizing.append({"m": m_next, "decision": f"stop: sketch {4.0 * group.n * m_next / 2**20:.0f} MiB "
+                                  f"over the memory budget {budget / 2**20:.0f} MiB"})
+                break
+            rng.bit_generator.state = probe_state
+            cand = cls._build(group, x, m_next, params, rng)
+            gain = 1.0 - cand.resid_share_median / max(sk.resid_share_median, np.finfo(float).tiny)
+            ok = gain >= params.grow_gain
+            sk.sizing.append({"m": m_next, "r": cand.r, "resid_share_median": cand.resid_share_median,
+                              "decision": cand.regime if ok else f"stop: share fell by {gain:.3f} < grow_gain"})
+            if not ok:
+                break
+            if cand.regime == "brute":  # at this rate of fall, can the share reach brute_share in reach?
+                m_cap = min(params.m_max, len(x), budget / (4.0 * max(1, group.n)))
+                rate = cand.resid_share_median / sk.resid_share_median
+                steps = np.ceil(np.log(params.brute_share / cand.resid_share_median) / np.log(rate)) \
+                    if 0 < rate < 1 and cand.resid_share_median > 0 else np.inf
+                if not m_next * 2.0 ** steps <= m_cap:
+                    sk.sizing.append({"m": m_next, "decision": f"stop: at this rate brute_share needs m ~ "
+                                      f"{m_next * 2.0 ** steps:.0f} > {m_cap:.0f} reachable"})
+                    break
+            cand.sizing, sk, m = sk.sizing, cand, m_next
+        return sk
+
+    @classmethod
+    def _build(cls, group, x, m, params, rng):
         # duplicates are fine (the eigen cutoff drops the null space); float32 values so that the
         # float32 store path sees exactly the same landmarks
         C, _ = kernels.kmeans(x, m, max_iter=params.kmeans_iter, seed=params.seed)

@@ -1,0 +1,199 @@
+"""Fast reading of many RKME spec JSON files: orjson decoding, parsing in worker processes.
+
+Every spec read here is bit for bit the one :meth:`RKMESpec.load` gives (same ``z``/``beta`` bytes,
+gamma, num_points), and every file the fast path does not take is read by :meth:`RKMESpec.load`
+itself, so bad files raise exactly the error they always did (naming the file).
+
+The fast path is orjson, taken only where it provably agrees with the stdlib parser: orjson refuses
+NaN / Infinity tokens, a BOM, lone surrogates and overflowing floats (such files go to the stdlib
+path), and it turns integer literals beyond 64 bits into floats, so a decoded spec whose arrays or
+scalars hold a float of magnitude >= 2**63 (where such a literal could hide) goes to the stdlib path
+too.  Parsing is CPU-bound Python work that holds the GIL, so large batches are shared with worker
+interpreters (fresh processes, safe inside threaded servers); small ones stay in this process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+
+from .spec import RKMESpec
+
+try:  # an ordinary dependency; the stdlib path still works without it
+    import orjson
+except ImportError:  # pragma: no cover - orjson is a core dependency
+    orjson = None
+
+__all__ = ["parse_spec_bytes", "read_spec_file", "read_spec_files", "parallel_workers", "worker_main"]
+
+log = logging.getLogger(__name__)
+
+_BIG = float(2 ** 63)  # orjson returns integer literals beyond 64 bits as floats at least this large
+_MIN_PARALLEL = 2048  # fewer files than this are read in this process (a worker starts in ~0.3 s)
+_MIN_SHARE = 256  # at least this many files per worker
+# the worker takes its paths (and this process's sys.path, so that it imports this same lwengine)
+# before importing anything, so the parent's write never waits on that
+_WORKER = ("import pickle, sys; sys.path[:], paths = pickle.load(sys.stdin.buffer); "
+           "from lwengine.spec_loading import worker_main; worker_main(paths)")
+
+
+def _needs_stdlib(value) -> bool:
+    """True when a decoded scalar could differ from the stdlib parser's (a big integer literal)."""
+    return isinstance(value, float) and not abs(value) < _BIG
+
+
+def _fast_spec(data: bytes, source: str):
+    """The spec decoded by orjson, or None where only the stdlib path is sure to agree."""
+    d = orjson.loads(data)
+    if not isinstance(d, dict) or any(k not in d for k in ("z", "beta", "gamma", "num_points")):
+        return None
+    if "type" in d and not isinstance(d["type"], str):
+        return None
+    if _needs_stdlib(d["gamma"]) or _needs_stdlib(d["num_points"]):
+        return None
+    arrays = {}
+    for key in ("z", "beta"):
+        arr = np.array(d[key])  # what RKMESpec.from_dict does; it copies this array back unchanged
+        if arr.dtype.kind not in "iuf":
+            return None  # ragged, nested wrongly, or non-numbers: the stdlib path words the error
+        if arr.dtype.kind == "f" and arr.size and not float(np.abs(arr).max()) < _BIG:
+            return None
+        arrays[key] = arr
+    d = dict(d, **arrays)
+    return RKMESpec.from_dict(d, source)
+
+
+def parse_spec_bytes(data: bytes, source: str = "spec") -> RKMESpec:
+    """``RKMESpec.loads(data.decode("utf-8"), source)``, decoded with orjson where it agrees with
+    the stdlib parser (the same spec bit for bit; any other input takes exactly that call)."""
+    if orjson is not None:
+        try:
+            spec = _fast_spec(data, source)
+            if spec is not None:
+                return spec
+        except Exception:  # noqa: BLE001 - any doubt: the stdlib path below decides (and words the error)
+            pass
+    return RKMESpec.loads(data.decode("utf-8"), source)
+
+
+def read_spec_file(path) -> RKMESpec:
+    """:meth:`RKMESpec.load` of ``path``, decoded with orjson where it agrees with the stdlib parser
+    (every file the fast path does not take is read by :meth:`RKMESpec.load` itself)."""
+    path = os.fspath(path)
+    if orjson is not None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            spec = _fast_spec(data, path)
+            if spec is not None:
+                return spec
+        except Exception:  # noqa: BLE001 - any doubt: the reference path below decides (and words the error)
+            pass
+    return RKMESpec.load(path)
+
+
+def _read_chunk(paths) -> list:
+    """``read_spec_file`` of every path: the spec or the exception it raised."""
+    out = []
+    for p in paths:
+        try:
+            out.append(read_spec_file(p))
+        except Exception as exc:  # noqa: BLE001 - returned to the caller, raised or reported there
+            out.append(exc)
+    return out
+
+
+def parallel_workers() -> int:
+    """Processes (this one included) that parse a large batch: the idle CPUs (usable CPUs minus the
+    1-minute load average, plus this process), 1 to 8; 1 means in-process.  On a loaded machine
+    extra processes only compete for the same cores (measured: docs/benchmarks.md).
+    ``LWE_LOAD_WORKERS`` overrides it."""
+    env = os.environ.get("LWE_LOAD_WORKERS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"LWE_LOAD_WORKERS must be an integer, got {env!r}") from None
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    try:
+        idle = int(n - os.getloadavg()[0]) + 1
+    except (OSError, AttributeError):  # pragma: no cover - no load average (e.g. Windows)
+        idle = n
+    return max(1, min(8, n, idle))
+
+
+def read_spec_files(paths, *, workers: int | None = None) -> list:
+    """``read_spec_file`` of every path, in order: an :class:`RKMESpec` or the exception it raised.
+
+    ``workers``: processes to parse in (None: :func:`parallel_workers` for batches of at least
+    ``2048`` files, else in-process; 1: in-process).  Workers are fresh interpreters running
+    :func:`worker_main` (never a fork, never a re-import of the caller's ``__main__``); a worker
+    that fails leaves its share to this process."""
+    paths = [os.fspath(p) for p in paths]
+    if workers is None:
+        workers = parallel_workers() if len(paths) >= _MIN_PARALLEL else 1
+    workers = min(int(workers), len(paths) // _MIN_SHARE)
+    if workers <= 1:
+        out = _read_chunk(paths)
+    else:
+        bounds = np.linspace(0, len(paths), workers + 1).astype(int)
+        shares = [paths[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        procs = [_start_worker(share) for share in shares[1:]]  # this process reads the first share
+        out = _read_chunk(shares[0])
+        for share, proc in zip(shares[1:], procs):
+            out.extend(_finish_worker(proc, share))
+    return out
+
+
+def _start_worker(paths):
+    """A worker interpreter reading ``paths`` (None when it cannot start)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", LWE_LOAD_WORKERS="1")
+    proc = None
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", _WORKER],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+        pickle.dump((list(sys.path), paths), proc.stdin)
+        proc.stdin.close()
+        return proc
+    except (OSError, ValueError) as exc:
+        log.warning("parallel spec loading unavailable (%s); reading in-process", exc)
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        return None
+
+
+def _finish_worker(proc, paths):
+    """The worker's results for ``paths``, or this process's own reading if the worker failed."""
+    if proc is not None:
+        try:
+            out = pickle.load(proc.stdout)
+            proc.stdout.close()
+            if proc.wait() == 0 and isinstance(out, list) and len(out) == len(paths):
+                return [r if isinstance(r, BaseException) else RKMESpec(*r) for r in out]
+        except Exception as exc:  # noqa: BLE001 - a broken worker: read its share here
+            log.warning("spec loading worker failed (%s); reading its files in-process", exc)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return _read_chunk(paths)
+
+
+def worker_main(paths) -> None:
+    """Body of a worker interpreter: reads ``paths``, writes the pickled results to stdout
+    (``(z, beta, gamma, num_points)`` per spec, or the exception)."""
+    out = [r if isinstance(r, BaseException) else (r.z, r.beta, r.gamma, r.num_points) for r in _read_chunk(paths)]
+    try:
+        pickle.dumps(out)
+    except Exception:  # noqa: BLE001 - an exception that does not pickle: send its words instead
+        out = [r if not isinstance(r, BaseException) else RuntimeError(f"{type(r).__name__}: {r}") for r in out]
+    pickle.dump(out, sys.stdout.buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    sys.stdout.buffer.flush()
