@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import kernels
-from .spec import RKMESpec
+from .specs.table import RKMESpec
 
 __all__ = ["SpecIndex", "BulkReport", "read_package_spec", "TABLE_TYPE"]
 

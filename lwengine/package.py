@@ -14,7 +14,7 @@ import stat
 import zipfile
 from dataclasses import dataclass, field
 
-from .spec import RKMESpec
+from .specs.table import RKMESpec
 
 __all__ = ["PackageError", "Limits", "Package", "read_package", "read_spec_file", "read_semantic",
            "check_semantic", "build_package_zip"]

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..index import SpecIndex
 from ..search import SearchResult, search_batch
-from ..spec import RKMESpec
+from ..specs.table import RKMESpec
 
 # ``PackedStatSearcher`` (lazy, needs learnware) is left out so that ``import *`` works without it
 __all__ = ["available", "searcher_class", "make_searcher", "install", "instantiate_learnware_market",

@@ -171,7 +171,7 @@ def create_app(dock, *, token: str | None = None, protect_reads: bool = False, m
         return blob or None  # an empty upload means "not given"
 
     def spec_from_bytes(blob):
-        from ..spec import RKMESpec
+        from ..specs.table import RKMESpec
 
         try:
             return RKMESpec.loads(blob.decode("utf-8"), "statistical_specification")

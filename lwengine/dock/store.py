@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..index import BulkReport, SpecIndex
-from ..spec import RKMESpec
+from ..specs.table import RKMESpec
 from .. import package as ingest
 from ..package import Limits
 

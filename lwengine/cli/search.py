@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
 def open_specs(path):
     """A :class:`SpecIndex` from a saved index file or a folder (folder failures go to stderr)."""
-    from .index import SpecIndex
+    from ..index import SpecIndex
 
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -43,7 +43,7 @@ def open_specs(path):
 
 
 def _cmd_search(args) -> int:
-    from .spec import RKMESpec
+    from ..specs.table import RKMESpec
 
     index = open_specs(args.specs)
     user = RKMESpec.load(args.user)
@@ -75,7 +75,7 @@ def print_result(result) -> None:
 
 
 def _cmd_index_build(args) -> int:
-    from .index import SpecIndex
+    from ..index import SpecIndex
 
     index, report = SpecIndex.from_folder(args.folder, dtype=args.dtype)
     for p, msg in report.failed:

@@ -27,8 +27,8 @@ def make_tasks(num_tasks: int = 8, n: int = 2000, d: int = 10, seed: int = 0):
 
 
 def run(num_tasks: int = 8, n: int = 2000, d: int = 10, seed: int = 0, as_json: bool = False) -> dict:
-    from . import RKMESpec, SpecIndex, fit_many
-    from .search_cli import print_result
+    from .. import RKMESpec, SpecIndex, fit_many
+    from .search import print_result
 
     t0 = time.perf_counter()
     tasks = make_tasks(num_tasks, n, d, seed)
@@ -61,7 +61,7 @@ def run(num_tasks: int = 8, n: int = 2000, d: int = 10, seed: int = 0, as_json: 
 def _cmd_demo(a) -> int:
     run(a.tasks, a.n, a.d, a.seed, a.json)
     if not a.no_dock:
-        from .dock.demo import run_dock_demo
+        from .dock_demo import run_dock_demo
 
         print()
         print(f"dock run: {a.learnwares} learnwares")

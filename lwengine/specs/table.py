@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _backend, kernels
+from .. import _backend, kernels
 
 __all__ = ["RKMESpec", "FitInfo", "fit_many", "SPEC_TYPE"]
 

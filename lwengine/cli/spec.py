@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from .spec import RKMESpec
+from ..specs.table import RKMESpec
 
 
 def register(subparsers) -> None:

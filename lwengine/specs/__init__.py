@@ -1,0 +1,1 @@
+"""Specification types (see :mod:`lwengine.specs.registry`)."""
