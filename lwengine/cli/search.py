@@ -43,10 +43,10 @@ def open_specs(path):
 
 
 def _cmd_search(args) -> int:
-    from ..specs.table import RKMESpec
+    from ..specs import load_spec
 
     index = open_specs(args.specs)
-    user = RKMESpec.load(args.user)
+    user = load_spec(args.user)
     semantic = None
     if args.semantic:
         with open(args.semantic, encoding="utf-8") as f:
