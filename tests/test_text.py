@@ -289,3 +289,29 @@ def test_hetero_map_table_files_load_save_and_search(tmp_path):
     assert np.allclose(res.dists, [x for x, _ in want], rtol=1e-12, atol=1e-14)
     with pytest.raises(NotImplementedError, match="mapping model"):
         HeteroMapTableSpec.fit(np.zeros((3, 2)))
+
+
+def test_compat_searcher_handles_text_users_like_the_reference(text_dir):
+    pytest.importorskip("torch")
+    from lwengine.compat import learnware as compat
+
+    if not compat.available():
+        pytest.skip("learnware's EasyStatSearcher is unavailable")
+    from learnware.market import BaseUserInfo, EasyStatSearcher
+
+    m = _manifest(text_dir, "search")
+    lws = [compat.to_reference_learnware(lw["id"], _spec(text_dir, lw["source"])) for lw in m["market"]]
+    assert type(lws[0].specification.get_stat_spec_by_name("RKMETextSpecification")).__name__ == \
+        "RKMETextSpecification"
+    ours, reference = compat.make_searcher(None), EasyStatSearcher(None)
+    for r in m["results"]:
+        info = BaseUserInfo(stat_info={"RKMETextSpecification": compat.to_reference_spec(_spec(text_dir, r["user"]))})
+        got, want = ours(lws, info, 3, "greedy"), reference(lws, info, 3, "greedy")
+        assert ours.last_result is not None  # searched by lwengine, not the reference fallback
+        g = [(x.learnware.id, x.score) for x in got.get_single_results()]
+        w = [(x.learnware.id, x.score) for x in want.get_single_results()]
+        assert [i for i, _ in g] == [i for i, _ in w] == [s["id"] for s in r["result_singles"]]
+        assert np.allclose([s for _, s in g], [s for _, s in w], rtol=1e-10)
+        assert len(got.get_multiple_results()) == len(want.get_multiple_results())
+    back = compat.from_reference_spec(compat.to_reference_spec(_spec(text_dir, "t04_en_de_mixed")))
+    assert isinstance(back, RKMETextSpec) and back.language == ["de"]

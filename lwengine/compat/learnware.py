@@ -272,8 +272,9 @@ def searcher_class():
             spec_type = parse_type(stat_specs=user_info.stat_info, spec_list=self.SPEC_TYPES)
             ok_num = isinstance(max_search_num, (int, np.integer)) and not isinstance(max_search_num, bool) \
                 and max_search_num >= 1
-            if registry.lookup(str(spec_type)) is None or not ok_num:  # unregistered types, odd arguments:
-                self.last_result = None                                # the reference code
+            stat = getattr(user_info, "stat_info", None) or {}
+            if registry.lookup(str(spec_type)) is None or not ok_num or stat.get(spec_type) is None:
+                self.last_result = None  # unregistered types, odd arguments: the reference code
                 return super().__call__(learnware_list, user_info, max_search_num, search_method)
             self.stat_spec_type = spec_type
             user = from_reference_spec(user_info.stat_info[spec_type], spec_type)
