@@ -97,8 +97,9 @@ def test_register_refuses_a_taken_name_and_a_new_type_plugs_in(tmp_path):
         index.save(tmp_path / "i.lwe")
         assert type(SpecIndex.load(tmp_path / "i.lwe").get("s2")) is Shifted
     finally:
-        registry._TYPES.pop(entry.type)
-        registry._NAMES.pop(entry.type)
+        registry.unregister(entry.type)
+    with pytest.raises(ValueError, match="unknown spec type"):
+        lwengine.load_spec(specs[0].to_dict())
 
 
 # ------------------------------------------------------------------------------ the text spec

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
-__all__ = ["SpecType", "register", "get", "lookup", "entry_of", "entry_of_class", "spec_types", "load_spec", "loads_spec", "as_spec",
+__all__ = ["SpecType", "register", "unregister", "get", "lookup", "entry_of", "entry_of_class", "spec_types", "load_spec", "loads_spec", "as_spec",
            "package_type_names", "DEFAULT_TYPE"]
 
 DEFAULT_TYPE = "RKMETableSpecification"  # files without a ``type`` key are table specs
@@ -34,7 +34,8 @@ class SpecType:
     an extra per-learnware rule on the user spec and the learnware's stored extra fields (text: the
     language subset rule), None for none; ``distance_transform``: applied to every distance (singles
     and mixture) before scores, None for the identity; ``package_names``: the class names a package's
-    learnware.yaml may use for this type (default: the type string and the aliases).
+    learnware.yaml may use for this type (default: the type string and the aliases); ``reader(d,
+    source)`` / ``writer(spec)``: JSON reader / writer when not the class's ``from_dict`` / ``to_dict``.
     """
 
     type: str
@@ -47,7 +48,6 @@ class SpecType:
     package_names: tuple = ()
     reader: Callable | None = None
     writer: Callable | None = None
-    extra: dict = field(default_factory=dict)
 
     def names(self) -> tuple:
         return (self.type,) + tuple(self.aliases)
@@ -64,6 +64,7 @@ class SpecType:
 
 _TYPES: dict = {}  # type string -> SpecType
 _NAMES: dict = {}  # type string or alias -> SpecType
+_BY_CLASS: dict = {}  # spec class -> SpecType (memo of entry_of_class)
 
 
 def register(entry: SpecType, *, replace: bool = False) -> SpecType:
@@ -77,7 +78,19 @@ def register(entry: SpecType, *, replace: bool = False) -> SpecType:
     _TYPES[entry.type] = entry
     for n in entry.names():
         _NAMES[n] = entry
+    _BY_CLASS.clear()
     return entry
+
+
+def unregister(name: str) -> None:
+    """Remove a registered type (by type string or alias) with all its names (KeyError if unknown)."""
+    entry = _NAMES.get(name)
+    if entry is None:
+        raise KeyError(f"no registered spec type {name!r}")
+    del _TYPES[entry.type]
+    for n in entry.names():
+        _NAMES.pop(n, None)
+    _BY_CLASS.clear()
 
 
 def lookup(name: str) -> SpecType | None:
@@ -95,9 +108,13 @@ def get(name: str) -> SpecType:
 
 def entry_of_class(cls) -> SpecType:
     """The entry of a spec class (the class itself, else its nearest registered base)."""
+    entry = _BY_CLASS.get(cls)
+    if entry is not None:
+        return entry
     for klass in cls.__mro__:
         for entry in _TYPES.values():
             if entry.cls is klass:
+                _BY_CLASS[cls] = entry
                 return entry
     raise TypeError(f"{cls.__name__} is not a registered spec class")
 
@@ -149,6 +166,8 @@ def loads_spec(text: str, source: str = "spec"):
 def as_spec(spec, name: str = "spec"):
     """A registered spec object from a spec, a decoded spec dict, a path to a spec JSON file, or a
     duck-typed object with ``z``, ``beta`` and ``gamma`` (read as a table spec)."""
+    if type(spec) in _BY_CLASS:  # a registered spec object (fast path)
+        return spec
     try:
         entry_of(spec)
         return spec
