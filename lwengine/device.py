@@ -6,7 +6,7 @@ build or machine without it is a RuntimeError saying which is missing.  The reso
 """
 from __future__ import annotations
 
-from . import _backend
+from . import kernels
 
 __all__ = ["DEVICES", "resolve", "cuda_available"]
 
@@ -15,7 +15,7 @@ DEVICES = ("auto", "cpu", "cuda")
 
 def cuda_available() -> bool:
     """Whether the CUDA extension is built and at least one GPU is visible."""
-    return _backend.cuda is not None and _backend.cuda_device_count() > 0
+    return kernels.cuda_available()
 
 
 def resolve(device: str = "auto", name: str = "device") -> str:
@@ -23,7 +23,7 @@ def resolve(device: str = "auto", name: str = "device") -> str:
     if not isinstance(device, str) or device not in DEVICES:
         raise ValueError(f"{name} must be 'auto', 'cpu' or 'cuda', got {device!r}")
     if device == "cuda":
-        _backend.require_cuda()  # RuntimeError naming what is missing
+        kernels.require_cuda()  # RuntimeError naming what is missing
         return "cuda"
     if device == "auto":
         return "cuda" if cuda_available() else "cpu"

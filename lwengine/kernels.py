@@ -330,3 +330,13 @@ def check_packed_store(z, beta, offsets, gamma):  # added by arch
     every kernel entry point (for callers that validate once and call the kernels many times)."""
     z = np.asarray(z)
     return _as_vector(beta, "beta", z.shape[0]), _as_offsets(offsets, "offsets", z.shape[0]), _as_gamma(gamma)
+
+
+def cuda_available() -> bool:  # added by arch
+    """Whether the CUDA extension is built and at least one GPU is visible."""
+    return _backend.cuda is not None and _backend.cuda_device_count() > 0
+
+
+def require_cuda() -> None:  # added by arch
+    """RuntimeError naming what is missing when the CUDA kernels cannot run (no build, or no GPU)."""
+    _backend.require_cuda()

@@ -35,7 +35,7 @@ def spy(monkeypatch):
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """Pretend a CUDA build and GPU are present, so that device="cuda" resolves."""
-    monkeypatch.setattr(devices._backend, "require_cuda", lambda: None)
+    monkeypatch.setattr(kernels, "require_cuda", lambda: None)
 
 
 def test_cuda_without_a_cuda_build_is_a_clear_error():
