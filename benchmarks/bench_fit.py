@@ -42,7 +42,7 @@ def numpy_fit(x32, K, gamma=0.1, step_size=0.1, steps=3, seed=0):
 
 def stage_times(X, K, repeats, gamma=0.1):
     """Median ms of every stage of one fit (the calls RKMESpec.fit makes, on the same data)."""
-    from lwengine import spec as S
+    from lwengine.specs import table as S
 
     core = lwengine._backend.require_core()
     x, _ = S._prepare_data(X, "X")

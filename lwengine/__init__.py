@@ -1,11 +1,17 @@
 """lwengine: fast RKME specifications and learnware identification (CPU + CUDA)."""
 from __future__ import annotations
 
+import sys as _sys
+
 from . import kernels
 from ._config import show_config
-from .spec import RKMESpec, fit_many
+from .specs import RKMESpec, RKMETextSpec, fit_many, load_spec, spec_types
+from .specs import table as spec  # the old module path lwengine.spec
 from .index import SpecIndex
 from .dock import Dock
 
+_sys.modules[__name__ + ".spec"] = spec
+
 __version__ = "0.1.0"
-__all__ = ["Dock", "RKMESpec", "SpecIndex", "fit_many", "kernels", "show_config", "__version__"]
+__all__ = ["Dock", "RKMESpec", "RKMETextSpec", "SpecIndex", "fit_many", "kernels", "load_spec", "show_config",
+           "spec_types", "__version__"]

@@ -10,7 +10,6 @@ Search lives in :mod:`lwengine.search`; this module owns storage, bulk loading a
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import mmap as mmap_module
@@ -20,61 +19,35 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import device as devices
 from . import kernels, limits, safe_io
-from .spec import RKMESpec
+from .packed import PackedGroup, digest
+from .progress import progress_iter
+from .scale.clusters import SketchClusters
+from .scale.sketch import NystromSketch, SketchParams
+from .scale.topk import topk as scale_topk
+from .search import search as run_search
+from .search import search_batch as run_search_batch
+from .semantic import check_semantic_dict
 from .spec_loading import read_spec_files
+from .specs import registry
 
-__all__ = ["SpecIndex", "BulkReport", "read_package_spec", "TABLE_TYPE"]
+__all__ = ["SpecIndex", "BulkReport", "read_package_spec", "TABLE_TYPE", "PackedGroup"]
 
 log = logging.getLogger(__name__)
 
-TABLE_TYPE = "RKMETableSpecification"
+TABLE_TYPE = registry.DEFAULT_TYPE
 _DTYPES = {"float64": np.float64, "float32": np.float32}
 _MAGIC = b"LWEIDX\x00\x01"
 _ALIGN = 64
 _KEEP = object()  # replace(): keep the current semantic spec
 
 
-# ----------------------------------------------------------------------------------- helpers
-def _grow(arr: np.ndarray, need: int) -> np.ndarray:
-    """``arr`` with capacity >= need along axis 0 (doubling; a fresh array, never a view; exact for
-    the first fill, so a bulk build does not reserve twice its size; a read-only memory map is copied)."""
-    if arr.shape[0] >= need and arr.flags.writeable:
-        return arr
-    cap = need if arr.shape[0] == 0 else max(need, 2 * arr.shape[0], 16)
-    out = np.empty((cap,) + arr.shape[1:], dtype=arr.dtype)
-    out[: arr.shape[0]] = arr
-    return out
-
-
-def _digest(z2d: np.ndarray, beta: np.ndarray) -> bytes:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(np.ascontiguousarray(z2d, dtype=np.float64).tobytes())
-    h.update(np.ascontiguousarray(beta, dtype=np.float64).tobytes())
-    return h.digest()
-
-
-def _as_spec(spec, name: str = "spec") -> RKMESpec:
-    """An :class:`RKMESpec` from a spec, a decoded spec dict, or a path to a spec JSON file."""
-    if isinstance(spec, RKMESpec):
-        return spec
-    if isinstance(spec, (str, os.PathLike)):
-        return RKMESpec.load(spec)
-    if isinstance(spec, dict):
-        return RKMESpec.from_dict(spec, name)
-    if all(hasattr(spec, a) for a in ("z", "beta", "gamma")):  # duck-typed spec (e.g. the market's)
-        z = spec.z if not callable(getattr(spec, "get_z", None)) else spec.get_z()
-        beta = spec.beta if not callable(getattr(spec, "get_beta", None)) else spec.get_beta()
-        return RKMESpec(z, beta, spec.gamma, getattr(spec, "num_points", None))
-    raise TypeError(f"{name} must be an RKMESpec, a spec dict or a path to a spec JSON file, "
-                    f"got {type(spec).__name__}")
-
-
-def _is_finite_spec(spec: RKMESpec) -> bool:
+def _is_finite_spec(spec) -> bool:
     return bool(np.isfinite(spec.z).all() and np.isfinite(spec.beta).all())
 
 
-def read_package_spec(path) -> RKMESpec:
+def read_package_spec(path):
     """The stat spec of a learnware package (zip, or its unzipped folder), read with the
     hostile-input checks of :func:`lwengine.package.read_package` (package code is never imported)."""
     from .package import read_package
@@ -93,177 +66,6 @@ class BulkReport:
         return not self.failed
 
 
-# ------------------------------------------------------------------------------------ groups
-class _Group:
-    """One packed store: every spec of one (type, trailing shape, gamma)."""
-
-    def __init__(self, spec_type: str, shape: tuple, gamma: float, dtype):
-        self.spec_type, self.shape, self.gamma, self.dtype = spec_type, tuple(shape), float(gamma), dtype
-        self.dim = int(np.prod(self.shape)) if self.shape else 1
-        self.z = np.empty((0, self.dim), dtype=dtype)
-        self.beta = np.empty(0, dtype=np.float64)
-        self.offsets = np.zeros(1, dtype=np.int64)
-        self.self_ip = np.empty(0, dtype=np.float64)
-        self.seq = np.empty(0, dtype=np.int64)
-        self.alive = np.empty(0, dtype=bool)
-        self.num_points = np.empty(0, dtype=np.int64)
-        self.digest = np.empty((0, 16), dtype=np.uint8)
-        self.ids: list = []
-        self.n = 0  # specs stored (alive or not)
-        self.rows = 0
-        self.n_dead = 0
-        self._dups = None  # cached (dst, src) local indices of duplicate specs, or False if none
-        self.sketch = None  # lwengine.scale.sketch.NystromSketch, built on demand (see SpecIndex.topk)
-        self.ann = {}  # faiss indexes over the sketches, by sketch kind (not persisted)
-        self._screen = None  # (z32, beta_l1, r2max), see screen()
-
-    @property
-    def key(self):
-        return (self.spec_type, self.shape, self.gamma)
-
-    @property
-    def n_alive(self) -> int:
-        return self.n - self.n_dead
-
-    def append(self, ids, specs, seqs, finite) -> list:
-        """Append specs (already validated) in one packing step; returns their local indices."""
-        Ks = np.array([s.K for s in specs], dtype=np.int64)
-        new_rows = int(Ks.sum())
-        z_new = np.empty((new_rows, self.dim), dtype=np.float64)
-        b_new = np.empty(new_rows, dtype=np.float64)
-        pos = 0
-        for s, ok in zip(specs, finite):
-            z2 = s.z.reshape(s.K, -1)
-            if ok:
-                z_new[pos:pos + s.K] = z2
-                b_new[pos:pos + s.K] = s.beta
-            else:  # stored inert: zero weight; its self inner product is NaN so search drops it
-                z_new[pos:pos + s.K] = 0.0
-                b_new[pos:pos + s.K] = 0.0
-            pos += s.K
-        offs_new = np.concatenate([[0], np.cumsum(Ks)]).astype(np.int64)
-        self_new = kernels.self_inner(z_new, b_new, offs_new, self.gamma)
-        self_new[~np.asarray(finite, dtype=bool)] = np.nan
-        digests = [np.frombuffer(_digest(s.z, s.beta), dtype=np.uint8) for s in specs]
-        return self.append_packed(ids, z_new, b_new, offs_new, self_new, seqs,
-                                  [s.num_points for s in specs], digests)
-
-    def append_packed(self, ids, z_new, b_new, offs_new, self_new, seqs, num_points, digests) -> list:
-        """Append already packed specs (rows, weights, offsets from 0, self inner products, ...).
-        An empty group adopts ``z_new`` without a copy when its dtype matches (bulk builds)."""
-        k = len(ids)
-        new_rows = int(offs_new[-1])
-        n0, r0 = self.n, self.rows
-        if n0 == 0 and r0 == 0 and z_new.dtype == self.dtype and z_new.flags.c_contiguous:
-            self.z = z_new
-            self.beta = np.ascontiguousarray(b_new, dtype=np.float64)
-        else:
-            self.z = _grow(self.z, r0 + new_rows)
-            self.beta = _grow(self.beta, r0 + new_rows)
-            self.z[r0:r0 + new_rows] = z_new
-            self.beta[r0:r0 + new_rows] = b_new
-        self.offsets = _grow(self.offsets, n0 + k + 1)
-        self.offsets[n0 + 1:n0 + k + 1] = r0 + offs_new[1:]
-        for name, values in (("self_ip", self_new), ("seq", seqs), ("alive", np.ones(k, dtype=bool)),
-                             ("num_points", num_points), ("digest", digests)):
-            arr = _grow(getattr(self, name), n0 + k)
-            arr[n0:n0 + k] = values
-            setattr(self, name, arr)
-        self.ids.extend(ids)
-        self.n += k
-        self.rows += new_rows
-        self._dups = None
-        self._screen = None
-        return list(range(n0, n0 + k))
-
-    def kill(self, local: int) -> None:
-        self.alive[local] = False
-        self.n_dead += 1
-        self._dups = None
-
-    def compact(self) -> dict:
-        """Drop dead specs; returns {id: new local index}."""
-        keep = np.flatnonzero(self.alive[: self.n])
-        lens = np.diff(self.offsets[: self.n + 1])[keep]
-        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]) if len(keep) else \
-            np.empty(0, dtype=np.int64)
-        self.z = np.ascontiguousarray(self.z[rows])
-        self.beta = np.ascontiguousarray(self.beta[rows])
-        self.offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-        for name in ("self_ip", "seq", "num_points", "digest"):
-            setattr(self, name, np.ascontiguousarray(getattr(self, name)[keep]))
-        self.alive = np.ones(len(keep), dtype=bool)
-        self.ids = [self.ids[i] for i in keep]
-        self.n, self.rows, self.n_dead = len(keep), len(rows), 0
-        self._dups = None
-        self._screen = None
-        if self.sketch is not None:
-            self.sketch.compact(keep)
-        self.ann = {}
-        return {i: j for j, i in enumerate(self.ids)}
-
-    def spec(self, local: int) -> RKMESpec:
-        a, b = int(self.offsets[local]), int(self.offsets[local + 1])
-        z = np.array(self.z[a:b], dtype=np.float64).reshape((b - a,) + self.shape)
-        return RKMESpec(z, np.array(self.beta[a:b]), self.gamma, int(self.num_points[local]))
-
-    def duplicates(self):
-        """``(dst, src)``: local indices of alive specs bit-identical to an earlier representative."""
-        if self._dups is None:
-            live = np.flatnonzero(self.alive[: self.n])
-            self._dups = False
-            if len(live) > 1:
-                keys = np.ascontiguousarray(self.digest[live]).view(np.dtype((np.void, 16))).ravel()
-                _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-                src = live[first[inverse.ravel()]]
-                mask = src != live
-                if mask.any():
-                    self._dups = (live[mask], src[mask])
-        return self._dups
-
-    def cross(self, q_z, q_beta, q_offsets, *, screened: bool = False, specs=None) -> np.ndarray:
-        """``<mu_q, mu_i>`` with this group's gamma for Q queries x the stored specs: (Q, n).
-
-        ``screened=True`` scans the float32 copy of the rows (bulk screening; error bound in
-        :func:`lwengine.kernels.cross_inner_f32_bound`).  ``specs``: local indices to compute only
-        those (columns in that order), gathered from the float64 rows."""
-        if specs is not None:
-            return kernels.cross_inner(q_z, q_beta, q_offsets, *self.gather(specs), self.gamma)
-        n, r = self.n, int(self.offsets[self.n])
-        z = self.screen()[0] if screened else self.z
-        return kernels.cross_inner(q_z, q_beta, q_offsets, z[:r], self.beta[:r], self.offsets[: n + 1], self.gamma)
-
-    def gather(self, local, dtype=None):
-        """The packed sub-store ``(z, beta, offsets)`` of the specs ``local`` (in that order); ``z`` in
-        ``dtype`` (default: the store's)."""
-        local = np.asarray(local, dtype=np.int64)
-        starts = np.asarray(self.offsets[local], dtype=np.int64)
-        lens = np.asarray(self.offsets[local + 1], dtype=np.int64) - starts
-        offs = np.zeros(len(local) + 1, dtype=np.int64)
-        np.cumsum(lens, out=offs[1:])
-        rows = np.repeat(starts - offs[:-1], lens) + np.arange(offs[-1], dtype=np.int64)
-        z = np.asarray(self.z[rows], dtype=dtype or self.z.dtype)
-        return np.ascontiguousarray(z), np.ascontiguousarray(self.beta[rows]), offs
-
-    def screen(self):
-        """``(z32, beta_l1, r2max)``: the float32 copy of the rows and, per spec, sum |beta| and the
-        largest squared row norm (inputs of the float32 screening error bound).  Cached."""
-        if self._screen is None or len(self._screen[1]) != self.n:
-            r = int(self.offsets[self.n])
-            z = np.asarray(self.z[:r])
-            z32 = z if z.dtype == np.float32 else z.astype(np.float32)
-            starts = self.offsets[: self.n]
-            empty = self.offsets[1: self.n + 1] == starts
-            safe = np.minimum(starts, max(r - 1, 0))
-            beta_l1 = np.add.reduceat(np.abs(self.beta[:r]), safe) if r else np.zeros(self.n)
-            r2 = np.einsum("ij,ij->i", z, z, dtype=np.float64) if r else np.zeros(0)
-            r2max = np.maximum.reduceat(r2, safe) if r else np.zeros(self.n)
-            beta_l1 = np.where(empty, 0.0, beta_l1)
-            r2max = np.where(empty, 0.0, r2max)
-            self._screen = (z32, beta_l1, r2max)
-        return self._screen
-
-
 # ------------------------------------------------------------------------------------- index
 class SpecIndex:
     """Many RKME specs packed for batched kernels, searchable like the reference market.
@@ -276,15 +78,17 @@ class SpecIndex:
         from the original values.
     """
 
-    def __init__(self, *, dtype: str = "float64"):
+    def __init__(self, *, dtype: str = "float64", device: str = "auto"):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
         self.dtype = dtype
+        self.device = devices.resolve(device)  # "cpu" or "cuda": every kernel call of the stores and scans
         self._np_dtype = _DTYPES[dtype]
         self._groups: dict = {}
         self._where: dict = {}  # id -> (group, local index)
         self._semantic: dict = {}
         self._nonfinite: dict = {}  # id -> original (z, beta) of specs stored inert
+        self._extra: dict = {}  # id -> the spec's extra fields (e.g. a text spec's language), when any
         self._next_seq = 0
         self._sketch_params = None  # lwengine.scale.SketchParams (defaults when None)
         self.last_stats: dict = {}  # statistics of the last topk() call
@@ -305,14 +109,45 @@ class SpecIndex:
         pairs.sort()
         return [i for _, i in pairs]
 
-    def get(self, id) -> RKMESpec:
-        """The stored spec of ``id`` (a fresh :class:`RKMESpec`)."""
+    def get(self, id):
+        """The stored spec of ``id`` (a fresh object of its registered class)."""
         g, local = self._locate(id)
-        spec = g.spec(local)
+        extra = self._extra.get(id)
+        spec = g.spec(local, extra)
         if id in self._nonfinite:
             z, beta = self._nonfinite[id]
-            spec = RKMESpec(z, beta, g.gamma, spec.num_points)
+            spec = type(spec).from_parts(z, beta, g.gamma, spec.num_points, **(extra or {}))
         return spec
+
+    # ------------------------------------------------------------------ read access (search, scale, shards)
+    def groups(self) -> list:
+        """The packed stores (:class:`~lwengine.packed.PackedGroup`), one per (type, shape, gamma)."""
+        return list(self._groups.values())
+
+    def group(self, key) -> PackedGroup:
+        """The packed store of ``key = (type, shape, gamma)`` (KeyError if none)."""
+        return self._groups[key]
+
+    def locate(self, id):
+        """``(group, local index)`` of ``id`` (KeyError if absent)."""
+        return self._locate(id)
+
+    def semantic_of(self, id):
+        """The semantic spec of ``id``, or None (also for ids not in the index)."""
+        return self._semantic.get(id)
+
+    def extra_of(self, id) -> dict:
+        """The stored spec's extra fields (``{}`` for table specs; ``{"language": [...]}`` for text)."""
+        return self._extra.get(id) or {}
+
+    @property
+    def next_seq(self) -> int:
+        """The insertion sequence number the next added spec gets."""
+        return self._next_seq
+
+    def advance_seq(self, next_seq: int) -> None:
+        """Make the next sequence number at least ``next_seq`` (shards follow the driver's numbering)."""
+        self._next_seq = max(self._next_seq, int(next_seq))
 
     def get_semantic(self, id):
         self._locate(id)
@@ -323,7 +158,7 @@ class SpecIndex:
         if semantic is None:
             self._semantic.pop(id, None)
         else:
-            self._semantic[id] = _check_semantic(semantic)
+            self._semantic[id] = check_semantic_dict(semantic)
 
     def _locate(self, id):
         try:
@@ -347,8 +182,8 @@ class SpecIndex:
             semantic = item[2] if len(item) == 3 else None
             self._check_new_id(id, seen)
             seen.add(id)
-            s = _as_spec(spec, f"spec {id!r}")
-            prepared.append((id, s, None if semantic is None else _check_semantic(semantic)))
+            s = registry.as_spec(spec, f"spec {id!r}")
+            prepared.append((id, s, None if semantic is None else check_semantic_dict(semantic)))
         self._insert(prepared, seqs=None)
 
     def _check_new_id(self, id, seen=()):
@@ -357,18 +192,23 @@ class SpecIndex:
         if id in self._where or id in seen:
             raise ValueError(f"duplicate id {id!r}: already in the index")
 
+    def insert(self, prepared, seqs) -> None:
+        """Insert validated ``(id, spec, semantic)`` rows with given sequence numbers (None: the next
+        ones); the ids must be new (shards and the dock keep a global insertion order this way)."""
+        self._insert(prepared, seqs)
+
     def _insert(self, prepared, seqs) -> None:
         if seqs is None:
             seqs = list(range(self._next_seq, self._next_seq + len(prepared)))
         self._next_seq = max([self._next_seq] + [s + 1 for s in seqs])
         by_group: dict = {}
         for (id, s, sem), seq in zip(prepared, seqs):
-            key = (TABLE_TYPE, s.z_shape, float(s.gamma))
+            key = (registry.entry_of(s).type, s.z_shape, float(s.gamma))
             by_group.setdefault(key, []).append((id, s, sem, seq))
         for key, rows in by_group.items():
             g = self._groups.get(key)
             if g is None:
-                g = self._groups[key] = _Group(*key, self._np_dtype)
+                g = self._groups[key] = PackedGroup(*key, self._np_dtype, device=self.device)
             finite = [_is_finite_spec(s) for _, s, _, _ in rows]
             locals_ = g.append([r[0] for r in rows], [r[1] for r in rows], [r[3] for r in rows], finite)
             if g.sketch is not None and g.sketch.projected:  # keep the landmarks, project the new specs
@@ -377,6 +217,9 @@ class SpecIndex:
                 self._where[id] = (g, local)
                 if sem is not None:
                     self._semantic[id] = sem
+                extra = s.extra()
+                if extra:
+                    self._extra[id] = extra
                 if not ok:
                     self._nonfinite[id] = (s.z.copy(), s.beta.copy())
                     log.warning("spec %r holds non-finite values; search will drop it", id)
@@ -390,9 +233,7 @@ class SpecIndex:
         z = np.asarray(z)
         if z.ndim != 2:
             raise ValueError(f"z must have shape (M, d), got {z.shape}")
-        beta = kernels._as_vector(beta, "beta", z.shape[0])
-        offsets = kernels._as_offsets(offsets, "offsets", z.shape[0])
-        gamma = kernels._as_gamma(gamma)
+        beta, offsets, gamma = kernels.check_packed_store(z, beta, offsets, gamma)
         n = len(offsets) - 1
         if len(ids) != n:
             raise ValueError(f"ids must have {n} entries (one per spec), got {len(ids)}")
@@ -405,20 +246,20 @@ class SpecIndex:
         self_ip = np.empty(n)
         digests = np.empty((n, 16), dtype=np.uint8)
         step = max(1, (1 << 22) // max(1, z.shape[1] * max(1, z.shape[0] // max(1, n))))
-        for a in _progress(range(0, n, step), progress, "packing specs"):
+        for a in progress_iter(range(0, n, step), progress, "packing specs"):
             b = min(n, a + step)
             ra, rb = int(offsets[a]), int(offsets[b])
             z64 = np.ascontiguousarray(z[ra:rb], dtype=np.float64)
             if not (np.isfinite(z64).all() and np.isfinite(beta[ra:rb]).all()):  # by chunks: no n×d mask
                 raise ValueError("z and beta must be finite (use add/add_many for non-finite specs)")
-            self_ip[a:b] = kernels.self_inner(z64, beta[ra:rb], offsets[a:b + 1] - ra, gamma)
+            self_ip[a:b] = kernels.self_inner(z64, beta[ra:rb], offsets[a:b + 1] - ra, gamma, device=self.device)
             for i in range(a, b):
                 p, q = int(offsets[i]) - ra, int(offsets[i + 1]) - ra
-                digests[i] = np.frombuffer(_digest(z64[p:q], beta[ra + p:ra + q]), dtype=np.uint8)
+                digests[i] = np.frombuffer(digest(z64[p:q], beta[ra + p:ra + q]), dtype=np.uint8)
         key = (TABLE_TYPE, (z.shape[1],), float(gamma))
         g = self._groups.get(key)
         if g is None:
-            g = self._groups[key] = _Group(*key, self._np_dtype)
+            g = self._groups[key] = PackedGroup(*key, self._np_dtype, device=self.device)
         seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
         self._next_seq += n
         npts = np.diff(offsets) if num_points is None else np.asarray(num_points, dtype=np.int64)
@@ -435,6 +276,7 @@ class SpecIndex:
         g.kill(local)
         del self._where[id]
         self._semantic.pop(id, None)
+        self._extra.pop(id, None)
         self._nonfinite.pop(id, None)
         if g.n_alive == 0:
             del self._groups[g.key]
@@ -445,10 +287,10 @@ class SpecIndex:
     def replace(self, id, spec, semantic=_KEEP) -> None:
         """Replace the spec of an existing id, keeping its place in the insertion order."""
         g, local = self._locate(id)
-        s = _as_spec(spec, f"spec {id!r}")
+        s = registry.as_spec(spec, f"spec {id!r}")
         seq = int(g.seq[local])
         sem = self._semantic.get(id) if semantic is _KEEP else semantic
-        sem = None if sem is None else _check_semantic(sem)
+        sem = None if sem is None else check_semantic_dict(sem)
         self.remove(id)
         self._insert([(id, s, sem)], seqs=[seq])
 
@@ -484,7 +326,7 @@ class SpecIndex:
         batch = [full for full, id, kind in entries if kind == "json" and id not in self._where
                  and full not in oversize]
         parsed = {**dict(zip(batch, read_spec_files(batch))), **oversize}
-        for full, id, loader in _progress(entries, progress, "reading specs"):
+        for full, id, loader in progress_iter(entries, progress, "reading specs"):
             try:
                 self._check_new_id(id, seen)
                 spec = loader(full) if callable(loader) else parsed[full]
@@ -519,9 +361,9 @@ class SpecIndex:
         return report
 
     @classmethod
-    def from_folder(cls, path, *, dtype: str = "float64", progress: bool | None = None):
+    def from_folder(cls, path, *, dtype: str = "float64", progress: bool | None = None, device: str = "auto"):
         """``(index, report)`` built from a folder (see :meth:`add_folder`)."""
-        index = cls(dtype=dtype)
+        index = cls(dtype=dtype, device=device)
         report = index.add_folder(path, progress=progress)
         return index, report
 
@@ -556,7 +398,7 @@ class SpecIndex:
                     arrays.append(np.ascontiguousarray(a))
             groups.append(entry)
         header = {"format": "lwengine-index", "version": 1, "dtype": self.dtype, "next_seq": self._next_seq,
-                  "groups": groups, "semantic": self._semantic,
+                  "groups": groups, "semantic": self._semantic, "extra": self._extra,
                   "nonfinite": {i: [z.tolist(), b.tolist()] for i, (z, b) in self._nonfinite.items()}}
         offsets, pos = [], 0
         for a in arrays:
@@ -578,7 +420,7 @@ class SpecIndex:
                 f.truncate(start + pos)
 
     @classmethod
-    def load(cls, path, *, mmap: bool = True, verify: bool = True) -> "SpecIndex":
+    def load(cls, path, *, mmap: bool = True, verify: bool = True, device: str = "auto") -> "SpecIndex":
         """Read an index written by :meth:`save`.  ``mmap=True`` maps the arrays read-only (pages are
         read on first use; any later add copies the touched group into memory).  The header is
         validated before anything is mapped (dtypes, shapes, offsets); ``verify`` also checks every
@@ -600,11 +442,14 @@ class SpecIndex:
         safe_io.check_index_header(path, header, start, size)
         if verify and "header_crc32" in header and header.pop("header_crc32") != safe_io.header_crc(header):
             raise ValueError(f"{path}: checksum mismatch in the index header (the file is damaged)")
-        index = cls(dtype=header["dtype"])
+        index = cls(dtype=header["dtype"], device=device)
         index._next_seq = int(header["next_seq"])
         offsets = header["array_offsets"]
         for entry in header["groups"]:
-            g = _Group(entry["spec_type"], tuple(entry["shape"]), float(entry["gamma"]), index._np_dtype)
+            if registry.lookup(entry["spec_type"]) is None:
+                raise ValueError(f"{path}: unknown spec type {entry['spec_type']!r} in the index")
+            g = PackedGroup(registry.get(entry["spec_type"]).type, tuple(entry["shape"]), float(entry["gamma"]),
+                            index._np_dtype, device=index.device)
             sk_arrays = {}
             for name, (k, dt, shape) in entry["arrays"].items():
                 dt = np.dtype(dt)
@@ -629,10 +474,10 @@ class SpecIndex:
             g.n, g.rows = int(entry["n"]), int(entry["rows"])
             g.alive = np.ones(g.n, dtype=bool)
             if "screen.beta_l1" in sk_arrays:
-                g._screen = (sk_arrays.pop("screen.z32", None), sk_arrays.pop("screen.beta_l1"),
-                             sk_arrays.pop("screen.r2max"))
-                if g._screen[0] is None:  # a float32 store screens its own rows
-                    g._screen = (g.z,) + g._screen[1:]
+                g.screen_cache = (sk_arrays.pop("screen.z32", None), sk_arrays.pop("screen.beta_l1"),
+                                  sk_arrays.pop("screen.r2max"))
+                if g.screen_cache[0] is None:  # a float32 store screens its own rows
+                    g.screen_cache = (g.z,) + g.screen_cache[1:]
             if "sketch" in entry:
                 try:
                     g.sketch = _sketch_restore(g, entry["sketch"], sk_arrays)
@@ -643,6 +488,7 @@ class SpecIndex:
             for local, i in enumerate(g.ids):
                 index._where[i] = (g, local)
         index._semantic = dict(header.get("semantic", {}))
+        index._extra = dict(header.get("extra", {}))
         try:
             index._nonfinite = {i: (np.array(z, dtype=np.float64), np.array(b, dtype=np.float64))
                                 for i, (z, b) in header.get("nonfinite", {}).items()}
@@ -653,24 +499,21 @@ class SpecIndex:
 
     # ------------------------------------------------------------------ search
     def search(self, user_spec, max_search_num: int = 5, method: str = "greedy", semantic=None, *,
-               screen: bool | None = None):
+               screen: bool | None = None, device: str | None = None):
         """Reference-compatible search (semantics §4-5): see :func:`lwengine.search.search`.
 
         A batched scan of every candidate (the reference's scores need the mean and max distance over
         *all* candidates, so the RKHS sketches of :meth:`topk` are never used here); ``screen`` picks
-        the float32 screening scan with certified float64 re-ranking (default for large groups)."""
-        from .search import search
-
-        return search(self, user_spec, max_search_num=max_search_num, method=method, semantic=semantic,
-                      screen=screen)
+        the float32 screening scan with certified float64 re-ranking (default for large groups);
+        ``device`` ("auto" | "cpu" | "cuda") the kernels' device for this call (None: the index's)."""
+        return run_search(self, user_spec, max_search_num=max_search_num, method=method, semantic=semantic,
+                          screen=screen, device=device)
 
     def search_batch(self, user_specs, max_search_num: int = 5, method: str = "greedy", semantic=None, *,
-                     screen: bool | None = None):
+                     screen: bool | None = None, device: str | None = None):
         """:meth:`search` for many users sharing one store scan per group."""
-        from .search import search_batch
-
-        return search_batch(self, user_specs, max_search_num=max_search_num, method=method, semantic=semantic,
-                            screen=screen)
+        return run_search_batch(self, user_specs, max_search_num=max_search_num, method=method, semantic=semantic,
+                            screen=screen, device=device)
 
     # ------------------------------------------------------------------ scalable identification
     def topk(self, user_spec, k: int = 5, mode: str = "certified", **options) -> list:
@@ -682,14 +525,14 @@ class SpecIndex:
         exact kernel evaluations where the bounds are tight, brute force where they are not), or
         ``"approx"`` (the sketch clusters, or faiss, + exact re-rank of a pool; options ``pool``,
         ``approx_sketch="nystrom"|"rff"``, ``nprobe`` (clusters), ``ef_search`` (HNSW)).  Certified
-        option: ``brute_fraction``.
+        option: ``brute_fraction``.  ``device``: the kernels' device for this call (None: the index's).
+        Types with an admission rule (text: languages) are ranked by the brute-force scan of the
+        admitted specs.
         Sketches are built on first use (see :meth:`build_sketch`).  Statistics of the call (exact
         evaluations, candidates scanned, timings, regime decisions) are left in :attr:`last_stats`.
         See docs/scale.md.
         """
-        from .scale.certified import topk
-
-        res, stats = topk(self, user_spec, k, mode, **options)
+        res, stats = scale_topk(self, user_spec, k, mode, **options)
         self.last_stats = stats
         return res
 
@@ -697,8 +540,6 @@ class SpecIndex:
         """(Re)build the Nyström sketch of every group: landmarks, basis, regime probe and, where the
         regime is "sketch", the projection of every spec.  ``params``: a
         :class:`lwengine.scale.SketchParams` or its fields as keyword arguments."""
-        from .scale.sketch import SketchParams
-
         if params is None:
             params = SketchParams(**kwargs) if kwargs else (self._sketch_params or SketchParams())
         elif kwargs:
@@ -708,7 +549,7 @@ class SpecIndex:
         self._sketch_params = params
         for g in self._groups.values():
             g.sketch, g.ann = None, {}
-            sk = self._sketch_for(g, project=None, progress=progress)
+            sk = self.sketch_for(g, project=None, progress=progress)
             if sk.clusters is not None:
                 sk.clusters.view(sk, g)  # sort the clusters now rather than in the first query
 
@@ -716,11 +557,9 @@ class SpecIndex:
         """Recompute landmarks and every projection (after the data drifted); same parameters."""
         self.build_sketch(self._sketch_params, progress=progress)
 
-    def _sketch_for(self, g, project, progress=None):
+    def sketch_for(self, g, project, progress=None):
         """The group's sketch, fitted on demand; projected when ``project`` (True), or when its
         regime is "sketch" (``project`` False/None)."""
-        from .scale.sketch import NystromSketch, SketchParams
-
         if g.sketch is None:
             g.sketch = NystromSketch.fit(g, self._sketch_params or SketchParams())
             g.ann = {}
@@ -759,10 +598,8 @@ def _sketch_state(sk, g):
 
 
 def _sketch_restore(g, meta, arrays):
-    from .scale.sketch import NystromSketch, SketchParams
-
     sk = NystromSketch(g.gamma, arrays["sketch.landmarks"], arrays["sketch.basis"],
-                       SketchParams(**meta["params"]))
+                       SketchParams(**meta["params"]), device=g.device)
     sk.R2, sk.projected = float(meta["R2"]), bool(meta["projected"])
     sk.resid_share_median, sk.regime = float(meta["resid_share_median"]), meta["regime"]
     sk.sizing = list(meta.get("sizing", []))
@@ -771,24 +608,6 @@ def _sketch_restore(g, meta, arrays):
             setattr(sk, name, arrays["sketch." + name])
         sk.n = int(meta["n"])
     if "sketch.clusters.centroids" in arrays:
-        from .scale.clusters import SketchClusters
-
         pre = "sketch.clusters."
         sk.clusters = SketchClusters.restore({k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}, g)
     return sk
-
-
-def _check_semantic(semantic) -> dict:
-    if not isinstance(semantic, dict):
-        raise TypeError(f"semantic must be a dict of {{key: {{'Type', 'Values'}}}}, got {type(semantic).__name__}")
-    return semantic
-
-
-def _progress(items, progress, desc):
-    if progress is None:
-        progress = len(items) > 2000 and sys.stderr.isatty()
-    if not progress:
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc)

@@ -522,3 +522,20 @@ def cross_inner_f32_bound(q_beta_l1, beta_l1, q_K, dim, gamma, r2max):
     eps = float(np.finfo(np.float32).eps)
     S = np.asarray(q_beta_l1, dtype=np.float64) * np.asarray(beta_l1, dtype=np.float64)
     return 2.0 * eps * S * (4.0 + q_K + 4.0 * (dim + 4) * gamma * np.asarray(r2max, dtype=np.float64))
+
+
+def check_packed_store(z, beta, offsets, gamma):  # added by arch
+    """Validated ``(beta, offsets, gamma)`` of a packed store with rows ``z`` (M, d), by the rules of
+    every kernel entry point (for callers that validate once and call the kernels many times)."""
+    z = np.asarray(z)
+    return _as_vector(beta, "beta", z.shape[0]), _as_offsets(offsets, "offsets", z.shape[0]), _as_gamma(gamma)
+
+
+def cuda_available() -> bool:  # added by arch
+    """Whether the CUDA extension is built and at least one GPU is visible."""
+    return _backend.cuda is not None and _backend.cuda_device_count() > 0
+
+
+def require_cuda() -> None:  # added by arch
+    """RuntimeError naming what is missing when the CUDA kernels cannot run (no build, or no GPU)."""
+    _backend.require_cuda()

@@ -14,13 +14,12 @@ import zipfile
 from dataclasses import dataclass, field
 
 from . import safe_io
-from .spec import RKMESpec
 from .spec_loading import parse_spec_bytes
+from .specs import registry
 
 __all__ = ["PackageError", "Limits", "Package", "read_package", "read_spec_file", "read_semantic",
            "check_semantic", "build_package_zip"]
 
-PACKAGE_SPEC_CLASSES = ("RKMETableSpecification", "RKMEStatSpecification")
 SEMANTIC_FILE = "semantic_specification.json"
 
 
@@ -54,7 +53,7 @@ DEFAULT_LIMITS = Limits()
 class Package:
     """A validated package: its spec, optional semantic spec, and the normalised zip bytes to keep."""
 
-    spec: RKMESpec
+    spec: object  # a registered spec class (lwengine.specs)
     semantic: dict | None
     spec_file: str
     zip_bytes: bytes
@@ -174,8 +173,19 @@ def read_semantic(path, limits: Limits = DEFAULT_LIMITS) -> dict:
         raise PackageError(str(exc)) from None
 
 
-def read_spec_file(path, limits: Limits = DEFAULT_LIMITS) -> RKMESpec:
-    """A spec JSON file, size-limited (the spec type is checked by :meth:`RKMESpec.from_dict`)."""
+def _loads_spec(text: str, source: str, entry=None):
+    """A spec from JSON text: of the registered type its ``type`` names (files without one: table), or of
+    ``entry``'s type when given (a package's learnware.yaml says which)."""
+    if entry is None:
+        return registry.loads_spec(text, source)
+    d = safe_io.json_loads(text, source)  # bounded depth
+    if not isinstance(d, dict):
+        raise ValueError(f"{source}: a spec must be a JSON object, got {type(d).__name__}")
+    return entry.from_dict(d, source)
+
+
+def read_spec_file(path, limits: Limits = DEFAULT_LIMITS):
+    """A spec JSON file, size-limited, of the registered type its ``type`` names."""
     path = os.fspath(path)
     if os.path.islink(path):
         raise PackageError(f"{path}: refusing a symlink")
@@ -184,7 +194,7 @@ def read_spec_file(path, limits: Limits = DEFAULT_LIMITS) -> RKMESpec:
     except ValueError as exc:
         raise PackageError(str(exc)) from None
     try:
-        return parse_spec_bytes(blob, path)  # RKMESpec.loads(blob.decode("utf-8"), path), faster
+        return parse_spec_bytes(blob, path)  # registry.loads_spec(blob.decode("utf-8"), path), faster
     except UnicodeDecodeError as exc:
         raise PackageError(f"{path}: spec file is not UTF-8: {exc}") from exc
     except (ValueError, TypeError) as exc:
@@ -196,8 +206,8 @@ def read_package(path, *, data: bytes | None = None, limits: Limits = DEFAULT_LI
 
     Checks: member names (no absolute paths, ``..``, NUL), no symlinks or special files, member count,
     total uncompressed size and compression ratio (zip bombs), ``learnware.yaml`` present, valid YAML
-    (``yaml.safe_load``) with a ``stat_specifications`` list naming an ``RKMETableSpecification`` (or
-    legacy ``RKMEStatSpecification``) file, the spec JSON's size and type, and the optional
+    (``yaml.safe_load``) with a ``stat_specifications`` list naming a registered spec class (the first
+    one listed is used; :func:`lwengine.specs.package_type_names`), the spec JSON's size and type, and the optional
     ``semantic_specification.json``.
     """
     path = "<upload>" if path is None else os.fspath(path)
@@ -226,10 +236,12 @@ def read_package(path, *, data: bytes | None = None, limits: Limits = DEFAULT_LI
     entries = meta.get("stat_specifications")
     if not isinstance(entries, list):
         raise PackageError(f"{path}: learnware.yaml has no stat_specifications list")
-    entry = next((e for e in entries if isinstance(e, dict) and e.get("class_name") in PACKAGE_SPEC_CLASSES), None)
+    known = registry.package_type_names()
+    entry = next((e for e in entries if isinstance(e, dict) and isinstance(e.get("class_name"), str)
+                  and e.get("class_name") in known), None)
     if entry is None:
         found = [safe_io.short_repr(e.get("class_name"), 60) for e in entries[:8] if isinstance(e, dict)]
-        raise PackageError(f"{path}: no RKMETableSpecification / RKMEStatSpecification in stat_specifications "
+        raise PackageError(f"{path}: no {' / '.join(known)} in stat_specifications "
                            f"(found {', '.join(found)}{' ...' if len(entries) > 8 else ''})")
     spec_file = entry.get("file_name")
     if not isinstance(spec_file, str) or _unsafe(spec_file):
@@ -237,7 +249,7 @@ def read_package(path, *, data: bytes | None = None, limits: Limits = DEFAULT_LI
                            f"{safe_io.short_repr(spec_file)}")
     text = _text(path, members, spec_file, limits.max_spec_bytes, "spec file")
     try:
-        spec = RKMESpec.loads(text, f"{path}:{spec_file}")
+        spec = _loads_spec(text, f"{path}:{spec_file}", known[entry["class_name"]])
     except (ValueError, TypeError) as exc:
         raise PackageError(str(exc)) from exc
     semantic = None
@@ -270,8 +282,10 @@ def package_members(zip_bytes: bytes, limits: Limits = DEFAULT_LIMITS) -> dict:
     return _read_zip_members("<stored package>", zip_bytes, limits)
 
 
-def default_yaml(spec_file: str) -> str:
-    """``learnware.yaml`` for a learnware added from a bare spec (no model: export only carries the spec)."""
+def default_yaml(spec_file: str, spec=None) -> str:
+    """``learnware.yaml`` for a learnware added from a bare spec (no model: export only carries the spec);
+    the class name is the spec's registered package name (table when ``spec`` is None)."""
+    entry = registry.get(registry.DEFAULT_TYPE) if spec is None else registry.entry_of(spec)
     return ("model:\n  class_name: Model\n  kwargs: {}\nstat_specifications:\n"
-            "  - module_path: learnware.specification\n    class_name: RKMETableSpecification\n"
+            f"  - module_path: learnware.specification\n    class_name: {entry.yaml_names()[0]}\n"
             f"    file_name: {spec_file}\n    kwargs: {{}}\n")

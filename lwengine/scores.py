@@ -75,20 +75,26 @@ class PostProcessed:
     mixture_dropped: str | None = None
 
 
-def postprocess(sorted_dists, mixture_dist=None, *, mixture_len: int = 0, image: bool = False) -> PostProcessed:
+def postprocess(sorted_dists, mixture_dist=None, *, mixture_len: int = 0, image: bool = False,
+                transform=None) -> PostProcessed:
     """Steps 6-8 of the reference search given the sorted single distances and the mixture distance.
 
     ``mixture_dist`` is None when no mixture search ran (or it returned nothing); a mixture of
     ``mixture_len <= 1`` learnwares is discarded before scoring (the reference's length-1 rule).
+    ``transform``: the spec type's distance transform (a callable on a list of distances, see
+    :class:`lwengine.specs.SpecType`), applied to the singles and the mixture before scoring;
+    ``image=True`` is the image transform.
     """
     dists = [float(x) for x in sorted_dists]
     dropped = None
     if mixture_dist is not None and mixture_len <= 1:
         mixture_dist, dropped = None, "length_1"
     if image:
-        dists = image_transform(dists)
+        transform = image_transform
+    if transform is not None:
+        dists = [float(x) for x in transform(dists)]
         if mixture_dist is not None:
-            mixture_dist = image_transform([mixture_dist])[0]
+            mixture_dist = float(transform([mixture_dist])[0])
     if mixture_dist is None:
         scores = convert_dist_to_score(dists)
         mix_score = None

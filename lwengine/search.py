@@ -17,12 +17,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import device as devices
 from . import kernels
+from .distances import finish, prepare_user
+from .packed import digest
 from .scores import postprocess
 from .semantic import semantic_filter
+from .specs import registry
 
 __all__ = ["GREEDY_DECAY", "AUTO_CUTOFF", "SingleResult", "MixtureResult", "SearchResult", "search",
-           "search_batch", "greedy_mixture", "auto_mixture", "pool_matrices"]
+           "search_batch", "greedy_mixture", "auto_mixture", "pool_matrices", "LocalBackend", "Refiner", "scan_groups",
+           "pack_pool", "exact_dists", "SCREEN_MIN_SPECS"]
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +100,7 @@ def _num(x):
 
 
 # ------------------------------------------------------------------------------------ mixtures
-def pool_matrices(z, beta, offsets, gammas, user_z, user_beta, user_gamma):
+def pool_matrices(z, beta, offsets, gammas, user_z, user_beta, user_gamma, *, device: str = "auto"):
     """``(A, C)`` for a packed pool: ``A[a, b] = spec_a.inner_prod(spec_b)`` (gamma of a) and
     ``C[b] = user.inner_prod(spec_b)`` (the user's gamma).  One ``cross_inner`` per distinct gamma."""
     gammas = np.asarray(gammas, dtype=np.float64)
@@ -103,14 +108,14 @@ def pool_matrices(z, beta, offsets, gammas, user_z, user_beta, user_gamma):
     A = np.empty((P, P), dtype=np.float64)
     uniq = np.unique(gammas)
     if len(uniq) == 1:
-        A[:] = kernels.gram(z, beta, offsets, float(uniq[0]))
+        A[:] = kernels.gram(z, beta, offsets, float(uniq[0]), device=device)
     else:
         for g in uniq:
             rows = np.flatnonzero(gammas == g)
             qz, qb, qo = _subset(z, beta, offsets, rows)
-            A[rows] = kernels.cross_inner(qz, qb, qo, z, beta, offsets, float(g))
+            A[rows] = kernels.cross_inner(qz, qb, qo, z, beta, offsets, float(g), device=device)
     user_off = np.array([0, len(user_beta)], dtype=np.int64)
-    C = kernels.cross_inner(user_z, user_beta, user_off, z, beta, offsets, user_gamma)[0]
+    C = kernels.cross_inner(user_z, user_beta, user_off, z, beta, offsets, user_gamma, device=device)[0]
     return A, C
 
 
@@ -203,20 +208,8 @@ def _check_args(max_search_num, method):
         raise ValueError(f"method must be 'greedy', 'auto' or None (no mixture), got {method!r}")
 
 
-def _user(spec, name):
-    from .index import _as_spec
-
-    u = _as_spec(spec, name)
-    z2 = np.ascontiguousarray(u.z.reshape(u.K, -1), dtype=np.float64)
-    off = np.array([0, u.K], dtype=np.int64)
-    self_ip = float(kernels.self_inner(z2, u.beta, off, u.gamma)[0])
-    if not np.isfinite(self_ip):
-        raise ValueError(f"{name} has a non-finite self-distance (non-finite values in z or beta?)")
-    return u, z2, self_ip
-
-
 def search(index, user_spec, max_search_num: int = 5, method: str | None = "greedy", semantic=None, *,
-           screen: bool | None = None) -> SearchResult:
+           screen: bool | None = None, device: str | None = None) -> SearchResult:
     """Search ``index`` like the reference market's combined searcher.
 
     ``semantic`` (a user semantic spec) filters first, with the reference's fuzzy rules; the statistical
@@ -230,24 +223,30 @@ def search(index, user_spec, max_search_num: int = 5, method: str | None = "gree
     the all-float64 scan; only the remaining distances (which enter the scores through their mean)
     keep their float32 error (bound in :func:`lwengine.kernels.cross_inner_f32_bound`, measured
     ~1e-8 relative).  ``screen=False`` computes every distance in float64.
+
+    Only learnwares of the user's spec type whose match key (the type's grouping metadata, e.g. the
+    trailing shape of z) equals the user's are compared, and the type's admission rule (text: the
+    language subset rule) applies per learnware.  ``device``: "auto", "cpu" or "cuda" for every kernel
+    call (None: the index's device).
     """
     return search_batch(index, [user_spec], max_search_num=max_search_num, method=method, semantic=semantic,
-                        screen=screen)[0]
+                        screen=screen, device=device)[0]
 
 
 def search_batch(index, user_specs, max_search_num: int = 5, method: str | None = "greedy", semantic=None,
-                 restrict=None, *, screen: bool | None = None) -> list:
+                 restrict=None, *, screen: bool | None = None, device: str | None = None) -> list:
     """:func:`search` for several users; users of one trailing shape share one scan of each group.
 
     ``restrict``: optional ordered ids; only these are searched, and ties follow this order (the
     market passes its own learnware list this way).
 
-    ``index`` may provide ``_search_backend`` (an object with the methods of :class:`LocalBackend`)
+    ``index`` may provide ``search_backend`` (an object with the methods of :class:`LocalBackend`)
     to supply the scan from elsewhere (:class:`lwengine.distributed.ShardedIndex`); the pipeline
     after the scan is this one.
     """
     _check_args(max_search_num, method)
-    backend = getattr(index, "_search_backend", None) or LocalBackend(index)
+    dev = devices.resolve(device) if device is not None else getattr(index, "device", "cpu")
+    backend = getattr(index, "search_backend", None) or LocalBackend(index, device=dev)
     user_specs = list(user_specs)
     allowed = None
     if semantic is not None or restrict is not None:
@@ -261,66 +260,88 @@ def search_batch(index, user_specs, max_search_num: int = 5, method: str | None 
             results[q] = SearchResult(single=[SingleResult(i, None, None) for i in allowed], mixture=None)
             continue
         name = "user_spec" if len(user_specs) == 1 else f"user_specs[{q}]"
-        u, z2, uself = _user(spec, name)
-        by_shape.setdefault(u.z_shape, []).append((q, u, z2, uself))
-    for shape, users in by_shape.items():
-        groups, D, E, rep_all, seq, gi_all, li_all = backend.scan(shape, users, screen)
+        u, z2, uself = prepare_user(spec, name, device=dev)
+        by_shape.setdefault((registry.entry_of(u).type, u.z_shape), []).append((q, u, z2, uself))
+    for kind, users in by_shape.items():
+        groups, D, E, rep_all, seq, gi_all, li_all = backend.scan(kind, users, screen)
+        ids = None
         if allowed is not None:
             ids = [groups[g].ids[l] for g, l in zip(gi_all, li_all)]
             key = np.array([allowed.get(i, -1) for i in ids], dtype=np.int64)
         else:
             key = seq
+        admits = registry.get(kind[0]).admits
         for row, (q, u, z2, us) in enumerate(users):
+            key_u = key
+            if admits is not None and len(key):
+                if ids is None:
+                    ids = [groups[g].ids[l] for g, l in zip(gi_all, li_all)]
+                ok = np.array([admits(u, x) for x in backend.extras(ids)], dtype=bool)
+                key_u = np.where(ok, key, -1)
             refiner = None
             if E[row].any():
                 refiner = backend.refiner(groups, gi_all, li_all, rep_all, E[row], z2, u.beta, us)
-            results[q] = _finish(groups, D[row], key, gi_all, li_all, u, z2, us, max_search_num, method, refiner,
-                                 pack=backend.pack)
+            results[q] = _finish(groups, D[row], key_u, gi_all, li_all, u, z2, us, max_search_num, method, refiner,
+                                 pack=backend.pack, device=dev)
     return results
 
 
 class LocalBackend:
     """Where :func:`search_batch` gets its distances: the groups of a local :class:`SpecIndex`.
 
-    ``listing(semantic, restrict)`` -> the searched ids in tie-break order; ``scan(shape, users, screen)``
-    -> ``(groups, D, E, rep, seq, gi, li)`` over the alive specs of that shape (D: (Q, N) distances,
+    ``listing(semantic, restrict)`` -> the searched ids in tie-break order; ``scan(kind, users, screen)``
+    -> ``(groups, D, E, rep, seq, gi, li)`` over the alive specs comparable with ``kind = (spec type,
+    trailing shape)`` (D: (Q, N) distances,
     E: their float32 screening error bounds, rep: position of each spec's bit-identical
     representative, seq: insertion sequence numbers, gi/li: group and local index of each position);
-    ``refiner(...)`` -> a :class:`_Refiner`; ``pack(groups, gis, lis)`` -> the pool store.
+    ``refiner(...)`` -> a :class:`Refiner`; ``pack(groups, gis, lis)`` -> the pool store;
+    ``extras(ids)`` -> the stored extra fields of each id (for the type's admission rule).
     """
 
-    def __init__(self, index):
+    def __init__(self, index, device: str = "cpu"):
         self.index = index
+        self.device = device
 
     def listing(self, semantic, restrict) -> list:
         index = self.index
         listed = index.ids() if restrict is None else [i for i in restrict if i in index]
         if semantic is None:
             return listed
-        return semantic_filter([(i, index._semantic.get(i)) for i in listed], semantic)
+        return semantic_filter([(i, index.semantic_of(i)) for i in listed], semantic)
 
-    def scan(self, shape, users, screen):
-        return _scan(self.index, shape, users, screen)
+    def scan(self, kind, users, screen):
+        return scan_groups(self.index, kind, users, screen, device=self.device)
 
     def refiner(self, groups, gi_all, li_all, rep_all, err, user_z2, user_beta, user_self):
-        return _Refiner(groups, gi_all, li_all, rep_all, err, user_z2, user_beta, user_self)
+        return Refiner(groups, gi_all, li_all, rep_all, err, user_z2, user_beta, user_self, device=self.device)
 
     @staticmethod
     def pack(groups, gis, lis):
-        return _pack(groups, gis, lis)
+        return pack_pool(groups, gis, lis)
+
+    def extras(self, ids) -> list:
+        return [self.index.extra_of(i) for i in ids]
 
 
-def _scan(index, shape, users, screen):
-    """Every alive spec of ``shape`` against ``users`` (list of ``(q, spec, z2, self_ip)``); see
-    :class:`LocalBackend`.  ``screen`` may be a dict {group key: bool or None}."""
-    from .index import _digest
+def comparable_groups(index, kind) -> list:
+    """The index's non-empty groups comparable with ``kind = (spec type, trailing shape)``: same
+    registered type, same match key (:attr:`lwengine.specs.SpecType.match_key`)."""
+    entry = registry.get(kind[0])
+    want = entry.match_key(tuple(kind[1]))
+    return [g for g in index.groups()
+            if g.n_alive and registry.lookup(g.spec_type) is entry and entry.match_key(g.shape) == want]
 
-    groups = [g for g in index._groups.values() if g.shape == shape and g.n_alive]
+
+def scan_groups(index, kind, users, screen, *, device: str | None = None):
+    """Every alive spec comparable with ``kind = (spec type, trailing shape)`` against ``users`` (list of
+    ``(q, spec, z2, self_ip)``); see :class:`LocalBackend`.  ``screen`` may be a dict {group key: bool
+    or None}; ``device``: None for each store's."""
+    groups = comparable_groups(index, kind)
     qz = np.concatenate([z2 for _, _, z2, _ in users])
     qb = np.concatenate([u.beta for _, u, _, _ in users])
     qo = np.concatenate([[0], np.cumsum([u.K for _, u, _, _ in users])]).astype(np.int64)
     uself = np.array([s for *_, s in users])
-    udig = [np.frombuffer(_digest(z2, u.beta), dtype=np.uint8) for _, u, z2, _ in users]
+    udig = [np.frombuffer(digest(z2, u.beta), dtype=np.uint8) for _, u, z2, _ in users]
     q_l1 = np.array([np.abs(u.beta).sum() for _, u, _, _ in users])
     q_r2 = np.array([float((z2 * z2).sum(1).max()) for _, _, z2, _ in users])
     q_K = np.array([u.K for _, u, _, _ in users], dtype=np.float64)
@@ -329,8 +350,8 @@ def _scan(index, shape, users, screen):
     for gi, g in enumerate(groups):
         n = g.n
         screened = _screens(g, screen.get(g.key) if isinstance(screen, dict) else screen)
-        cross = g.cross(qz, qb, qo, screened=screened)
-        d = g.self_ip[:n][None, :] - 2.0 * cross + uself[:, None]
+        cross = g.cross(qz, qb, qo, screened=screened, device=device)
+        d = finish(g.self_ip[:n][None, :], cross, uself[:, None])
         err = np.zeros_like(d)
         if screened:
             _, bl1, r2 = g.screen()
@@ -376,7 +397,7 @@ def _screens(group, screen) -> bool:
     return bool(screen) and group.z.dtype == np.float64
 
 
-class _Refiner:
+class Refiner:
     """Turns screened (float32) distances into float64 ones where they decide the output.
 
     ``err[p]`` bounds ``|d[p] - exact d[p]|``; :meth:`certify` recomputes in float64 every position
@@ -384,8 +405,9 @@ class _Refiner:
     that is certainly exact and complete.
     """
 
-    def __init__(self, groups, gi_all, li_all, rep_all, err, user_z2, user_beta, user_self):
+    def __init__(self, groups, gi_all, li_all, rep_all, err, user_z2, user_beta, user_self, *, device=None):
         self.groups, self.gi, self.li, self.rep = groups, gi_all, li_all, rep_all
+        self.device = device
         self.err = err.copy()
         self.user = (np.ascontiguousarray(user_z2), user_beta, np.array([0, len(user_beta)], dtype=np.int64))
         self.user_self = user_self
@@ -404,30 +426,31 @@ class _Refiner:
         todo = pos[need]
         if len(todo):
             todo = np.flatnonzero(np.isin(self.rep, self.rep[todo]) & (err > 0))  # keep duplicate ties exact
-            d[todo] = self._exact(todo)
+            d[todo] = self.exact(todo)
             d[todo] = d[self.rep[todo]]
             err[todo] = 0.0
             self.recomputed += len(todo)
         return int(np.count_nonzero(d[pos] <= T))
 
-    def _exact(self, todo) -> np.ndarray:
-        """float64 distances of the positions ``todo`` (one gathered kernel call per group)."""
-        return exact_dists(self.groups, self.gi[todo], self.li[todo], self.user, self.user_self)
+    def exact(self, todo) -> np.ndarray:
+        """float64 distances of the positions ``todo`` (one gathered kernel call per group); backends
+        that hold the rows elsewhere override this."""
+        return exact_dists(self.groups, self.gi[todo], self.li[todo], self.user, self.user_self, device=self.device)
 
 
-def exact_dists(groups, gis, lis, user, user_self) -> np.ndarray:
+def exact_dists(groups, gis, lis, user, user_self, *, device=None) -> np.ndarray:
     """float64 ``d`` of the specs ``(groups[gis[j]], lis[j])`` for ``user = (z2, beta, offsets)``."""
     out = np.empty(len(gis))
     for gi in np.unique(gis):
         at = np.flatnonzero(gis == gi)
         g = groups[gi]
-        cross = g.cross(*user, specs=lis[at])[0]
-        out[at] = g.self_ip[lis[at]] - 2.0 * cross + user_self
+        cross = g.cross(*user, specs=lis[at], device=device)[0]
+        out[at] = finish(g.self_ip[lis[at]], cross, user_self)
     return out
 
 
 def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search_num, method,
-            refiner=None, *, pack=None) -> SearchResult:
+            refiner=None, *, pack=None, device: str = "cpu") -> SearchResult:
     def ident(pos):
         return groups[gi_all[pos]].ids[li_all[pos]]
 
@@ -460,8 +483,8 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
     result.pool = [ident(p) for p in pool]
     mix_dist, mix_ids, mix_w = None, [], None
     if method in _METHODS and sorted_d[0] > 0:
-        z, beta, offsets, gammas = (pack or _pack)(groups, gi_all[pool], li_all[pool])
-        A, C = pool_matrices(z, beta, offsets, gammas, user_z2, user.beta, user.gamma)
+        z, beta, offsets, gammas = (pack or pack_pool)(groups, gi_all[pool], li_all[pool])
+        A, C = pool_matrices(z, beta, offsets, gammas, user_z2, user.beta, user.gamma, device=device)
         result.pool_C = C
         if method == "greedy":
             result.pool_K = _earlier_gamma_gram(A, range(len(pool)))
@@ -478,15 +501,15 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
                                  "mmd2": float(mix_dist)}
     else:
         result.mixture_dropped = "not_called"
-    image = groups[0].spec_type == "RKMEImageSpecification"
-    pp = postprocess(sorted_d.tolist(), mix_dist, mixture_len=len(mix_ids), image=image)
+    transform = registry.get(groups[0].spec_type).distance_transform
+    pp = postprocess(sorted_d.tolist(), mix_dist, mixture_len=len(mix_ids), transform=transform)
     while refiner is not None and certified < min(len(order), pp.n_single + 1):
         # the reported singles and the first rejected one must be exact too (the pool stays as it is:
         # more refinement only changes distances beyond the certified prefix)
         certified = refiner.certify(d, cand, max(2 * certified, pp.n_single + 1))
         order, sorted_d = rank()
         final["order"], result.dists = order, sorted_d
-        pp = postprocess(sorted_d.tolist(), mix_dist, mixture_len=len(mix_ids), image=image)
+        pp = postprocess(sorted_d.tolist(), mix_dist, mixture_len=len(mix_ids), transform=transform)
     if refiner is not None:
         result.exact_recomputed = refiner.recomputed
     result.scores_before_filter = pp.scores_before_filter
@@ -499,7 +522,7 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
     return result
 
 
-def _pack(groups, gis, lis):
+def pack_pool(groups, gis, lis):
     """Pool specs (float64 rows) packed as one store, plus their gammas."""
     zs, bs, lens, gammas = [], [], [], []
     for gi, li in zip(gis, lis):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["MAX_NUM", "MIN_FUZZY_SCORE", "match_tags", "semantic_filter"]
+__all__ = ["MAX_NUM", "MIN_FUZZY_SCORE", "match_tags", "semantic_filter", "check_semantic_dict"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +90,10 @@ def semantic_filter(learnwares, user: dict | None, *, max_num: int = MAX_NUM,
     order = sorted(range(len(hits)), key=lambda k: hits[k][1], reverse=True)[:max_num]
     logger.debug("semantic filter: %d fuzzy matches", len(order))
     return [hits[k][0] for k in order]
+
+
+def check_semantic_dict(semantic) -> dict:
+    """A semantic spec as stored by an index: a dict (TypeError otherwise)."""
+    if not isinstance(semantic, dict):
+        raise TypeError(f"semantic must be a dict of {{key: {{'Type', 'Values'}}}}, got {type(semantic).__name__}")
+    return semantic

@@ -229,11 +229,11 @@ def test_drop_in_searcher_in_a_real_market(learnware_market, tmp_path, caplog):
     _assert_same("replaced object", got, reference(organizer.get_learnwares(), info))
 
 
-def test_image_or_unknown_users_fall_back_to_the_reference(learnware_market):
+def test_unregistered_or_unknown_users_fall_back_to_the_reference(learnware_market):
     from learnware.market import BaseUserInfo
 
     ours = learnware_market.learnware_searcher.stat_searcher_list[0]
-    info = BaseUserInfo(stat_info={"RKMETextSpecification": None})
+    info = BaseUserInfo(stat_info={"SomeUnregisteredSpecification": None})  # text / table: lwengine's
     calls = []
 
     def fake(self, learnware_list, user_info, max_search_num=5, search_method="greedy"):

@@ -380,7 +380,7 @@ def test_cli_end_to_end(tmp_path):
 
 def test_store_and_cli_do_not_need_the_server_extra(tmp_path):
     code = ("import sys\nfor m in ('starlette', 'uvicorn', 'httpx', 'multipart', 'fastapi'):\n    sys.modules[m] = None\n"
-            "import lwengine, lwengine.dock, lwengine.dock.cli\nfrom lwengine.cli import build_parser\n"
+            "import lwengine, lwengine.dock, lwengine.cli.dock\nfrom lwengine.cli import build_parser\n"
             "from lwengine.dock import Dock\nd = Dock.init(sys.argv[1]); print(len(d))\n"
             "build_parser().parse_args(['dock', 'list', sys.argv[1]])\n")
     p = subprocess.run([sys.executable, "-c", code, str(tmp_path / "d")], capture_output=True, text=True, timeout=60)

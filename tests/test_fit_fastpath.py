@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lwengine import _backend, _reference, kernels, spec
+from lwengine import _backend, _reference, kernels
+from lwengine.specs import table as spec
 
 core = _backend.require_core()
 

@@ -78,7 +78,7 @@ def test_bounds_contain_exact_dist_mixed_gamma(seed, K, d, m, dtype, scale):
     idx.add_many(list(specs.items()))
     idx.build_sketch(m=m, brute_share=1.0)
     user = _rand_spec(rng, K, d, float(rng.choice([0.1, 0.3, 0.5])), scale)
-    from lwengine.scale.certified import _User
+    from lwengine.distances import UserQuery as _User
 
     u = _User(user)
     for g in idx._groups.values():
@@ -244,7 +244,7 @@ def test_clustered_certified_equals_brute(regime, d, dtype):
        C=st.sampled_from([1, 3, 17]), frac=st.floats(0.0, 1.0), dtype=st.sampled_from(["float64", "float32"]))
 def test_cluster_slices_never_drop_a_candidate(seed, regime, C, frac, dtype):
     """Every alive spec whose own certified lower bound is <= T is in the seeds or the slices of T."""
-    from lwengine.scale.certified import _Clustered, _GroupQuery
+    from lwengine.scale.certified import ClusteredScan as _Clustered, GroupQuery as _GroupQuery
 
     d = {"families": 3, "text": 16, "overlap": 5}[regime]
     idx, mk = make_market(400, d, 4, regime, seed=seed, dtype=dtype)
@@ -264,7 +264,7 @@ def test_cluster_slices_never_drop_a_candidate(seed, regime, C, frac, dtype):
 
 
 def _user(spec):
-    from lwengine.scale.certified import _User
+    from lwengine.distances import UserQuery as _User
 
     return _User(spec)
 

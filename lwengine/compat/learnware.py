@@ -5,8 +5,10 @@ The market composes its searcher as ``SeqCombinedSearcher(organizer, [EasyFuzzSe
 
 * ``PackedStatSearcher(organizer)`` -- a subclass of ``EasyStatSearcher`` with the same call
   ``searcher(learnware_list, user_info, max_search_num=5, search_method="greedy")`` returning the
-  market's own ``SearchResults``.  Table users (``user_info.stat_info["RKMETableSpecification"]``) are
-  searched through a :class:`~lwengine.SpecIndex`; every other case (image / text users, a
+  market's own ``SearchResults``.  Users whose spec type (the market's ``parse_specification_type``
+  choice) is registered in :mod:`lwengine.specs` -- table and text specs, and any type registered
+  later -- are searched through one :class:`~lwengine.SpecIndex` mirror per type (the type's match key
+  and admission rule, e.g. the text language rule, apply); every other case (unregistered types, a
   ``max_search_num`` below 1) runs the reference code unchanged (``super().__call__``).
 * :func:`install` -- swap the ``EasyStatSearcher`` of an existing market for a ``PackedStatSearcher``
   and hook its organizer (``add_learnware`` / ``delete_learnware`` / ``update_learnware`` /
@@ -32,7 +34,8 @@ import numpy as np
 
 from ..index import SpecIndex
 from ..search import SearchResult, search_batch
-from ..spec import RKMESpec
+from ..specs import registry
+from ..specs.table import RKMESpec
 
 # ``PackedStatSearcher`` (lazy, needs learnware) is left out so that ``import *`` works without it
 __all__ = ["available", "searcher_class", "make_searcher", "install", "instantiate_learnware_market",
@@ -40,8 +43,9 @@ __all__ = ["available", "searcher_class", "make_searcher", "install", "instantia
 
 log = logging.getLogger(__name__)
 
-TABLE = "RKMETableSpecification"  # the key of table specs in stat_spec / stat_info (also for the legacy
-# RKMEStatSpecification class, whose ``type`` is RKMETableSpecification)
+TABLE = registry.DEFAULT_TYPE  # the key of table specs in stat_spec / stat_info (also for the legacy
+# RKMEStatSpecification class, whose ``type`` is RKMETableSpecification); other registered types are
+# keyed by their own type string
 _HOOKED = ("add_learnware", "delete_learnware", "update_learnware", "reload_learnware", "reload_market")
 _CLASS = None
 
@@ -67,10 +71,10 @@ def _market_api():
     return EasyStatSearcher, SearchResults, SingleSearchItem, MultipleSearchItem, parse_specification_type
 
 
-def _table_spec(learnware):
-    """The learnware's table spec object, or None (what ``get_stat_spec_by_name`` returns)."""
+def _table_spec(learnware, spec_type: str = TABLE):
+    """The learnware's spec object of ``spec_type``, or None (what ``get_stat_spec_by_name`` returns)."""
     try:
-        return learnware.specification.get_stat_spec_by_name(TABLE)
+        return learnware.specification.get_stat_spec_by_name(spec_type)
     except AttributeError:
         return None
 
@@ -80,8 +84,10 @@ def _token(rkme) -> tuple:
     return rkme, getattr(rkme, "z", None), getattr(rkme, "beta", None), float(rkme.gamma)
 
 
-def from_reference_spec(rkme) -> RKMESpec:
-    """An :class:`RKMESpec` of a market table spec (torch tensors or arrays; z keeps its trailing shape)."""
+def from_reference_spec(rkme, spec_type: str | None = None) -> RKMESpec:
+    """The lwengine spec of a market spec object (torch tensors or arrays; z keeps its trailing shape), of
+    the registered class of ``spec_type`` (default: the object's ``type``, else table) with its extra
+    fields (e.g. a text spec's ``language``) read from the object."""
     z, beta = rkme.z, rkme.beta
     if hasattr(z, "detach"):
         z = z.detach().cpu().numpy()
@@ -93,22 +99,25 @@ def from_reference_spec(rkme) -> RKMESpec:
         npts = int(npts) if npts is not None and int(npts) >= 0 else None
     except (TypeError, ValueError):
         npts = None
-    return RKMESpec(z, beta, float(rkme.gamma), npts)
+    entry = registry.get(spec_type or (getattr(rkme, "type", None) if registry.lookup(str(getattr(rkme, "type", "")))
+                                       else TABLE))
+    extra = entry.cls.extra_from_dict(dict(getattr(rkme, "__dict__", {})), "market spec")
+    return entry.cls.from_parts(z, beta, float(rkme.gamma), npts, **extra)
 
 
 def to_reference_spec(spec, *, cuda_idx: int = -1):
-    """The reference's ``RKMETableSpecification`` holding ``spec`` (an RKMESpec, spec dict or path):
-    float64 CPU tensors, same gamma and num_points."""
+    """The reference's spec object of the same type holding ``spec`` (an lwengine spec, spec dict or path):
+    float64 CPU tensors, same gamma and num_points, the extra fields (e.g. ``language``) set."""
     import torch
-    from learnware.specification import RKMETableSpecification
+    import learnware.specification as reference
 
-    from ..index import _as_spec
-
-    s = _as_spec(spec)
-    out = RKMETableSpecification(gamma=float(s.gamma), cuda_idx=cuda_idx)
+    s = registry.as_spec(spec)
+    out = getattr(reference, registry.entry_of(s).type)(gamma=float(s.gamma), cuda_idx=cuda_idx)
     out.z = torch.from_numpy(np.array(s.z, dtype=np.float64))
     out.beta = torch.from_numpy(np.array(s.beta, dtype=np.float64))
     out.num_points = int(s.num_points)
+    for k, v in s.extra().items():
+        setattr(out, k, v)
     return out
 
 
@@ -119,15 +128,16 @@ def to_reference_learnware(learnware_id: str, spec, semantic_spec: dict | None =
     from learnware.specification import Specification
 
     rkme = spec if hasattr(spec, "get_z") else to_reference_spec(spec)
-    specification = Specification(semantic_spec=semantic_spec or {}, stat_spec={TABLE: rkme})
+    specification = Specification(semantic_spec=semantic_spec or {}, stat_spec={getattr(rkme, "type", TABLE): rkme})
     return Learnware(id=learnware_id, model={}, specification=specification, learnware_dirpath=None)
 
 
 class _Mirror:
-    """A SpecIndex mirroring the table specs of a set of learnwares, keyed by learnware id."""
+    """A SpecIndex mirroring the specs of one type of a set of learnwares, keyed by learnware id."""
 
-    def __init__(self, dtype: str):
+    def __init__(self, dtype: str, spec_type: str = TABLE):
         self.dtype = dtype
+        self.spec_type = spec_type
         self.index = SpecIndex(dtype=dtype)
         self._tokens: dict = {}  # id -> _token of the packed spec
 
@@ -144,7 +154,7 @@ class _Mirror:
                 continue
             seen.add(lid)
             stat = getattr(getattr(lw, "specification", None), "stat_spec", None)
-            rkme = stat.get(TABLE) if isinstance(stat, dict) else _table_spec(lw)
+            rkme = stat.get(self.spec_type) if isinstance(stat, dict) else _table_spec(lw, self.spec_type)
             if rkme is None:
                 if lid in tokens:
                     self.delete(lid)
@@ -155,12 +165,12 @@ class _Mirror:
                 continue
             tok = _token(rkme)
             if lid in self.index:
-                self.index.replace(lid, from_reference_spec(rkme))
+                self.index.replace(lid, from_reference_spec(rkme, self.spec_type))
                 tokens[lid] = tok
             else:
                 new.append((lid, rkme, tok))
         if new:
-            self.index.add_many([(lid, from_reference_spec(rkme)) for lid, rkme, _ in new])
+            self.index.add_many([(lid, from_reference_spec(rkme, self.spec_type)) for lid, rkme, _ in new])
             for lid, _, tok in new:
                 tokens[lid] = tok
         return order
@@ -197,34 +207,53 @@ def searcher_class():
         """
 
         def __init__(self, organizer=None, dtype: str = "float64", **kwargs):
-            self._mirror = _Mirror(dtype)
+            self._dtype = dtype
+            self._mirrors = {TABLE: _Mirror(dtype)}  # one mirror per registered spec type searched so far
             self.last_result: SearchResult | None = None
             super().__init__(organizer, **kwargs)
 
+        @property
+        def _mirror(self) -> _Mirror:
+            return self._mirrors[TABLE]
+
+        def _mirror_for(self, spec_type: str) -> _Mirror:
+            if spec_type not in self._mirrors:
+                self._mirrors[spec_type] = _Mirror(self._dtype, spec_type)
+            return self._mirrors[spec_type]
+
         def reset(self, organizer, **kwargs):
             super().reset(organizer, **kwargs)
-            self._mirror.clear()
+            for m in self._mirrors.values():
+                m.clear()
 
         @property
         def index(self) -> SpecIndex:
+            """The table-spec mirror (``indexes[type]`` for every type searched so far)."""
             return self._mirror.index
+
+        @property
+        def indexes(self) -> dict:
+            return {t: m.index for t, m in self._mirrors.items()}
 
         # ---------------------------------------------------------- organizer events (see install)
         def add(self, learnware) -> None:
             if learnware is not None:
-                self._mirror.sync([learnware])
+                for m in self._mirrors.values():
+                    m.sync([learnware])
 
         update = add
 
         def delete(self, learnware_id) -> None:
-            self._mirror.delete(learnware_id)
+            for m in self._mirrors.values():
+                m.delete(learnware_id)
 
         def reload(self, learnwares=None) -> None:
             """Re-pack from ``learnwares`` (default: every learnware of the organizer)."""
-            self._mirror.clear()
             if learnwares is None and self.learnware_organizer is not None:
                 learnwares = self.learnware_organizer.get_learnwares()
-            self._mirror.sync(learnwares or [])
+            for m in self._mirrors.values():
+                m.clear()
+                m.sync(learnwares or [])
 
         def _prune_stale(self) -> None:
             org = self.learnware_organizer
@@ -234,30 +263,33 @@ def searcher_class():
                 n = len(org)
             except TypeError:
                 return
-            if len(self._mirror) > n:  # something packed is no longer in the market
-                self._mirror.prune(org.get_learnware_ids())
+            for m in self._mirrors.values():
+                if len(m) > n:  # something packed is no longer in the market
+                    m.prune(org.get_learnware_ids())
 
         # ---------------------------------------------------------- search
         def __call__(self, learnware_list, user_info, max_search_num: int = 5, search_method: str = "greedy"):
             spec_type = parse_type(stat_specs=user_info.stat_info, spec_list=self.SPEC_TYPES)
             ok_num = isinstance(max_search_num, (int, np.integer)) and not isinstance(max_search_num, bool) \
                 and max_search_num >= 1
-            if spec_type != TABLE or not ok_num:  # image / text users, odd arguments: the reference code
-                self.last_result = None
+            stat = getattr(user_info, "stat_info", None) or {}
+            if registry.lookup(str(spec_type)) is None or not ok_num or stat.get(spec_type) is None:
+                self.last_result = None  # unregistered types, odd arguments: the reference code
                 return super().__call__(learnware_list, user_info, max_search_num, search_method)
             self.stat_spec_type = spec_type
-            user = from_reference_spec(user_info.stat_info[TABLE])
-            order = self._mirror.sync(learnware_list)
+            user = from_reference_spec(user_info.stat_info[spec_type], spec_type)
+            mirror = self._mirror_for(spec_type)
+            order = mirror.sync(learnware_list)
             self._prune_stale()
             if not (np.isfinite(user.z).all() and np.isfinite(user.beta).all()):
                 # the reference computes a NaN distance to every learnware and drops them all
-                log.warning("the user's table spec holds non-finite values: no learnware can be ranked")
+                log.warning("the user's spec holds non-finite values: no learnware can be ranked")
                 self.last_result = None
                 return SearchResults()
             method = search_method if search_method in ("greedy", "auto") else None
             if method is None:
                 log.warning("%s not supported!", search_method)
-            result = search_batch(self._mirror.index, [user], max_search_num=int(max_search_num), method=method,
+            result = search_batch(mirror.index, [user], max_search_num=int(max_search_num), method=method,
                                   restrict=order)[0]
             self.last_result = result
             by_id = {lw.id: lw for lw in learnware_list}

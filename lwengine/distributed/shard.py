@@ -15,7 +15,10 @@ import uuid
 
 import numpy as np
 
-from ..index import SpecIndex, _as_spec
+from ..dock.store import read_records
+from ..index import SpecIndex
+from ..search import exact_dists, pack_pool, scan_groups
+from ..specs import registry
 
 __all__ = ["shard_of", "ShardWorker"]
 
@@ -69,8 +72,6 @@ class ShardWorker:
         self.version += 1
 
     def _insert_rows(self, rows) -> None:
-        from ..dock.store import read_records
-
         def damaged(id, message):
             self.problems.append((id, message))
             log.error("shard %d: learnware %s quarantined: %s", self.shard, id, message)
@@ -78,7 +79,7 @@ class ShardWorker:
         prepared, seqs, crcs = read_records(self.dock, rows, damaged)
         self.crc.update(crcs)
         if prepared:
-            self.index._insert(prepared, seqs=seqs)
+            self.index.insert(prepared, seqs=seqs)
 
     def sync(self) -> tuple:
         """Catch up with the dock's committed state (removed, added and re-specced learnwares of this
@@ -110,7 +111,7 @@ class ShardWorker:
                 if not self._mine(id):
                     continue
                 if id in idx:
-                    g, local = idx._where[id]
+                    g, local = idx.locate(id)
                     if int(g.seq[local]) == seq and self.crc.get(id) == (crc, ln):
                         continue  # status / semantic only: the driver reads those from the dock
                     idx.remove(id)
@@ -136,7 +137,7 @@ class ShardWorker:
         if op == "add":
             for id, *_ in payload:
                 idx._check_new_id(id)
-            idx._insert([(id, _as_spec(s, f"spec {id!r}"), sem) for id, s, sem, _ in payload],
+            idx.insert([(id, registry.as_spec(s, f"spec {id!r}"), sem) for id, s, sem, _ in payload],
                         seqs=[seq for *_, seq in payload])
         elif op == "remove":
             idx.remove(payload)
@@ -152,12 +153,12 @@ class ShardWorker:
             idx.build_sketch(payload)
         elif op == "add_packed":
             ids, z, beta, offsets, gamma, num_points, seqs = payload
-            before = idx._next_seq
+            before = idx.next_seq
             idx.add_packed(ids, z, beta, offsets, gamma, num_points=num_points)
-            g, local = idx._where[ids[0]] if len(ids) else (None, None)
+            g, local = idx.locate(ids[0]) if len(ids) else (None, None)
             if g is not None:  # the driver's global sequence numbers, not the shard's counter
                 g.seq[local:local + len(ids)] = seqs
-                idx._next_seq = max(before, int(np.max(seqs)) + 1)
+                idx.advance_seq(max(before, int(np.max(seqs)) + 1))
         else:
             raise ValueError(f"unknown shard operation {op!r}")
         self.version += 1
@@ -169,7 +170,7 @@ class ShardWorker:
         its key, full id list (local order), alive locals, their seqs, within-shard duplicate
         representatives (as local indices) and digests, and the group's stored count ``n``."""
         groups = []
-        for g in self.index._groups.values():
+        for g in self.index.groups():
             n = g.n
             live = np.flatnonzero(g.alive[:n])
             rep = np.arange(n)
@@ -181,42 +182,41 @@ class ShardWorker:
                            "rep": rep[live], "digest": np.asarray(g.digest[live])})
         return {"incarnation": self.incarnation, "version": self.version, "groups": groups}
 
-    def scan(self, shape, users, screen) -> tuple:
-        """``(incarnation, version, group keys, D, E)`` of :func:`lwengine.search._scan` on this shard."""
-        from ..search import _scan
-
-        groups, D, E, *_ = _scan(self.index, tuple(shape), users, screen)
+    def scan(self, kind, users, screen) -> tuple:
+        """``(incarnation, version, group keys, D, E)`` of :func:`lwengine.search.scan_groups` on this shard
+        (``kind = (spec type, trailing shape)``)."""
+        groups, D, E, *_ = scan_groups(self.index, (kind[0], tuple(kind[1])), users, screen)
         return self.incarnation, self.version, [g.key for g in groups], D, E if E.any() else None
 
     def exact(self, wanted, user, user_self) -> tuple:
         """float64 distances of ``wanted = [(group key, locals)]`` (the refiner's recomputation)."""
-        from ..search import exact_dists
-
-        groups = [self.index._groups[k] for k, _ in wanted]
+        groups = [self.index.group(k) for k, _ in wanted]
         gis = np.concatenate([np.full(len(l), i, dtype=np.int64) for i, (_, l) in enumerate(wanted)])
         lis = np.concatenate([np.asarray(l, dtype=np.int64) for _, l in wanted])
         return self.incarnation, exact_dists(groups, gis, lis, user, user_self)
 
     def pack(self, wanted) -> tuple:
-        """The pool specs ``wanted = [(group key, local)]`` packed in that order (``search._pack``)."""
-        from ..search import _pack
-
+        """The pool specs ``wanted = [(group key, local)]`` packed in that order (``search.pack_pool``)."""
         keys = list(dict.fromkeys(k for k, _ in wanted))
-        groups = [self.index._groups[k] for k in keys]
+        groups = [self.index.group(k) for k in keys]
         gis = [keys.index(k) for k, _ in wanted]
-        return (self.incarnation,) + tuple(_pack(groups, gis, [int(l) for _, l in wanted]))
+        return (self.incarnation,) + tuple(pack_pool(groups, gis, [int(l) for _, l in wanted]))
 
     def topk(self, user_spec, k, mode, options) -> tuple:
         """``(incarnation, [(id, dist, seq)], last_stats)``."""
         res = self.index.topk(user_spec, k, mode, **options)
         out = []
         for id, d in res:
-            g, local = self.index._where[id]
+            g, local = self.index.locate(id)
             out.append((id, d, int(g.seq[local])))
         return self.incarnation, out, self.index.last_stats
 
     def get(self, id):
         return self.index.get(id)
+
+    def extras(self, ids) -> dict:
+        """``{id: extra fields}`` of the ids of ``ids`` in this shard that have any."""
+        return {i: self.index.extra_of(i) for i in ids if i in self.index and self.index.extra_of(i)}
 
     def present(self, ids) -> list:
         """The ids of ``ids`` already in this shard (the driver asks before adding)."""
@@ -228,11 +228,12 @@ class ShardWorker:
     def listing(self) -> list:
         """``[(seq, id, semantic)]`` of every spec (the driver sorts by seq for :meth:`SpecIndex.ids`)."""
         out = []
-        for id, (g, local) in self.index._where.items():
-            out.append((int(g.seq[local]), id, self.index._semantic.get(id)))
+        for id in self.index.ids():
+            g, local = self.index.locate(id)
+            out.append((int(g.seq[local]), id, self.index.semantic_of(id)))
         return out
 
     def info(self) -> dict:
         return {"shard": self.shard, "incarnation": self.incarnation, "version": self.version,
                 "specs": len(self.index), "memory_bytes": self.index.memory_bytes(), "gen": self.gen,
-                "problems": list(self.problems), "next_seq": self.index._next_seq, "pid": os.getpid()}
+                "problems": list(self.problems), "next_seq": self.index.next_seq, "pid": os.getpid()}

@@ -18,6 +18,14 @@ import time
 
 import numpy as np
 
+from .. import package as ingest
+from ..distances import UserQuery
+from ..dock.store import check_status
+from ..scale.sketch import SketchParams
+from ..scale.topk import check_topk_args
+from ..search import SCREEN_MIN_SPECS, Refiner, search_batch
+from ..semantic import check_semantic_dict, semantic_filter
+from ..specs import registry
 from .resources import REMOTE_TIMEOUT, actor_options_for
 from .shard import ShardWorker, shard_of
 
@@ -273,8 +281,6 @@ class ShardedIndex:
 
     def add_many(self, items) -> None:
         """Add ``(id, spec[, semantic])`` items under new ids (all-or-nothing across shards)."""
-        from ..index import _as_spec, _check_semantic
-
         prepared, seen = [], set()
         for item in items:
             if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
@@ -285,7 +291,7 @@ class ShardedIndex:
             if id in seen:
                 raise ValueError(f"duplicate id {id!r}: already in the index")
             seen.add(id)
-            prepared.append((id, _as_spec(spec, f"spec {id!r}"), None if sem is None else _check_semantic(sem)))
+            prepared.append((id, registry.as_spec(spec, f"spec {id!r}"), None if sem is None else check_semantic_dict(sem)))
         if not prepared:
             return
         with self._lock:
@@ -335,9 +341,7 @@ class ShardedIndex:
 
     def replace(self, id, spec, semantic=_KEEP) -> None:
         """Replace the spec of an existing id, keeping its place in the insertion order."""
-        from ..index import _as_spec
-
-        s = _as_spec(spec, f"spec {id!r}")
+        s = registry.as_spec(spec, f"spec {id!r}")
         keep = semantic is _KEEP
         self._apply({self.shard_of(id): ("replace", (id, s, None if keep else semantic, keep))})
 
@@ -346,15 +350,13 @@ class ShardedIndex:
 
     def build_sketch(self, params=None, **kwargs) -> None:
         """(Re)build every shard's Nyström sketch (see :meth:`SpecIndex.build_sketch`)."""
-        from ..scale.sketch import SketchParams
-
         if params is None:
             params = SketchParams(**kwargs)
         self._apply({i: ("build_sketch", params) for i in range(self.num_shards)})
 
     # ------------------------------------------------------------------ search
     @property
-    def _search_backend(self):
+    def search_backend(self):
         return _ShardedBackend(self)
 
     def search(self, user_spec, max_search_num: int = 5, method: str | None = "greedy", semantic=None, *,
@@ -365,8 +367,6 @@ class ShardedIndex:
     def search_batch(self, user_specs, max_search_num: int = 5, method: str | None = "greedy", semantic=None, *,
                      screen: bool | None = None, restrict=None) -> list:
         """:meth:`search` for many users (one fan-out per trailing shape)."""
-        from ..search import search_batch
-
         user_specs = list(user_specs)
         with self._lock:
             for attempt in range(self.retries + 1):
@@ -382,10 +382,8 @@ class ShardedIndex:
         """The exact global top-``k`` ``[(id, dist)]`` (ties in global insertion order) from every shard's
         top-``k`` (certified, brute or approx, see :meth:`SpecIndex.topk`).  :attr:`last_stats` sums the
         shards' counters and keeps each shard's own statistics under ``"shards"``."""
-        from ..scale.certified import _check, _User
-
-        _check(k, mode)
-        user = _User(user_spec).spec  # validate on the driver (clear errors, no fan-out)
+        check_topk_args(k, mode)
+        user = UserQuery(user_spec).spec  # validate on the driver (clear errors, no fan-out)
         t0 = time.perf_counter()
         with self._lock:
             replies = self._call_list("topk", user, int(k), mode, dict(options))
@@ -436,14 +434,10 @@ class ShardedIndex:
 
     def dock_search_batch(self, user_specs, max_search_num: int = 5, method: str | None = "greedy", semantic=None,
                           *, status: int | None = 1) -> list:
-        from .. import package as ingest
-        from ..dock.store import _check_status
-        from ..semantic import semantic_filter
-
         if self.dock is None:
             raise ValueError("dock_search() needs a dock-backed index (ShardedIndex.from_dock)")
         if status is not None:
-            status = _check_status(status)
+            status = check_status(status)
         if semantic is not None:
             ingest.check_semantic(semantic)
         user_specs = list(user_specs)
@@ -514,8 +508,6 @@ class _ShardedBackend:
         self.inc = {}  # shard -> incarnation seen by this query's scan
 
     def listing(self, semantic, restrict) -> list:
-        from ..semantic import semantic_filter
-
         sx = self.sx
         if semantic is None:
             present = set(sx.ids())
@@ -525,9 +517,7 @@ class _ShardedBackend:
         listed = [i for _, i, _ in rows] if restrict is None else [i for i in restrict if i in sems]
         return semantic_filter([(i, sems.get(i)) for i in listed], semantic)
 
-    def scan(self, shape, users, screen):
-        from ..search import SCREEN_MIN_SPECS
-
+    def scan(self, kind, users, screen):
         sx = self.sx
         cats = sx._catalogs()
         if screen is None:  # the single index's rule on the group's total size over all shards
@@ -536,7 +526,7 @@ class _ShardedBackend:
                 for g in cat["groups"]:
                     total[g["key"]] = total.get(g["key"], 0) + g["n"]
             screen = {k: n >= SCREEN_MIN_SPECS for k, n in total.items()}
-        replies = sx._call_list("scan", shape, users, screen)
+        replies = sx._call_list("scan", kind, users, screen)
         groups, Ds, Es, reps, seqs, gis, lis, digs = [], [], [], [], [], [], [], []
         base = 0
         Q = len(users)
@@ -573,7 +563,7 @@ class _ShardedBackend:
         # single index's group has (exact ties; the refiner recomputes duplicates together).  The map
         # depends only on the catalogs: cached per (shape, every shard's incarnation and version).
         if sx.num_shards > 1:
-            ck = (tuple(shape), tuple((c["incarnation"], c["version"]) for c in sx._catalog))
+            ck = (tuple(kind), tuple((c["incarnation"], c["version"]) for c in sx._catalog))
             if sx._rep_cache.get("key") != ck:
                 sx._rep_cache = {"key": ck, "rep": _cross_shard_reps(groups, gi_all, digs)}
             rep = sx._rep_cache["rep"]
@@ -584,12 +574,10 @@ class _ShardedBackend:
         return groups, D, E, rep, seq, gi_all, li_all
 
     def refiner(self, groups, gi_all, li_all, rep_all, err, user_z2, user_beta, user_self):
-        from ..search import _Refiner
-
         backend = self
 
-        class _ShardRefiner(_Refiner):
-            def _exact(self, todo):
+        class _ShardRefiner(Refiner):
+            def exact(self, todo):
                 shard = np.array([groups[g].shard for g in self.gi[todo]], dtype=np.int64)
                 per = {}
                 for s in np.unique(shard):
@@ -609,6 +597,13 @@ class _ShardedBackend:
                 return out
 
         return _ShardRefiner(groups, gi_all, li_all, rep_all, err, user_z2, user_beta, user_self)
+
+    def extras(self, ids) -> list:
+        """The stored extra fields of ``ids`` (every shard answers for the ids it holds)."""
+        found = {}
+        for part in self.sx._call_list("extras", list(ids)):
+            found.update(part)
+        return [found.get(i, {}) for i in ids]
 
     def _check(self, shard, inc) -> None:
         if self.inc.get(shard) != inc:

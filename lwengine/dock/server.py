@@ -42,6 +42,7 @@ from starlette.routing import Route
 
 from ..package import PackageError, check_semantic
 from ..safe_io import json_loads
+from ..specs import registry
 from .store import Dock, DockLockedError
 
 __all__ = ["create_app", "serve"]
@@ -182,10 +183,8 @@ def create_app(dock, *, token=None, protect_reads: bool = False, max_upload_byte
         return blob or None  # an empty upload means "not given"
 
     def spec_from_bytes(blob):
-        from ..spec import RKMESpec
-
         try:
-            return RKMESpec.loads(blob.decode("utf-8"), "statistical_specification")
+            return registry.loads_spec(blob.decode("utf-8"), "statistical_specification")
         except UnicodeDecodeError as exc:
             raise _HTTPError(400, f"statistical_specification is not UTF-8 JSON: {exc}") from exc
 

@@ -34,8 +34,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import device as devices
 from ..index import BulkReport, SpecIndex
-from ..spec import RKMESpec
+from ..progress import progress_iter
+from ..search import search_batch
+from ..semantic import semantic_filter
+from ..specs import registry
+from ..specs.table import RKMESpec
 from .. import package as ingest
 from ..package import Limits
 from .. import ids as _ids, limits as spec_limits_mod
@@ -50,6 +55,7 @@ STATUS_INVALID, STATUS_UNUSABLE, STATUS_USABLE = -1, 0, 1
 _STATUSES = (STATUS_INVALID, STATUS_UNUSABLE, STATUS_USABLE)
 _FORMAT = 1
 _REC_MAGIC = b"LWS1"
+_REC_MAGIC_TYPED = b"LWS2"  # the LWS1 payload + a JSON trailer {"type", "extra"} (non-table spec types)
 _REC_HDR = struct.Struct("<4sII")          # magic, payload length, crc32(payload)
 _REC_FIX = struct.Struct("<IdqI")          # K, gamma, num_points, number of trailing dims
 _SEGMENT_MAX = 256 << 20
@@ -108,11 +114,14 @@ class LearnwareRecord:
 def encode_spec(spec: RKMESpec) -> bytes:
     """One segment record: header + payload (K, gamma, num_points, trailing shape, z f64, beta f64)."""
     shape = spec.z_shape
+    spec_type, extra = registry.entry_of(spec).type, spec.extra()
+    typed = spec_type != registry.DEFAULT_TYPE or bool(extra)
     payload = b"".join([_REC_FIX.pack(spec.K, float(spec.gamma), int(spec.num_points), len(shape)),
                         struct.pack(f"<{len(shape)}I", *shape),
                         np.ascontiguousarray(spec.z, dtype="<f8").tobytes(),
-                        np.ascontiguousarray(spec.beta, dtype="<f8").tobytes()])
-    return _REC_HDR.pack(_REC_MAGIC, len(payload), zlib.crc32(payload)) + payload
+                        np.ascontiguousarray(spec.beta, dtype="<f8").tobytes(),
+                        json.dumps({"type": spec_type, "extra": extra}).encode() if typed else b""])
+    return _REC_HDR.pack(_REC_MAGIC_TYPED if typed else _REC_MAGIC, len(payload), zlib.crc32(payload)) + payload
 
 
 def segment_path(dock_path, seg: int) -> str:
@@ -123,7 +132,7 @@ def segment_path(dock_path, seg: int) -> str:
 def read_records(dock_path, rows, on_damage):
     """Decode spec records ``rows`` (id, seq, seg, off, len, crc) from the segments, one mmap per segment.
 
-    Returns ``(prepared, seqs, crcs)`` in insertion order (``prepared`` as ``SpecIndex._insert`` takes it,
+    Returns ``(prepared, seqs, crcs)`` in insertion order (``prepared`` as ``SpecIndex.insert`` takes it,
     ``crcs``: id -> (crc, len)); a damaged record is skipped and reported as ``on_damage(id, message)``."""
     prepared, seqs, crcs = [], [], {}
     by_seg: dict = {}
@@ -158,7 +167,7 @@ def decode_spec(blob, expect_crc: int | None = None) -> RKMESpec:
         raise ValueError("spec record truncated")
     magic, n, crc = _REC_HDR.unpack_from(blob, 0)
     payload = bytes(blob[_REC_HDR.size:_REC_HDR.size + n])
-    if magic != _REC_MAGIC or len(payload) != n:
+    if magic not in (_REC_MAGIC, _REC_MAGIC_TYPED) or len(payload) != n:
         raise ValueError("spec record has a bad header or is truncated")
     if zlib.crc32(payload) != crc or (expect_crc is not None and crc != expect_crc):
         raise ValueError("spec record checksum mismatch")
@@ -167,17 +176,23 @@ def decode_spec(blob, expect_crc: int | None = None) -> RKMESpec:
     shape = struct.unpack_from(f"<{nd}I", payload, pos)
     pos += 4 * nd
     dim = int(np.prod(shape, dtype=np.int64)) if nd else 1
-    if pos + 8 * (K * dim + K) != n:
+    end = pos + 8 * (K * dim + K)
+    if end != n if magic == _REC_MAGIC else end > n:
         raise ValueError("spec record length does not match its shape")
     z = np.frombuffer(payload, dtype="<f8", count=K * dim, offset=pos).reshape((K,) + tuple(shape))
     beta = np.frombuffer(payload, dtype="<f8", count=K, offset=pos + 8 * K * dim)
-    return RKMESpec(z.astype(np.float64), beta.astype(np.float64), gamma, num_points)
+    if magic == _REC_MAGIC:
+        return RKMESpec(z.astype(np.float64), beta.astype(np.float64), gamma, num_points)
+    try:
+        meta = json.loads(payload[end:].decode("utf-8"))
+        cls = registry.get(meta["type"]).cls
+        return cls.from_parts(z.astype(np.float64), beta.astype(np.float64), gamma, num_points, **meta["extra"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"spec record has a bad type trailer: {exc}") from exc
 
 
 def _user_spec(u):
-    from ..index import _as_spec
-
-    return _as_spec(u, "user spec")
+    return registry.as_spec(u, "user spec")
 
 
 def _fsync_dir(path: str) -> None:
@@ -193,6 +208,11 @@ def _semantic_name(semantic) -> str:
         v = semantic["Name"].get("Values")
         return v if isinstance(v, str) else ""
     return ""
+
+
+def check_status(status) -> int:
+    """A valid learnware status (ValueError / TypeError otherwise)."""
+    return _check_status(status)
 
 
 def _check_status(status) -> int:
@@ -226,8 +246,9 @@ class Dock:
     """
 
     def __init__(self, path, *, create: bool = False, lock_timeout: float = 10.0, limits: Limits | None = None,
-                 dtype: str = "float64", spec_limits=None, gamma_policy=None):
+                 dtype: str = "float64", spec_limits=None, gamma_policy=None, device: str = "auto"):
         self.path = os.path.abspath(os.fspath(path))
+        self.device = devices.resolve(device)  # the in-memory index's stores and scans
         self.spec_limits = spec_limits or spec_limits_mod.DEFAULT_SPEC_LIMITS
         self.gamma_policy = gamma_policy or spec_limits_mod.ANY_GAMMA
         self.lock_timeout = float(lock_timeout)
@@ -513,15 +534,13 @@ class Dock:
     def add_specs(self, items, *, status: int = STATUS_USABLE, batch_size: int = 1024, on_commit=None) -> list:
         """Add ``(spec, semantic[, id])`` items in transactions of ``batch_size``; all-or-nothing per batch.
         ``on_commit(ids)`` is called after each committed (acknowledged) batch.  Returns all ids."""
-        from ..index import _as_spec
-
         prepared = []
         for item in items:
             if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                 raise TypeError("add_specs items must be (spec, semantic) or (spec, semantic, id) tuples")
             spec = item[0] if isinstance(item[0], RKMESpec) else (
                 ingest.read_spec_file(item[0], self.limits) if isinstance(item[0], (str, os.PathLike))
-                else _as_spec(item[0], "spec"))
+                else registry.as_spec(item[0], "spec"))
             sem = None if item[1] is None else ingest.check_semantic(item[1])
             id = _check_id(item[2]) if len(item) == 3 and item[2] is not None else None
             prepared.append({"spec": spec, "semantic": sem, "id": id, "package": None, "spec_file": None})
@@ -550,8 +569,6 @@ class Dock:
                   progress: bool | None = None, on_commit=None) -> BulkReport:
         """Bulk add of packages (zips / folders) and spec JSON files; failures are reported, not raised.
         Commits every ``batch_size`` valid entries (``on_commit(ids)`` after each)."""
-        from ..index import _progress
-
         report = BulkReport()
         paths = [os.fspath(p) for p in paths]
         sem_override = None if semantic is None else ingest.check_semantic(semantic)
@@ -566,7 +583,7 @@ class Dock:
                     on_commit(got)
 
         with self._writing():
-            for p in _progress(paths, progress, "adding"):
+            for p in progress_iter(paths, progress, "adding"):
                 try:
                     if p.endswith(".json") and os.path.isfile(p):
                         item = {"spec": ingest.read_spec_file(p, self.limits), "semantic": sem_override, "id": None,
@@ -592,8 +609,6 @@ class Dock:
         ``package`` (zip path, folder or zip bytes) replaces the stored package and its spec, atomically:
         validated first, new files written and fsync'd, then one transaction; the old package file goes
         after the commit.  The semantic spec is kept unless ``semantic`` is given."""
-        from ..index import _as_spec
-
         updates, params = [], []
         pkg = None
         if package is not None:
@@ -613,7 +628,7 @@ class Dock:
         new_spec = None
         if spec is not None:
             new_spec = (ingest.read_spec_file(spec, self.limits) if isinstance(spec, (str, os.PathLike))
-                        else _as_spec(spec, "spec"))
+                        else registry.as_spec(spec, "spec"))
             self.check_spec(new_spec, f"spec of {id!r}")
         with self._writing():
             if self._conn().execute("SELECT 1 FROM learnwares WHERE id=?", (id,)).fetchone() is None:
@@ -748,8 +763,9 @@ class Dock:
             with open(os.path.join(self.path, "packages", package), "rb") as f:
                 members = ingest.package_members(f.read(), self.limits)
         spec_file = spec_file or "rkme.json"
-        members.setdefault("learnware.yaml", ingest.default_yaml(spec_file).encode())
-        members[spec_file] = self._read_record(*loc).dumps().encode()
+        stored = self._read_record(*loc)
+        members.setdefault("learnware.yaml", ingest.default_yaml(spec_file, stored).encode())
+        members[spec_file] = stored.dumps().encode()
         if semantic is not None:
             members[ingest.SEMANTIC_FILE] = semantic.encode()
         else:
@@ -827,7 +843,7 @@ class Dock:
             self._check_segments(c)
             self._patch(c, snap_gen)
             return
-        self._index = SpecIndex(dtype=self.dtype)
+        self._index = SpecIndex(dtype=self.dtype, device=self.device)
         self._idx_crc = {}
         self._snapshot_gen = -1
         self._check_segments(c)
@@ -859,7 +875,7 @@ class Dock:
         prepared, seqs, crcs = read_records(self.path, [r for r in rows if r[0] not in bad_ids], damaged)
         self._idx_crc.update(crcs)
         if prepared:
-            self._index._insert(prepared, seqs=seqs)
+            self._index.insert(prepared, seqs=seqs)
 
     def _patch(self, c, since: int) -> None:
         self._gate.wait_idle()  # in-place changes: no search may be reading this index
@@ -880,7 +896,7 @@ class Dock:
             if self._semantic is not None:
                 self._semantic[id] = None if sem is None else json.loads(sem)
             if id in idx:
-                g, local = idx._where[id]
+                g, local = idx.locate(id)
                 if int(g.seq[local]) == seq and self._idx_crc.get(id) == (crc, ln):
                     continue  # only status / semantic changed
                 idx.remove(id)
@@ -965,17 +981,16 @@ class Dock:
         return self._semantic
 
     def search(self, user_spec, max_search_num: int = 5, method: str | None = "greedy", semantic=None, *,
-               status: int | None = STATUS_USABLE):
+               status: int | None = STATUS_USABLE, device: str | None = None):
         """Reference-compatible search (exactly :meth:`SpecIndex.search` with ``semantic=``) over the
         learnwares with check status ``status`` (default 1, usable; None: every learnware).
 
-        ``user_spec`` may be None when ``semantic`` is given (semantic matches only)."""
-        return self.search_batch([user_spec], max_search_num, method, semantic, status=status)[0]
+        ``user_spec`` may be None when ``semantic`` is given (semantic matches only).  ``device``: None for
+        the dock's."""
+        return self.search_batch([user_spec], max_search_num, method, semantic, status=status, device=device)[0]
 
     def search_batch(self, user_specs, max_search_num: int = 5, method: str | None = "greedy", semantic=None, *,
-                     status: int | None = STATUS_USABLE) -> list:
-        from ..search import search_batch
-        from ..semantic import semantic_filter
+                     status: int | None = STATUS_USABLE, device: str | None = None) -> list:
 
         if status is not None:
             status = _check_status(status)
@@ -1001,7 +1016,8 @@ class Dock:
                 restrict = index.ids()
             self._gate.enter()
         with self._gate.searching():  # the kernels run outside _ilock: other searches do not wait
-            return search_batch(index, user_specs, max_search_num=max_search_num, method=method, restrict=restrict)
+            return search_batch(index, user_specs, max_search_num=max_search_num, method=method, restrict=restrict,
+                                device=device)
 
     # ------------------------------------------------------------------ maintenance
     def verify(self) -> list:

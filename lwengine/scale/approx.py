@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 from .. import kernels
-from .certified import _Clustered, _GroupQuery, _select, exact_subset
-from .sketch import rff_sketch
+from .certified import ClusteredScan, GroupQuery, exact_subset, select_topk
+from .sketch import gather_store, rff_sketch, segment_add
 
 __all__ = ["approx_topk", "AnnIndex", "FLAT_MAX", "NPROBE"]
 
@@ -72,17 +72,15 @@ def ann_for(index, g, sketch):
     anns = g.ann
     ann = anns.get(sketch)
     if sketch == "nystrom":
-        sk = index._sketch_for(g, project=True)
+        sk = index.sketch_for(g, project=True)
         if ann is None:
             ann = anns[sketch] = AnnIndex(nystrom_vectors(sk), "nystrom")
         elif ann.n < sk.n:
             ann.add(nystrom_vectors(sk, ann.n))
     elif sketch == "rff":
-        sk = index._sketch_for(g, project=False)
+        sk = index.sketch_for(g, project=False)
         D = max(64, sk.r)
         if ann is None or ann.n < g.n:
-            from .sketch import gather_store
-
             start = 0 if ann is None else ann.n
             z, beta, offs = gather_store(g, np.arange(start, g.n))
             seed = None if ann is None else ann.rff
@@ -105,32 +103,30 @@ def _rff(z, beta, offs, gamma, D, params):
 
 
 def _rff_apply(z, beta, offs, W, phase):
-    from .sketch import _segment_add
-
     n = len(offs) - 1
     out = np.zeros((n, W.shape[0]))
     seg = np.repeat(np.arange(n), np.diff(offs))
     F = np.cos(np.asarray(z, dtype=np.float64) @ W.T + phase) * np.asarray(beta)[:, None]
-    _segment_add(out, seg, F)
+    segment_add(out, seg, F)
     return (out * np.sqrt(2.0 / W.shape[0])).astype(np.float32)
 
 
 def _user_vector(index, g, ann, user):
     if ann.kind == "nystrom":
-        sk = index._sketch_for(g, project=True)
+        sk = index.sketch_for(g, project=True)
         su = sk.user(user.z2.astype(g.dtype), user.beta)
         return sk.lifted_user(su).astype(np.float32), user.self_ip - su[3]
     W, phase = ann.rff
     v = _rff_apply(user.z2, user.beta, user.offsets, W, phase)[0]
-    off = user.self_ip - float(kernels.self_inner(user.z2, user.beta, user.offsets, g.gamma)[0])
+    off = user.self_ip - float(kernels.self_inner(user.z2, user.beta, user.offsets, g.gamma, device=g.device)[0])
     return v, off
 
 
 def _cluster_probe(g, sk, user, pool, nprobe):
     """``(local, approx d, scanned)``: the pool best of the ``nprobe`` nearest clusters' alive members,
     by the slack-free lower bound (shifted like ``d``)."""
-    gq = _GroupQuery(g, sk, user)
-    c = _Clustered(gq)
+    gq = GroupQuery(g, sk, user)
+    c = ClusteredScan(gq)
     near = np.argsort(c.q, kind="stable")[:nprobe]
     st = c.v["starts"]
     pos = np.concatenate([np.arange(st[j], st[j + 1]) for j in near]) if len(near) else np.empty(0, np.int64)
@@ -160,7 +156,7 @@ def approx_topk(index, groups, user, k, stats, *, pool=None, sketch="nystrom", e
     cands = []
     for i, g in enumerate(groups):
         if sketch == "nystrom":
-            sk = index._sketch_for(g, project=True)
+            sk = index.sketch_for(g, project=True)
             if sk.clusters is not None:
                 local, D, scanned = _cluster_probe(g, sk, user, pool, int(nprobe))
                 cands.append((i, local, D))
@@ -187,4 +183,4 @@ def approx_topk(index, groups, user, k, stats, *, pool=None, sketch="nystrom", e
         stats["exact_evaluations"] += len(sel)
     stats["pool"] = pool
     stats["approx_sketch"] = sketch
-    return _select(groups, found, k)
+    return select_topk(groups, found, k)

@@ -21,29 +21,18 @@ import time
 import numpy as np
 
 from .. import kernels
+from ..distances import finish
 from .sketch import EPS32, gather_store
 
-__all__ = ["topk", "MODES"]
+__all__ = ["certified_topk", "exact_subset", "exact_group", "select_topk", "GroupQuery", "ClusteredScan",
+           "group_bounds", "brute_groups"]
 
-MODES = ("certified", "approx", "brute")
 EPS_F64_STORE = 2.0 ** -50
-
-
-class _User:
-    def __init__(self, spec):
-        from ..index import _digest
-        from ..search import _user
-
-        self.spec, self.z2, self.self_ip = _user(spec, "user_spec")
-        self.beta = np.ascontiguousarray(self.spec.beta, dtype=np.float64)
-        self.offsets = np.array([0, self.spec.K], dtype=np.int64)
-        self.digest = np.frombuffer(_digest(self.z2, self.spec.beta), dtype=np.uint8)
-        self.gamma = float(self.spec.gamma)
 
 
 def _finish_dists(g, local, cross, user):
     """``d`` for the group's specs ``local`` from their cross inner products (search's formula)."""
-    d = np.asarray(g.self_ip[local]) - 2.0 * cross + user.self_ip
+    d = finish(np.asarray(g.self_ip[local]), cross, user.self_ip)
     if user.gamma == g.gamma:
         same = (np.asarray(g.digest[local]) == user.digest).all(axis=1)
         d[same] = 0.0
@@ -55,14 +44,15 @@ def exact_subset(g, local, user):
     if len(local) == 0:
         return np.empty(0)
     z, beta, offs = gather_store(g, local)
-    cross = kernels.cross_inner(user.z2.astype(g.dtype), user.beta, user.offsets, z, beta, offs, g.gamma)[0]
+    cross = kernels.cross_inner(user.z2.astype(g.dtype), user.beta, user.offsets, z, beta, offs, g.gamma,
+                                device=getattr(user, "device", g.device))[0]
     return _finish_dists(g, local, cross, user)
 
 
 def exact_group(g, user):
     """Exact distances of every alive spec of ``g`` -> ``(local, d)`` (search's brute-force scan)."""
     n = g.n
-    cross = g.cross(user.z2, user.beta, user.offsets)[0]
+    cross = g.cross(user.z2, user.beta, user.offsets, device=getattr(user, "device", None))[0]
     local = np.arange(n)
     d = _finish_dists(g, local, cross, user)
     dups = g.duplicates()
@@ -72,7 +62,7 @@ def exact_group(g, user):
     return live, d[live]
 
 
-def _select(groups, found, k):
+def select_topk(groups, found, k):
     """The top-k ``(id, dist)`` from ``found`` = list of (group index, local, d) arrays."""
     if not found:
         return []
@@ -86,45 +76,7 @@ def _select(groups, found, k):
     return [(groups[gi[p]].ids[li[p]], float(d[p])) for p in order]
 
 
-def _check(k, mode):
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"k must be an integer, got {type(k).__name__}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-
-
-def topk(index, user_spec, k: int = 5, mode: str = "certified", *, brute_fraction: float = 0.5,
-         pool: int | None = None, approx_sketch: str = "nystrom", ef_search: int | None = None,
-         nprobe: int | None = None):
-    """``(results, stats)``; see :meth:`lwengine.SpecIndex.topk`."""
-    _check(k, mode)
-    t0 = time.perf_counter()
-    user = _User(user_spec)
-    groups = [g for g in index._groups.values() if g.shape == user.spec.z_shape and g.n_alive]
-    n_total = sum(g.n_alive for g in groups)
-    stats = {"mode": mode, "k": int(k), "n_specs": n_total, "groups": len(groups), "exact_evaluations": 0,
-             "candidates_scanned": 0, "fallback": None}
-    if mode == "brute" or not groups:
-        found = []
-        for i, g in enumerate(groups):
-            live, d = exact_group(g, user)
-            found.append((i, live, d))
-            stats["exact_evaluations"] += len(live)
-        res = _select(groups, found, k)
-    elif mode == "approx":
-        from .approx import approx_topk
-
-        res = approx_topk(index, groups, user, k, stats, pool=pool, sketch=approx_sketch, ef_search=ef_search,
-                          nprobe=nprobe)
-    else:
-        res = _certified(index, groups, user, k, stats, brute_fraction)
-    stats["time_total_s"] = time.perf_counter() - t0
-    return res, stats
-
-
-class _GroupQuery:
+class GroupQuery:
     """The user projected into one sketched group, and the group's certified bounds."""
 
     def __init__(self, g, sk, user):
@@ -153,10 +105,10 @@ class _GroupQuery:
 
 def group_bounds(index, g, user, sk=None):
     """``(local, lower, upper)`` of the computed ``d_i`` for the group's alive finite specs."""
-    return _GroupQuery(g, sk or index._sketch_for(g, project=True), user).bounds()
+    return GroupQuery(g, sk or index.sketch_for(g, project=True), user).bounds()
 
 
-class _Clustered:
+class ClusteredScan:
     """Certified scan of a clustered group: seeds from the nearest clusters, then the slices of
     every cluster that may hold a spec with a lower bound <= the threshold."""
 
@@ -214,12 +166,12 @@ def _kth(values, k):
     return np.partition(values, k - 1)[k - 1] if len(values) >= k else np.inf
 
 
-def _certified(index, groups, user, k, stats, brute_fraction):
+def certified_topk(index, groups, user, k, stats, brute_fraction):
     t = time.perf_counter()
     found, cand, clustered, summary = [], _Candidates(), [], []
     regimes = {}
     for i, g in enumerate(groups):
-        sk = index._sketch_for(g, project=False)
+        sk = index.sketch_for(g, project=False)
         regimes[f"gamma={g.gamma:g}"] = {"regime": sk.regime, "resid_share_median": sk.resid_share_median,
                                          "r": sk.r, "m": sk.landmarks.shape[0],
                                          "clusters": sk.clusters.count if sk.clusters else 0,
@@ -230,13 +182,13 @@ def _certified(index, groups, user, k, stats, brute_fraction):
             stats["exact_evaluations"] += len(live)
             summary.append((np.ones(len(d)), d, d))
             continue
-        gq = _GroupQuery(g, sk, user)
+        gq = GroupQuery(g, sk, user)
         if sk.clusters is None:
             local, lo, hi = gq.bounds()
             stats["candidates_scanned"] += sk.n
             summary.append((np.ones(len(lo)), lo, hi))
         else:
-            c = _Clustered(gq)
+            c = ClusteredScan(gq)
             seeds = c.seeds()
             local, lo, hi = gq.bounds(seeds)
             stats["candidates_scanned"] += len(seeds)
@@ -247,7 +199,7 @@ def _certified(index, groups, user, k, stats, brute_fraction):
     if not len(cand.lb) and not clustered:
         stats["fallback"] = "brute_regime"
         stats["time_bounds_s"] = time.perf_counter() - t
-        return _select(groups, found, k)
+        return select_topk(groups, found, k)
     known = np.concatenate([d for _, _, d in found]) if found else np.empty(0)
     best = known[np.isfinite(known)]
     cnt, lo_s, hi_s = (np.concatenate(a) for a in zip(*summary))
@@ -285,7 +237,7 @@ def _certified(index, groups, user, k, stats, brute_fraction):
         take = pending[:batch]
         if stats["exact_evaluations"] + len(take) > limit:  # bounds too loose: batched brute force
             stats["fallback"] = "bounds_too_loose"
-            found = _brute_groups(groups, user, stats)
+            found = brute_groups(groups, user, stats)
             break
         batches += 1
         cand.done[take] = True
@@ -303,10 +255,10 @@ def _certified(index, groups, user, k, stats, brute_fraction):
     stats["bounds_upper_k"] = float(_kth(np.concatenate([cand.ub, known[np.isfinite(known)]]), k))
     stats["candidates_after_bounds"] = int(np.count_nonzero(cand.lb <= stats["bounds_upper_k"]))
     stats["batches"] = batches
-    return _select(groups, found, k)
+    return select_topk(groups, found, k)
 
 
-def _brute_groups(groups, user, stats):
+def brute_groups(groups, user, stats):
     out = []
     for i, g in enumerate(groups):
         live, d = exact_group(g, user)

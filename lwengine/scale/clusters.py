@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from ..index import _grow
+from ..packed import grow
 
 __all__ = ["SketchClusters"]
 
@@ -79,7 +79,7 @@ class SketchClusters:
             bad = ~np.isfinite(ej)
             j[bad], ej[bad] = -1, np.inf
             assign[a - start: b - start], e[a - start: b - start] = j, ej
-        self.assign, self.e = _grow(self.assign, stop), _grow(self.e, stop)
+        self.assign, self.e = grow(self.assign, stop), grow(self.e, stop)
         self.assign[start:stop], self.e[start:stop] = assign, e
         self.n = stop  # the view (if any) stays: the new specs are its unsorted tail
 

@@ -121,7 +121,7 @@ def make_market(n, d, K, regime="families", *, seed=0, gamma=0.1, beta="dirichle
 
 def make_queries(market: MarketSpec, q, *, seed=1):
     """``q`` user specs (:class:`~lwengine.RKMESpec`) drawn from the market's task distribution."""
-    from ..spec import RKMESpec
+    from ..specs.table import RKMESpec
 
     rng = np.random.default_rng([int(seed), 999])
     z, beta = market.sample(rng, q)

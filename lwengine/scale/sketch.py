@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import kernels
-from ..index import _grow
+from ..packed import grow
+from .clusters import SketchClusters
 
 __all__ = ["SketchParams", "NystromSketch", "rff_sketch", "EPS32", "EPS64"]
 
@@ -111,8 +112,9 @@ class NystromSketch:
     ``resid`` (float64, ≥ 0), ``self_stored`` = ‖μ_i‖² of the *stored* (possibly float32-rounded)
     values, ``abs_beta`` = Σ|β|, plus the group-wide ``R2`` = max ‖z‖²."""
 
-    def __init__(self, gamma, landmarks, basis, params: SketchParams):
+    def __init__(self, gamma, landmarks, basis, params: SketchParams, *, device: str = "cpu"):
         self.gamma = float(gamma)
+        self.device = device  # where its kernel calls run (the group's device)
         self.landmarks = np.ascontiguousarray(landmarks, dtype=np.float64)
         self.basis = np.ascontiguousarray(basis, dtype=np.float64)
         self.params = params
@@ -193,7 +195,7 @@ class NystromSketch:
         if not keep.any():
             keep[-1] = True
         basis = V[:, keep] / np.sqrt(lam[keep])
-        sk = cls(group.gamma, C, basis, params)
+        sk = cls(group.gamma, C, basis, params, device=getattr(group, "device", "cpu"))
         sk._probe(group, rng)
         return sk
 
@@ -213,7 +215,7 @@ class NystromSketch:
         queries against the landmarks as m single-point specs of weight 1; float64 on the stored values)."""
         m = self.landmarks.shape[0]
         return kernels.cross_inner(z, beta, offsets, self.landmarks, np.ones(m),
-                                   np.arange(m + 1, dtype=np.int64), self.gamma)
+                                   np.arange(m + 1, dtype=np.int64), self.gamma, device=self.device)
 
     def project_packed(self, z, beta, offsets, self_stored=None):
         """``(s (n, r) float32, sq, resid, self_stored, abs_beta)`` for a packed float64 store."""
@@ -222,7 +224,7 @@ class NystromSketch:
         A = self._kernel_block(z, beta, offsets)
         s64 = A @ self.basis
         if self_stored is None:
-            self_stored = kernels.self_inner(z, beta, offsets, self.gamma)
+            self_stored = kernels.self_inner(z, beta, offsets, self.gamma, device=self.device)
         resid = self_stored - np.einsum("ij,ij->i", s64, s64)
         tol = BASIS_DELTA * np.abs(self_stored)
         bad = resid < -tol - 1e-300
@@ -254,9 +256,9 @@ class NystromSketch:
         if progress:
             from tqdm import tqdm
             it = tqdm(chunks, desc=f"sketching gamma={self.gamma:g}", unit="chunk")
-        self.s = _grow(self.s, stop)
+        self.s = grow(self.s, stop)
         for name in ("sq", "resid", "self_stored", "abs_beta"):
-            setattr(self, name, _grow(getattr(self, name), stop))
+            setattr(self, name, grow(getattr(self, name), stop))
         for a, b in it:
             local = np.arange(start + a, start + b)
             s, sq, resid, self_st, absb = self.project_subset(group, local)
@@ -275,7 +277,6 @@ class NystromSketch:
         else:
             C = self.params.n_clusters(self.n)
             if C > 0:
-                from .clusters import SketchClusters
                 self.clusters = SketchClusters.fit(self, C, seed=self.params.seed)
 
     def compact(self, keep):
@@ -397,11 +398,11 @@ def rff_sketch(z, beta, offsets, gamma, D=256, *, seed=0, chunk_rows=1 << 16):
     for a in range(0, z.shape[0], chunk_rows):
         b = min(z.shape[0], a + chunk_rows)
         F = np.cos(np.asarray(z[a:b], dtype=np.float64) @ W.T + phase) * np.asarray(beta[a:b])[:, None]
-        _segment_add(out, seg[a:b], F)
+        segment_add(out, seg[a:b], F)
     return (out * np.sqrt(2.0 / D)).astype(np.float32), (W, phase)
 
 
-def _segment_add(out, seg, F):
+def segment_add(out, seg, F):
     if len(seg) == 0:
         return
     starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]])

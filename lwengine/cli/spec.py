@@ -1,12 +1,15 @@
-"""``lwengine spec fit DATA --out SPEC.json`` and ``lwengine spec show SPEC.json``."""
+"""``lwengine spec fit DATA --out SPEC.json``, ``lwengine spec fit-text EMB.npy --out SPEC.json
+[--language en,de | --texts FILE]`` and ``lwengine spec show SPEC.json``."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 
 import numpy as np
 
-from .spec import RKMESpec
+from ..specs import RKMETextSpec, load_spec
+from ..specs.table import RKMESpec
 
 
 def register(subparsers) -> None:
@@ -31,7 +34,22 @@ def register(subparsers) -> None:
                    help="Z update (default: the reference's)")
     p.set_defaults(func=_cmd_fit)
 
-    p = sub.add_parser("show", help="print a spec's K, shape, gamma, num_points and self-distance")
+    p = sub.add_parser("fit-text", help="fit a text spec (RKMETextSpecification) to sentence embeddings (.npy)")
+    p.add_argument("embeddings", help=".npy (n, d) sentence embeddings of the texts")
+    p.add_argument("--out", required=True, help="output spec JSON")
+    lang = p.add_mutually_exclusive_group()
+    lang.add_argument("--language", default=None, help="comma-separated language codes, e.g. en,de")
+    lang.add_argument("--texts", default=None, help="the texts (UTF-8, one per line, or a .json list of "
+                      "strings), for language detection (langdetect, seeded)")
+    p.add_argument("--K", type=int, default=100, help="reduced-set size (default 100)")
+    p.add_argument("--gamma", type=float, default=0.1, help="Gaussian kernel parameter (default 0.1)")
+    p.add_argument("--steps", type=int, default=3, help="Z steps (default 3)")
+    p.add_argument("--step-size", type=float, default=0.1, help="Z step size (default 0.1)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the k-means init")
+    p.add_argument("--init-z", default=None, help=".npy initial reduced set (skips k-means)")
+    p.set_defaults(func=_cmd_fit_text)
+
+    p = sub.add_parser("show", help="print a spec's type, K, shape, gamma, num_points and self-distance")
     p.add_argument("spec", help="spec JSON")
     p.set_defaults(func=_cmd_show)
 
@@ -97,10 +115,45 @@ def _cmd_fit(args) -> int:
     return 0
 
 
+def read_texts(path: str) -> list:
+    """Texts from a .json list of strings or a UTF-8 file with one text per line."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--texts not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        raw = f.read()
+    if path.endswith(".json"):
+        try:
+            texts = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: invalid JSON: {exc}") from exc
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"{path}: must hold a JSON list of strings")
+        return texts
+    return raw.splitlines()
+
+
+def _cmd_fit_text(args) -> int:
+    emb = load_data(args.embeddings)
+    init_z = np.load(args.init_z) if args.init_z else None
+    language = None
+    if args.language is not None:
+        language = [c.strip() for c in args.language.split(",") if c.strip()]
+    texts = read_texts(args.texts) if args.texts else None
+    spec = RKMETextSpec.fit(emb, language=language, texts=texts, K=args.K, gamma=args.gamma, step_size=args.step_size,
+                            steps=args.steps, seed=args.seed, init_z=init_z)
+    spec.save(args.out)
+    print(f"wrote {args.out}: K={spec.K}, z_shape={spec.z_shape}, gamma={spec.gamma}, "
+          f"num_points={spec.num_points}, language={spec.language}")
+    return 0
+
+
 def _cmd_show(args) -> int:
-    spec = RKMESpec.load(args.spec)
+    spec = load_spec(args.spec)
     finite = bool(np.isfinite(spec.z).all() and np.isfinite(spec.beta).all())
     print(f"file:        {args.spec}")
+    print(f"type:        {spec.spec_type}")
+    for key, value in spec.extra().items():
+        print(f"{key + ':':<13}{value}")
     print(f"K:           {spec.K}")
     print(f"z_shape:     {spec.z_shape} (d={spec.dim})")
     print(f"gamma:       {spec.gamma}")
@@ -112,4 +165,4 @@ def _cmd_show(args) -> int:
     return 0
 
 
-__all__ = ["register", "load_data"]
+__all__ = ["register", "load_data", "read_texts"]

@@ -8,11 +8,11 @@ import argparse
 import importlib
 
 _COMMAND_MODULES = [
-    "lwengine.spec_cli",
-    "lwengine.search_cli",
-    "lwengine.dock.cli",
-    "lwengine.bench_cli",
-    "lwengine.demo",
+    "lwengine.cli.spec",
+    "lwengine.cli.search",
+    "lwengine.cli.dock",
+    "lwengine.cli.bench",
+    "lwengine.cli.demo",
 ]
 
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_info(args) -> int:
-    from ._config import show_config
+    from .._config import show_config
 
     show_config()
     return 0

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 def _cmd_make_market(args) -> int:
     import os
 
-    from .scale.market import make_market
+    from ..scale.market import make_market
 
     out = args.out
     if os.path.isdir(out) or not out.endswith(".lwe"):

@@ -29,8 +29,8 @@ def run_dock_demo(num_learnwares: int = 300, *, path=None, families: int = 12, n
     """Create a dock (``path`` or a temp dir), ingest ``num_learnwares`` fitted specs from ``families``
     synthetic task families, run a few user searches; returns ids, results and timings."""
     from .. import RKMESpec, fit_many
-    from ..demo import make_tasks
-    from .store import Dock
+    from .demo_data import make_tasks
+    from ..dock.store import Dock
 
     say = print if verbose else (lambda *a, **k: None)
     timings = {}

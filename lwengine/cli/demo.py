@@ -13,22 +13,15 @@ import time
 
 import numpy as np
 
+from .demo_data import make_tasks
+from .dock_demo import run_dock_demo
 
-def make_tasks(num_tasks: int = 8, n: int = 2000, d: int = 10, seed: int = 0):
-    """``num_tasks`` datasets, each a 3-component Gaussian mixture around its own centre."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(scale=3.0, size=(num_tasks, d))
-    tasks = []
-    for c in centres:
-        comps = c + rng.normal(scale=1.0, size=(3, d))
-        lab = rng.integers(0, 3, size=n)
-        tasks.append((comps[lab] + rng.normal(scale=0.5, size=(n, d))).astype(np.float32))
-    return tasks
+__all__ = ["run", "make_tasks", "register"]
 
 
 def run(num_tasks: int = 8, n: int = 2000, d: int = 10, seed: int = 0, as_json: bool = False) -> dict:
-    from . import RKMESpec, SpecIndex, fit_many
-    from .search_cli import print_result
+    from .. import RKMESpec, SpecIndex, fit_many
+    from .search import print_result
 
     t0 = time.perf_counter()
     tasks = make_tasks(num_tasks, n, d, seed)
@@ -61,8 +54,6 @@ def run(num_tasks: int = 8, n: int = 2000, d: int = 10, seed: int = 0, as_json: 
 def _cmd_demo(a) -> int:
     run(a.tasks, a.n, a.d, a.seed, a.json)
     if not a.no_dock:
-        from .dock.demo import run_dock_demo
-
         print()
         print(f"dock run: {a.learnwares} learnwares")
         run_dock_demo(a.learnwares, path=a.dock, seed=a.seed, verbose=True)

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
 
 def open_specs(path):
     """A :class:`SpecIndex` from a saved index file or a folder (folder failures go to stderr)."""
-    from .index import SpecIndex
+    from ..index import SpecIndex
 
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -43,12 +43,12 @@ def open_specs(path):
 
 
 def _cmd_search(args) -> int:
-    from .limits import check_spec_cost, check_spec_file_size
-    from .package import read_semantic
-    from .spec import RKMESpec
+    from ..limits import check_spec_cost, check_spec_file_size
+    from ..package import read_semantic
+    from ..specs import load_spec
 
     check_spec_file_size(args.user)
-    user = RKMESpec.load(args.user)
+    user = load_spec(args.user)
     check_spec_cost(user, what=args.user)  # before any kernel runs
     semantic = read_semantic(args.semantic) if args.semantic else None
     index = open_specs(args.specs)
@@ -76,7 +76,7 @@ def print_result(result) -> None:
 
 
 def _cmd_index_build(args) -> int:
-    from .index import SpecIndex
+    from ..index import SpecIndex
 
     index, report = SpecIndex.from_folder(args.folder, dtype=args.dtype)
     for p, msg in report.failed:

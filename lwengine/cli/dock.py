@@ -79,7 +79,7 @@ def register(subparsers) -> None:
 def _guarded(func):
     """Dock errors the top-level CLI does not catch -> a one-line message and exit code 2."""
     def run(args):
-        from .store import DockError
+        from ..dock.store import DockError
 
         try:
             return func(args)
@@ -118,7 +118,7 @@ def limit_kwargs(args) -> dict:
 
 
 def _open(args, create=False):
-    from .store import Dock
+    from ..dock.store import Dock
 
     return Dock(args.dock, create=create, lock_timeout=args.lock_timeout, **limit_kwargs(args))
 
@@ -271,7 +271,7 @@ def _checkpoint(args) -> int:
 
 def _serve(args) -> int:
     try:
-        from .server import serve
+        from ..dock.server import serve
     except ImportError as exc:
         raise RuntimeError(f"`lwengine dock serve` needs the optional extra: pip install 'lwengine[dock]' ({exc})") \
             from exc

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import kernels, limits as _limits, safe_io, validate
+from .. import kernels, limits as _limits, safe_io, validate
+from . import registry
 
 __all__ = ["RKMESpec", "FitInfo", "fit_many", "SPEC_TYPE"]
 
@@ -115,6 +116,9 @@ class RKMESpec:
 
     __slots__ = ("z", "beta", "gamma", "num_points", "fit_info", "_z2d")
 
+    spec_type = SPEC_TYPE  # the file's ``type`` (subclasses override it)
+    size_cap = _SIZE_CAP  # the fit's cap on K * d (None: no cap; text specs have none)
+
     def __init__(self, z, beta, gamma=0.1, num_points=None):
         z = _to_numpy(z, "z")
         if z.ndim < 1 or z.shape[0] < 1:
@@ -189,7 +193,7 @@ class RKMESpec:
     # ------------------------------------------------------------------ serialization
     def to_dict(self) -> dict:
         return {"z": self.z.tolist(), "beta": self.beta.tolist(), "gamma": float(self.gamma),
-                "num_points": int(self.num_points), "type": SPEC_TYPE}
+                "num_points": int(self.num_points), "type": self.spec_type}
 
     def dumps(self) -> str:
         """One-line JSON in the learnware format (semantics §3)."""
@@ -205,17 +209,35 @@ class RKMESpec:
         """Build from a decoded spec dict (current or older format); errors name ``source``."""
         if not isinstance(d, dict):
             raise ValueError(f"{source}: a spec must be a JSON object, got {type(d).__name__}")
-        if "type" in d and d["type"] not in (SPEC_TYPE,) + _LEGACY_TYPES:
-            raise ValueError(f"{source}: type must be {SPEC_TYPE!r}, got {d['type']!r}")
+        names = registry.entry_of_class(cls).names()
+        if "type" in d and d["type"] not in names:
+            raise ValueError(f"{source}: type must be {cls.spec_type!r}, got {d['type']!r}")
         missing = [k for k in ("z", "beta", "gamma", "num_points") if k not in d]
         if missing:
             raise ValueError(f"{source}: missing key(s) {', '.join(missing)}")
         try:
             z = _json_array(d["z"], "z")
             beta = _json_array(d["beta"], "beta")
-            return cls(z, beta, gamma=d["gamma"], num_points=d["num_points"])
+            return cls.from_parts(z, beta, d["gamma"], d["num_points"], **cls.extra_from_dict(d, source))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{source}: {exc}") from exc
+
+    # ------------------------------------------------------------------ extra fields (subclasses)
+    def extra(self) -> dict:
+        """JSON-safe fields beyond (z, beta, gamma, num_points) that storage keeps (table: none)."""
+        return {}
+
+    @classmethod
+    def extra_from_dict(cls, d: dict, source: str = "spec") -> dict:
+        """The :meth:`extra` fields read from a spec dict (table: none)."""
+        return {}
+
+    @classmethod
+    def from_parts(cls, z, beta, gamma, num_points=None, **extra) -> "RKMESpec":
+        """A spec of this class from its arrays and its :meth:`extra` fields."""
+        if extra:
+            raise TypeError(f"{cls.__name__} takes no extra fields, got {', '.join(extra)}")
+        return cls(z, beta, gamma, num_points)
 
     @classmethod
     def loads(cls, text: str, source: str = "spec") -> "RKMESpec":
@@ -297,8 +319,8 @@ class RKMESpec:
             info = FitInfo(K=K, update=update)
             state = _beta_state(fk, z, nonnegative_beta, need_t)
         else:
-            if K * d > _SIZE_CAP:
-                K = max(20, _SIZE_CAP // d)
+            if cls.size_cap is not None and K * d > cls.size_cap:
+                K = max(20, cls.size_cap // d)
             if K >= n:
                 K = max(1, (2 * n) // 3)
             seeds = [seed] if n_init == 1 else np.random.SeedSequence(_entropy(seed)).spawn(n_init)
@@ -558,3 +580,6 @@ def _progress_bar(total: int, progress: bool | None):
         log.debug("tqdm not installed: no progress bar")
         return None
     return tqdm(total=total, desc="fit", unit="spec")
+
+
+registry.register(registry.SpecType(SPEC_TYPE, RKMESpec, aliases=_LEGACY_TYPES, kernel="gaussian"))

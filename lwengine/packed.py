@@ -1,0 +1,214 @@
+"""Packed spec storage: the CSR-like store of one group of specs, shared by the index, the search
+pipeline, the scale layer and the shards.
+
+A :class:`PackedGroup` holds every spec of one ``(spec type, trailing shape of z, gamma)``: ``z`` rows
+(M, d), ``beta`` (M,), ``offsets`` (n + 1,), per-spec self inner products, insertion sequence numbers,
+liveness flags and content digests.  Arrays grow by doubling; removals are tombstones compacted lazily.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from . import kernels
+from .specs import registry
+
+__all__ = ["PackedGroup", "grow", "digest"]
+
+
+# ----------------------------------------------------------------------------------- helpers
+def grow(arr: np.ndarray, need: int) -> np.ndarray:
+    """``arr`` with capacity >= need along axis 0 (doubling; a fresh array, never a view; exact for
+    the first fill, so a bulk build does not reserve twice its size; a read-only memory map is copied)."""
+    if arr.shape[0] >= need and arr.flags.writeable:
+        return arr
+    cap = need if arr.shape[0] == 0 else max(need, 2 * arr.shape[0], 16)
+    out = np.empty((cap,) + arr.shape[1:], dtype=arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out
+
+
+def digest(z2d: np.ndarray, beta: np.ndarray) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(z2d, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(beta, dtype=np.float64).tobytes())
+    return h.digest()
+
+
+# ------------------------------------------------------------------------------------ groups
+class PackedGroup:
+    """One packed store: every spec of one (type, trailing shape, gamma)."""
+
+    def __init__(self, spec_type: str, shape: tuple, gamma: float, dtype, *, device: str = "cpu"):
+        self.spec_type, self.shape, self.gamma, self.dtype = spec_type, tuple(shape), float(gamma), dtype
+        self.device = device  # resolved ("cpu" / "cuda"): where this store's kernels run
+        self.dim = int(np.prod(self.shape)) if self.shape else 1
+        self.z = np.empty((0, self.dim), dtype=dtype)
+        self.beta = np.empty(0, dtype=np.float64)
+        self.offsets = np.zeros(1, dtype=np.int64)
+        self.self_ip = np.empty(0, dtype=np.float64)
+        self.seq = np.empty(0, dtype=np.int64)
+        self.alive = np.empty(0, dtype=bool)
+        self.num_points = np.empty(0, dtype=np.int64)
+        self.digest = np.empty((0, 16), dtype=np.uint8)
+        self.ids: list = []
+        self.n = 0  # specs stored (alive or not)
+        self.rows = 0
+        self.n_dead = 0
+        self.dups_cache = None  # cached (dst, src) local indices of duplicate specs, or False if none
+        self.sketch = None  # lwengine.scale.sketch.NystromSketch, built on demand (see SpecIndex.topk)
+        self.ann = {}  # faiss indexes over the sketches, by sketch kind (not persisted)
+        self.screen_cache = None  # (z32, beta_l1, r2max), see screen()
+
+    @property
+    def key(self):
+        return (self.spec_type, self.shape, self.gamma)
+
+    @property
+    def n_alive(self) -> int:
+        return self.n - self.n_dead
+
+    def append(self, ids, specs, seqs, finite) -> list:
+        """Append specs (already validated) in one packing step; returns their local indices."""
+        Ks = np.array([s.K for s in specs], dtype=np.int64)
+        new_rows = int(Ks.sum())
+        z_new = np.empty((new_rows, self.dim), dtype=np.float64)
+        b_new = np.empty(new_rows, dtype=np.float64)
+        pos = 0
+        for s, ok in zip(specs, finite):
+            z2 = s.z.reshape(s.K, -1)
+            if ok:
+                z_new[pos:pos + s.K] = z2
+                b_new[pos:pos + s.K] = s.beta
+            else:  # stored inert: zero weight; its self inner product is NaN so search drops it
+                z_new[pos:pos + s.K] = 0.0
+                b_new[pos:pos + s.K] = 0.0
+            pos += s.K
+        offs_new = np.concatenate([[0], np.cumsum(Ks)]).astype(np.int64)
+        self_new = kernels.self_inner(z_new, b_new, offs_new, self.gamma, device=self.device)
+        self_new[~np.asarray(finite, dtype=bool)] = np.nan
+        digests = [np.frombuffer(digest(s.z, s.beta), dtype=np.uint8) for s in specs]
+        return self.append_packed(ids, z_new, b_new, offs_new, self_new, seqs,
+                                  [s.num_points for s in specs], digests)
+
+    def append_packed(self, ids, z_new, b_new, offs_new, self_new, seqs, num_points, digests) -> list:
+        """Append already packed specs (rows, weights, offsets from 0, self inner products, ...).
+        An empty group adopts ``z_new`` without a copy when its dtype matches (bulk builds)."""
+        k = len(ids)
+        new_rows = int(offs_new[-1])
+        n0, r0 = self.n, self.rows
+        if n0 == 0 and r0 == 0 and z_new.dtype == self.dtype and z_new.flags.c_contiguous:
+            self.z = z_new
+            self.beta = np.ascontiguousarray(b_new, dtype=np.float64)
+        else:
+            self.z = grow(self.z, r0 + new_rows)
+            self.beta = grow(self.beta, r0 + new_rows)
+            self.z[r0:r0 + new_rows] = z_new
+            self.beta[r0:r0 + new_rows] = b_new
+        self.offsets = grow(self.offsets, n0 + k + 1)
+        self.offsets[n0 + 1:n0 + k + 1] = r0 + offs_new[1:]
+        for name, values in (("self_ip", self_new), ("seq", seqs), ("alive", np.ones(k, dtype=bool)),
+                             ("num_points", num_points), ("digest", digests)):
+            arr = grow(getattr(self, name), n0 + k)
+            arr[n0:n0 + k] = values
+            setattr(self, name, arr)
+        self.ids.extend(ids)
+        self.n += k
+        self.rows += new_rows
+        self.dups_cache = None
+        self.screen_cache = None
+        return list(range(n0, n0 + k))
+
+    def kill(self, local: int) -> None:
+        self.alive[local] = False
+        self.n_dead += 1
+        self.dups_cache = None
+
+    def compact(self) -> dict:
+        """Drop dead specs; returns {id: new local index}."""
+        keep = np.flatnonzero(self.alive[: self.n])
+        lens = np.diff(self.offsets[: self.n + 1])[keep]
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in keep]) if len(keep) else \
+            np.empty(0, dtype=np.int64)
+        self.z = np.ascontiguousarray(self.z[rows])
+        self.beta = np.ascontiguousarray(self.beta[rows])
+        self.offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        for name in ("self_ip", "seq", "num_points", "digest"):
+            setattr(self, name, np.ascontiguousarray(getattr(self, name)[keep]))
+        self.alive = np.ones(len(keep), dtype=bool)
+        self.ids = [self.ids[i] for i in keep]
+        self.n, self.rows, self.n_dead = len(keep), len(rows), 0
+        self.dups_cache = None
+        self.screen_cache = None
+        if self.sketch is not None:
+            self.sketch.compact(keep)
+        self.ann = {}
+        return {i: j for j, i in enumerate(self.ids)}
+
+    def spec(self, local: int, extra=None):
+        """The stored spec ``local`` as an object of its registered class (``extra``: its extra fields)."""
+        a, b = int(self.offsets[local]), int(self.offsets[local + 1])
+        z = np.array(self.z[a:b], dtype=np.float64).reshape((b - a,) + self.shape)
+        return registry.get(self.spec_type).cls.from_parts(z, np.array(self.beta[a:b]), self.gamma,
+                                                            int(self.num_points[local]), **(extra or {}))
+
+    def duplicates(self):
+        """``(dst, src)``: local indices of alive specs bit-identical to an earlier representative."""
+        if self.dups_cache is None:
+            live = np.flatnonzero(self.alive[: self.n])
+            self.dups_cache = False
+            if len(live) > 1:
+                keys = np.ascontiguousarray(self.digest[live]).view(np.dtype((np.void, 16))).ravel()
+                _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+                src = live[first[inverse.ravel()]]
+                mask = src != live
+                if mask.any():
+                    self.dups_cache = (live[mask], src[mask])
+        return self.dups_cache
+
+    def cross(self, q_z, q_beta, q_offsets, *, screened: bool = False, specs=None, device=None) -> np.ndarray:
+        """``<mu_q, mu_i>`` with this group's gamma for Q queries x the stored specs: (Q, n).
+
+        ``screened=True`` scans the float32 copy of the rows (bulk screening; error bound in
+        :func:`lwengine.kernels.cross_inner_f32_bound`).  ``specs``: local indices to compute only
+        those (columns in that order), gathered from the float64 rows.  ``device``: None for the store's."""
+        device = device or self.device
+        if specs is not None:
+            return kernels.cross_inner(q_z, q_beta, q_offsets, *self.gather(specs), self.gamma, device=device)
+        n, r = self.n, int(self.offsets[self.n])
+        z = self.screen()[0] if screened else self.z
+        return kernels.cross_inner(q_z, q_beta, q_offsets, z[:r], self.beta[:r], self.offsets[: n + 1], self.gamma,
+                                   device=device)
+
+    def gather(self, local, dtype=None):
+        """The packed sub-store ``(z, beta, offsets)`` of the specs ``local`` (in that order); ``z`` in
+        ``dtype`` (default: the store's)."""
+        local = np.asarray(local, dtype=np.int64)
+        starts = np.asarray(self.offsets[local], dtype=np.int64)
+        lens = np.asarray(self.offsets[local + 1], dtype=np.int64) - starts
+        offs = np.zeros(len(local) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offs[1:])
+        rows = np.repeat(starts - offs[:-1], lens) + np.arange(offs[-1], dtype=np.int64)
+        z = np.asarray(self.z[rows], dtype=dtype or self.z.dtype)
+        return np.ascontiguousarray(z), np.ascontiguousarray(self.beta[rows]), offs
+
+    def screen(self):
+        """``(z32, beta_l1, r2max)``: the float32 copy of the rows and, per spec, sum |beta| and the
+        largest squared row norm (inputs of the float32 screening error bound).  Cached."""
+        if self.screen_cache is None or len(self.screen_cache[1]) != self.n:
+            r = int(self.offsets[self.n])
+            z = np.asarray(self.z[:r])
+            z32 = z if z.dtype == np.float32 else z.astype(np.float32)
+            starts = self.offsets[: self.n]
+            empty = self.offsets[1: self.n + 1] == starts
+            safe = np.minimum(starts, max(r - 1, 0))
+            beta_l1 = np.add.reduceat(np.abs(self.beta[:r]), safe) if r else np.zeros(self.n)
+            r2 = np.einsum("ij,ij->i", z, z, dtype=np.float64) if r else np.zeros(0)
+            r2max = np.maximum.reduceat(r2, safe) if r else np.zeros(self.n)
+            beta_l1 = np.where(empty, 0.0, beta_l1)
+            r2max = np.where(empty, 0.0, r2max)
+            self.screen_cache = (z32, beta_l1, r2max)
+        return self.screen_cache
+
+
