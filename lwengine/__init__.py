@@ -9,9 +9,10 @@ from .specs import RKMESpec, RKMETextSpec, fit_many, load_spec, spec_types
 from .specs import table as spec  # the old module path lwengine.spec
 from .index import SpecIndex
 from .dock import Dock
+from .version import VERSION
 
 _sys.modules[__name__ + ".spec"] = spec
 
-__version__ = "0.1.0"
+__version__ = VERSION
 __all__ = ["Dock", "RKMESpec", "RKMETextSpec", "SpecIndex", "fit_many", "kernels", "load_spec", "show_config",
            "spec_types", "__version__"]

@@ -6,13 +6,12 @@ import os
 import platform
 
 from . import _backend, kernels
+from .version import VERSION
 
 
 def config() -> dict:
     """Version, CPU features, threads, CUDA build and devices, optional packages, as a dict."""
-    from . import __version__
-
-    info: dict = {"lwengine": __version__, "python": platform.python_version(), "machine": platform.machine()}
+    info: dict = {"lwengine": VERSION, "python": platform.python_version(), "machine": platform.machine()}
     core = _backend.core
     if core is None:
         info["core"] = f"unavailable: {_backend.core_error}"

@@ -1,8 +1,9 @@
 """Fast reading of many RKME spec JSON files: orjson decoding, parsing in worker processes.
 
-Every spec read here is bit for bit the one :meth:`RKMESpec.load` gives (same ``z``/``beta`` bytes,
-gamma, num_points), and every file the fast path does not take is read by :meth:`RKMESpec.load`
-itself, so bad files raise exactly the error they always did (naming the file).
+Every spec read here is bit for bit the one :func:`lwengine.load_spec` gives (the registered class
+its ``type`` names; same ``z``/``beta`` bytes, gamma, num_points, extra fields), and every file the fast
+path does not take is read by :func:`lwengine.load_spec` itself, so bad files raise exactly the error
+they always did (naming the file).
 
 The fast path is orjson, taken only where it provably agrees with the stdlib parser: orjson refuses
 NaN / Infinity tokens, a BOM, lone surrogates and overflowing floats (such files go to the stdlib
@@ -21,7 +22,8 @@ import sys
 
 import numpy as np
 
-from .spec import RKMESpec
+from . import safe_io
+from .specs import registry
 
 try:  # an ordinary dependency; the stdlib path still works without it
     import orjson
@@ -57,18 +59,21 @@ def _fast_spec(data: bytes, source: str):
         return None
     arrays = {}
     for key in ("z", "beta"):
-        arr = np.array(d[key])  # what RKMESpec.from_dict does; it copies this array back unchanged
+        arr = np.array(d[key])  # what the spec classes' from_dict do; it copies this array back unchanged
         if arr.dtype.kind not in "iuf":
             return None  # ragged, nested wrongly, or non-numbers: the stdlib path words the error
         if arr.dtype.kind == "f" and arr.size and not float(np.abs(arr).max()) < _BIG:
             return None
         arrays[key] = arr
     d = dict(d, **arrays)
-    return RKMESpec.from_dict(d, source)
+    entry = registry.lookup(d.get("type", registry.DEFAULT_TYPE))
+    if entry is None:
+        return None  # unknown type: the stdlib path words the error
+    return entry.from_dict(d, source)
 
 
-def parse_spec_bytes(data: bytes, source: str = "spec") -> RKMESpec:
-    """``RKMESpec.loads(data.decode("utf-8"), source)``, decoded with orjson where it agrees with
+def parse_spec_bytes(data: bytes, source: str = "spec"):
+    """``lwengine.specs.loads_spec(data, source)``, decoded with orjson where it agrees with
     the stdlib parser (the same spec bit for bit; any other input takes exactly that call)."""
     if orjson is not None:
         try:
@@ -77,23 +82,21 @@ def parse_spec_bytes(data: bytes, source: str = "spec") -> RKMESpec:
                 return spec
         except Exception:  # noqa: BLE001 - any doubt: the stdlib path below decides (and words the error)
             pass
-    return RKMESpec.loads(data.decode("utf-8"), source)
+    return registry.loads_spec(data, source)
 
 
-def read_spec_file(path) -> RKMESpec:
-    """:meth:`RKMESpec.load` of ``path``, decoded with orjson where it agrees with the stdlib parser
-    (every file the fast path does not take is read by :meth:`RKMESpec.load` itself)."""
+def read_spec_file(path):
+    """:func:`lwengine.load_spec` of ``path``, decoded with orjson where it agrees with the stdlib parser
+    (every file the fast path does not take is read by :func:`lwengine.load_spec` itself)."""
     path = os.fspath(path)
     if orjson is not None:
         try:
-            with open(path, "rb") as f:
-                data = f.read()
-            spec = _fast_spec(data, path)
+            spec = _fast_spec(safe_io.read_regular(path, what="spec file"), path)  # no FIFO / device reads
             if spec is not None:
                 return spec
         except Exception:  # noqa: BLE001 - any doubt: the reference path below decides (and words the error)
             pass
-    return RKMESpec.load(path)
+    return registry.load_spec(path)
 
 
 def _read_chunk(paths) -> list:
@@ -130,7 +133,7 @@ def parallel_workers() -> int:
 
 
 def read_spec_files(paths, *, workers: int | None = None) -> list:
-    """``read_spec_file`` of every path, in order: an :class:`RKMESpec` or the exception it raised.
+    """``read_spec_file`` of every path, in order: a spec (its registered class) or the exception it raised.
 
     ``workers``: processes to parse in (None: :func:`parallel_workers` for batches of at least
     ``2048`` files, else in-process; 1: in-process).  Workers are fresh interpreters running
@@ -177,7 +180,7 @@ def _finish_worker(proc, paths):
             out = pickle.load(proc.stdout)
             proc.stdout.close()
             if proc.wait() == 0 and isinstance(out, list) and len(out) == len(paths):
-                return [r if isinstance(r, BaseException) else RKMESpec(*r) for r in out]
+                return out
         except Exception as exc:  # noqa: BLE001 - a broken worker: read its share here
             log.warning("spec loading worker failed (%s); reading its files in-process", exc)
         finally:
@@ -189,8 +192,8 @@ def _finish_worker(proc, paths):
 
 def worker_main(paths) -> None:
     """Body of a worker interpreter: reads ``paths``, writes the pickled results to stdout
-    (``(z, beta, gamma, num_points)`` per spec, or the exception)."""
-    out = [r if isinstance(r, BaseException) else (r.z, r.beta, r.gamma, r.num_points) for r in _read_chunk(paths)]
+    (the spec object, of its registered class, or the exception)."""
+    out = _read_chunk(paths)
     try:
         pickle.dumps(out)
     except Exception:  # noqa: BLE001 - an exception that does not pickle: send its words instead

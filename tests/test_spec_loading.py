@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from lwengine import RKMESpec, SpecIndex
+from lwengine import RKMESpec, SpecIndex, load_spec
+from lwengine.specs import loads_spec
 from lwengine import spec_loading
 from lwengine.spec_loading import parse_spec_bytes, read_spec_file, read_spec_files
 
@@ -28,15 +29,12 @@ def _outcome(fn, *args):
 
 
 def _assert_same(path):
-    """read_spec_file(path) gives what RKMESpec.load(path) gives: the same spec or the same error."""
-    old, new = _outcome(RKMESpec.load, path), _outcome(read_spec_file, path)
+    """read_spec_file(path) gives what lwengine.load_spec(path) gives: the same spec or the same error."""
+    old, new = _outcome(load_spec, path), _outcome(read_spec_file, path)
     with open(path, "rb") as f:
         data = f.read()
     by_bytes = _outcome(parse_spec_bytes, data, str(path))
-    try:
-        via_loads = _outcome(RKMESpec.loads, data.decode("utf-8"), str(path))
-    except UnicodeDecodeError as exc:
-        via_loads = "err", (type(exc), str(exc))
+    via_loads = _outcome(loads_spec, data, str(path))
     assert old[0] == new[0], (path, old, new)
     assert via_loads[0] == by_bytes[0], (path, via_loads, by_bytes)
     if old[0] == "ok":
@@ -65,7 +63,7 @@ def _tricky_numbers(rng, n):
         elif kind == 5:
             out.append(str(int(rng.integers(-2 ** 62, 2 ** 62))))
         elif kind == 6:
-            out.append(repr(float(rng.normal() * 1e300)))
+            out.append(repr(float(rng.normal() * 1e140)))  # |z| >= 1e150 is refused (lwengine.limits)
         elif kind == 7:
             out.append(f"{rng.normal():.40f}")  # beyond 17 significant digits
         else:

@@ -40,7 +40,7 @@ def _cmd_info(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .cli_errors import run_command
+    from ..cli_errors import run_command
 
     args = build_parser().parse_args(argv)
     return run_command(args.func, args)

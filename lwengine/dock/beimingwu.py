@@ -32,7 +32,7 @@ from starlette.responses import FileResponse, JSONResponse
 from starlette.routing import Route
 
 from .. import package as ingest
-from ..spec import RKMESpec
+from ..specs import registry
 from . import semantic_check
 from .store import STATUS_INVALID, STATUS_UNUSABLE, STATUS_USABLE, DockLockedError
 from .uploads import UploadError, UploadStaging
@@ -50,14 +50,12 @@ _CHECKED_KEYS = ("Data", "Task", "Input", "Output")  # a change of these sends a
 def read_user_spec(blob: bytes, source: str = "statistical_specification"):
     """The user's statistical spec from an uploaded spec JSON file: the one place where the spec type
     of a search upload is picked."""
-    return RKMESpec.loads(blob.decode("utf-8"), source)
+    return registry.loads_spec(blob, source)
 
 
 def spec_type_name(spec) -> str:
     """The reference class name of a spec's type (``RKMETableSpecification`` for a table spec)."""
-    if type(spec) is RKMESpec:
-        return "RKMETableSpecification"
-    return str(spec.to_dict().get("type", "RKMETableSpecification"))
+    return registry.entry_of(spec).type
 
 
 def semantic_filter_is_identity(semantic: dict) -> bool:

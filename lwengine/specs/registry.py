@@ -7,10 +7,11 @@ admission rule and distance transform -- and never names a type string.  A new t
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import Callable
+
+from .. import safe_io
 
 __all__ = ["SpecType", "register", "unregister", "get", "lookup", "entry_of", "entry_of_class", "spec_types", "load_spec", "loads_spec", "as_spec",
            "package_type_names", "DEFAULT_TYPE"]
@@ -139,12 +140,8 @@ def load_spec(source, name: str = "spec"):
     class; files without ``type`` are table specs).  ValueError naming the file on any problem."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        try:
-            source = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: invalid JSON: {exc}") from exc
+        # regular files only (no FIFO / device reads), bounded size and nesting depth
+        source = safe_io.json_loads(safe_io.read_regular(path, what="spec file"), path)
         name = path
     if not isinstance(source, dict):
         raise ValueError(f"{name}: a spec must be a JSON object, got {type(source).__name__}")
@@ -156,11 +153,7 @@ def load_spec(source, name: str = "spec"):
 
 def loads_spec(text: str, source: str = "spec"):
     """:func:`load_spec` of JSON text (ValueError naming ``source`` for invalid JSON)."""
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{source}: invalid JSON: {exc}") from exc
-    return load_spec(d, source)
+    return load_spec(safe_io.json_loads(text, source), source)
 
 
 def as_spec(spec, name: str = "spec"):
