@@ -280,3 +280,12 @@ def _kmeanspp_indices(x, k, seed):
         idx.append(j)
         d2 = np.minimum(d2, ((xd - xd[j]) ** 2).sum(1))
     return np.array(idx, dtype=np.int64)
+
+
+# --- NNGP (image specs) ---------------------------------------------------------------------
+def nngp_kernel(x, y=None, *, depth: int = 3, precision: str = "float64", device: str = "cpu"):
+    """float64 twin of :func:`lwengine.kernels.nngp_kernel` (the numpy recursion of
+    :mod:`lwengine.specs.image.nngp`; ``precision="float32"`` runs it in float32)."""
+    from .specs.image.nngp import nngp_kernel as numpy_nngp
+
+    return numpy_nngp(x, y, depth=depth, dtype=np.float64 if precision == "float64" else np.float32)

@@ -73,9 +73,9 @@ def canonical_dists(user, betas, *, depth: int = 3, self_terms=None, exact: bool
         X = cross[:K, : user.K]
     else:
         from .rng import NetConfig, canonical_z
-        from .spec import _kernel
+        from .spec import nngp_gram
 
-        X = _kernel(canonical_z(K, NetConfig(C)), user.z, int(depth), np.float32)
+        X = nngp_gram(canonical_z(K, NetConfig(C)), user.z, int(depth), np.float32)
     bu = user.beta.astype(np.float64)
     t3 = user.inner_prod(user)
     if self_terms is None:

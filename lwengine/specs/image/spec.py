@@ -15,8 +15,9 @@ import os
 
 import numpy as np
 
+from ... import kernels
 from .gram_cache import canonical_grams, is_canonical_z
-from .nngp import IMAGE_WIDTH, nngp_kernel
+from .nngp import IMAGE_WIDTH
 from .reduction import torch_sum_f64
 
 __all__ = ["RKMEImageSpec", "TYPE_NAME", "DEFAULT_MODEL_CONFIG", "image_transform"]
@@ -33,13 +34,9 @@ def image_transform(d):
         return 1.0 - np.exp(-np.asarray(d, dtype=np.float64) / 0.00005)
 
 
-def _kernel(x, y, depth, dtype):
-    from ... import kernels
-
-    fn = getattr(kernels, "nngp_kernel", None)
-    if fn is not None:
-        return fn(x, y, depth=depth, precision="float64" if dtype == np.float64 else "float32")
-    return nngp_kernel(x, y, depth=depth, dtype=dtype)
+def nngp_gram(x, y, depth: int, dtype) -> np.ndarray:
+    """The search kernel through the native door (lwengine.kernels.nngp_kernel)."""
+    return kernels.nngp_kernel(x, y, depth=depth, precision="float64" if dtype == np.float64 else "float32")
 
 
 class RKMEImageSpec:
@@ -106,7 +103,7 @@ class RKMEImageSpec:
             same, cross = canonical_grams(self.channels, depth, max(self.K, other.K))
             return same[: self.K, : self.K] if same_object else cross[: self.K, : other.K]
         dtype = np.float32 if precision == "float32" else np.float64
-        return _kernel(self.z, None if same_object else other.z, depth, dtype)
+        return nngp_gram(self.z, None if same_object else other.z, depth, dtype)
 
     def inner_prod(self, other: "RKMEImageSpec", *, precision: str = "float32") -> float:
         """``sum_ij beta_i beta'_j k(z_i, z'_j)`` with this spec's ``net_depth`` (the reference's rule)."""
