@@ -38,7 +38,7 @@ inline void conv3_level(const T* a, T* b, int S, T* pad) {
 template <class T>
 inline void conv_relu_level(const T* a, T* b, int S, const T* vx, const T* vy, T* pad) {
   conv3_level(a, b, S, pad);
-  for (int p = 0; p < S * S; ++p) b[p] = relu_px(b[p], vx[p], vy[p]);
+  for (int p = 0; p < S * S; ++p) b[p] = relu_px<T, double>(b[p], vx[p], vy[p]);
 }
 
 template <class T>

@@ -68,9 +68,8 @@ LWE_HD T conv3_px(const T* a, int S, int r, int c) {
   return s + T(0.1);
 }
 
-// ReLU step of cnn_gp on one pixel: new xy from (xy, xx, yy).
 template <class T>
-LWE_HD T relu_px(T xy, T xx, T yy) {
+LWE_HD T relu_core(T xy, T xx, T yy) {
   const T t = xx * yy + f32_tiny<T>();
   T cs = xy * (T(1) / sqrt(t));
   cs = cs < T(-1) ? T(-1) : (cs > T(1) ? T(1) : cs);
@@ -79,6 +78,16 @@ LWE_HD T relu_px(T xy, T xx, T yy) {
   const T sn = sqrt(d);
   const T theta = acos_approx(cs);
   return (sn + (pi<T>() - theta) * xy) / two_pi<T>();
+}
+
+// ReLU step of cnn_gp on one pixel: new xy from (xy, xx, yy), evaluated in R (the float32 path
+// passes R = double: its rounding then stays below the reference's own float32 error, so the
+// distance to the reference's entries is about that error, ~1e-7 of the largest entry).
+template <class T, class R = T>
+LWE_HD T relu_px(T xy_in, T xx_in, T yy_in) {
+  using T_ = R;
+  const T_ xy = xy_in, xx = xx_in, yy = yy_in;
+  return T(relu_core<T_>(xy, xx, yy));
 }
 
 // 2x2 stride-2 average (w = 1/4 per tap) at output (r, c) of an S x S input.
