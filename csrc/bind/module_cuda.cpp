@@ -276,7 +276,9 @@ void check_buffer(const py::buffer_info& info, std::size_t nbytes, const char* n
 
 }  // namespace
 
+void register_nngp_cuda(py::module_& m);  // csrc/bind/nngp_cuda.cpp (image specs)
 PYBIND11_MODULE(_cuda, m) {
+  register_nngp_cuda(m);
   m.doc() = "lwengine CUDA kernels (raw device-pointer entry points and numpy host entry points)";
 
   m.def("device_count", &device_count, "Number of visible CUDA devices (0 without a driver or device).");

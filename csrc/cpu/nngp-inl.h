@@ -51,7 +51,7 @@ inline void pool_level(const T* b, T* a, int S) {
 template <class T>
 void prep_t(const T* x, index_t N, index_t C, int depth, T* prep, T* self) {
   const int plen = prep_len(depth);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N >= 64)
   for (index_t i = 0; i < N; ++i) {
     T a[kWidth * kWidth], b[kWidth * kWidth];
     const T* xi = x + i * C * kWidth * kWidth;
@@ -78,7 +78,7 @@ void cross_t(const T* x, const T* px, index_t N1, const T* y, const T* py, index
              const T* self, T* out) {
   const int plen = prep_len(depth);
   const index_t total = N1 * N2;
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if (total >= 64)
   for (index_t q = 0; q < total; ++q) {
     const index_t i = q / N2, j = q % N2;
     if (self != nullptr && i == j) {

@@ -69,7 +69,7 @@ def torch_sum_f64(a, width: int = TORCH_VEC_WIDTH):
     a = np.asarray(a, dtype=np.float64)
     lead = a.shape[:-1]
     n = a.shape[-1]
-    rows = np.moveaxis(a.reshape((int(np.prod(lead, dtype=np.int64)), n)), 1, 0)  # (n, B)
+    rows = a.reshape((int(np.prod(lead, dtype=np.int64)), n)).T  # (n, B)
     if n >= width:
         vec_numel = n // width
         vecs = rows[: vec_numel * width].reshape(vec_numel, width, -1)

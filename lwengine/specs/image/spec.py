@@ -67,11 +67,17 @@ class RKMEImageSpec:
         self.z = z
         self.beta = b
         self.n_models = n_models
-        self.model_config = cfg
+        self._model_config = cfg
         self.fit_info = None
         self._canonical = None
+        self._self_ip = {}  # precision -> inner_prod(self): z, beta and the config are read-only
 
     # ------------------------------------------------------------------ properties
+    @property
+    def model_config(self) -> dict:
+        """A copy of the reference's ``model_config`` (only ``net_depth`` affects dists)."""
+        return dict(self._model_config)
+
     @property
     def K(self) -> int:
         return int(self.z.shape[0])
@@ -82,7 +88,7 @@ class RKMEImageSpec:
 
     @property
     def net_depth(self) -> int:
-        return int(self.model_config.get("net_depth", 3))
+        return int(self._model_config.get("net_depth", 3))
 
     @property
     def canonical(self) -> bool:
@@ -113,12 +119,18 @@ class RKMEImageSpec:
             raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
         if other.channels != self.channels:
             raise ValueError(f"specs must have the same channel count, got {self.channels} and {other.channels}")
+        if other is self and precision in self._self_ip:
+            return self._self_ip[precision]
         G = self._gram_with(other, precision)
         b1 = self.beta.astype(np.float64)
         b2 = other.beta.astype(np.float64)
         if precision == "float64":
-            return float(b1 @ G @ b2)
-        return float(torch_sum_f64((G.astype(np.float64) * np.outer(b1, b2)).reshape(-1)))
+            v = float(b1 @ G @ b2)
+        else:
+            v = float(torch_sum_f64((G.astype(np.float64) * np.outer(b1, b2)).reshape(-1)))
+        if other is self:
+            self._self_ip[precision] = v
+        return v
 
     def dist(self, other: "RKMEImageSpec", omit_term1: bool = False, *, precision: str = "float32") -> float:
         """MMD^2 ``A.A - 2 A.B + B.B`` (terms 1-2 with this spec's depth, term 3 with ``other``'s)."""
