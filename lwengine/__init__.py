@@ -9,3 +9,11 @@ from .dock import Dock
 
 __version__ = "0.1.0"
 __all__ = ["Dock", "RKMESpec", "SpecIndex", "fit_many", "kernels", "show_config", "__version__"]
+
+
+def __getattr__(name):  # lazy: lwengine.RKMEImageSpec without importing the image package (or torch) up front
+    if name == "RKMEImageSpec":
+        from .specs.image import RKMEImageSpec
+
+        return RKMEImageSpec
+    raise AttributeError(f"module 'lwengine' has no attribute {name!r}")

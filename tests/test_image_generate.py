@@ -124,3 +124,23 @@ def test_fit_reduce_false_and_no_mutation():
     assert np.array_equal(X, before, equal_nan=True)  # the reference mutates float32 input in place
     assert spec.K == 5 and np.allclose(spec.beta, 0.2)
     assert np.isfinite(spec.z).all()
+
+
+def test_subsample_rows():
+    pytest.importorskip("torch")
+    from lwengine.specs.image.generate import generate
+
+    m, K, kw = _case("g05_rgb_subsample")
+    xt = np.random.default_rng(0).standard_normal((m["input"]["shape"][0], 3, 32, 32)).astype(np.float32)
+    _, _, info = generate(None, 1, steps=0, sample_size=kw["sample_size"], seed=kw["seed"], device="cpu", x_train=xt)
+    assert info.sample_indices.tolist() == m["sample_indices"] and info.n_train == kw["sample_size"]
+
+
+@pytest.mark.parametrize("name", ["g06_gray_strokes", "g09_gray_negbeta"])
+def test_preprocess_gray_bit_exact(name):
+    pytest.importorskip("torch")
+    from lwengine.specs.image.generate import preprocess
+
+    _case(name)
+    xt = preprocess(np.load(FIX / name / "X.npy")).numpy()
+    assert np.array_equal(xt, np.load(FIX / name / "X_train.npy"))

@@ -90,3 +90,20 @@ def test_bad_input():
                             np.zeros((2, 2), np.float32))
     with pytest.raises(ValueError):
         core.nngp_prep_f32(x, 0, np.zeros((2, 1), np.float32), np.zeros(2, np.float32))
+
+
+def test_device_option():
+    from lwengine import _backend
+
+    x = np.random.default_rng(0).standard_normal((3, 2, 32, 32)).astype(np.float32)
+    with pytest.raises(ValueError, match="device"):
+        kernels.nngp_kernel(x, device="tpu")
+    if _backend.cuda_device_count() == 0:
+        with pytest.raises(RuntimeError, match="cuda"):
+            kernels.nngp_kernel(x, device="cuda")
+        return
+    for prec, tol in (("float32", 1e-6), ("float64", 1e-13)):  # GPU run (not exercised on the dev box)
+        for y in (None, x[:2]):
+            cpu = kernels.nngp_kernel(x, y, precision=prec, device="cpu")
+            gpu = kernels.nngp_kernel(x, y, precision=prec, device="cuda")
+            assert np.abs(gpu - cpu).max() <= tol * np.abs(cpu).max()

@@ -1,11 +1,12 @@
 """Image specifications (the reference's RKMEImageSpecification): spec, NNGP kernel, generator.
 
-Importing this package does not import torch; only :meth:`RKMEImageSpec.fit` needs it.
+Importing this package does not import torch; only :meth:`RKMEImageSpec.fit` (and the optional
+``update="nngp-descent"``) need it.  The search kernel itself is :func:`lwengine.kernels.nngp_kernel`
+(native); :mod:`.nngp` holds its numpy recursion (the float64 twin behind ``lwengine._reference``).
 """
 from __future__ import annotations
 
 from .gram_cache import canonical_grams, is_canonical_z
-from .nngp import nngp_kernel
 from .reduction import torch_sum_f64
 from .rng import NetConfig, canonical_z
 from .search import canonical_dists, canonical_self_terms
@@ -16,7 +17,6 @@ __all__ = [
     "TYPE_NAME",
     "DEFAULT_MODEL_CONFIG",
     "image_transform",
-    "nngp_kernel",
     "canonical_z",
     "canonical_grams",
     "is_canonical_z",

@@ -6,8 +6,8 @@ in, so the reference's inner products between such specs use slices of two float
 (C, depth): ``same`` (one-object path, the ReLU diagonal forced) and ``cross`` (two-object path).
 Sources, in order: this process's cache; the Grams shipped in ``data/canonical_grams.npz`` (C = 1, 3,
 depth 3, K <= 100, computed with :mod:`.nngp_torch`, equal bit for bit to the reference's); the torch
-replica (bit-exact on CPU torch); otherwise the numpy float32 kernel (~1 ulp per entry, not bit-exact:
-logged once).
+replica (bit-exact on CPU torch); otherwise the native float32 kernel (~1e-7 per entry, not
+bit-exact: logged).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from .nngp import nngp_kernel
+from ... import kernels
 from .rng import NetConfig, canonical_z
 
 __all__ = ["is_canonical_z", "canonical_grams", "CANONICAL_K_BLOCK"]
@@ -52,7 +52,7 @@ def _compute(C: int, depth: int, K: int):
     except ModuleNotFoundError:
         log.warning("torch is missing: canonical Grams (C=%d, depth=%d, K=%d) come from the numpy float32 "
                     "kernel; dists agree with the reference to ~1e-7, not bit for bit", C, depth, K)
-        return nngp_kernel(z, depth=depth), nngp_kernel(z, z, depth=depth), False
+        return kernels.nngp_kernel(z, depth=depth), kernels.nngp_kernel(z, z, depth=depth), False
 
 
 def canonical_grams(C: int, depth: int, K: int):
