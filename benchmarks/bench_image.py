@@ -39,6 +39,7 @@ def main():
     p.add_argument("--n", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--market", type=int, default=None)
+    p.add_argument("--no-generate", action="store_true", help="skip the generation row")
     a = p.parse_args()
     from lwengine.specs.image import RKMEImageSpec, canonical_dists, canonical_self_terms, canonical_z, NetConfig
     from lwengine import kernels
@@ -54,14 +55,15 @@ def main():
 
     # ---- generation
     X = blobs(n, 3, rng)
-    t0 = time.perf_counter()
-    spec = RKMEImageSpec.fit(X, K=K, steps=steps, device="cpu")
-    gen = time.perf_counter() - t0
-    ref_gen = REF_SETUP_S + steps * REF_STEP_S
-    rows.append({"op": f"generate N={n} C=3 K={K} steps={steps}", "lwengine_s": gen,
-                 "reference_s": ref_gen if (n == 2000 and K == 50) else None,
-                 "baseline": "reference measured (§4), not run here",
-                 "parts": {k: round(v, 2) for k, v in spec.fit_info.seconds.items()}})
+    if not a.no_generate:
+        t0 = time.perf_counter()
+        spec = RKMEImageSpec.fit(X, K=K, steps=steps, device="cpu")
+        gen = time.perf_counter() - t0
+        ref_gen = REF_SETUP_S + steps * REF_STEP_S
+        rows.append({"op": f"generate N={n} C=3 K={K} steps={steps}", "lwengine_s": gen,
+                     "reference_s": ref_gen if (n == 2000 and K == 50) else None,
+                     "baseline": "reference measured (§4), not run here",
+                     "parts": {k: round(v, 2) for k, v in spec.fit_info.seconds.items()}})
 
     # ---- dist at K, C=3: foreign z and canonical z
     from lwengine.specs.image.nngp_torch import torch_nngp_kernel

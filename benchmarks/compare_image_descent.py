@@ -22,6 +22,7 @@ def main():
     p.add_argument("--digits-k", type=int, default=20)
     p.add_argument("--json")
     p.add_argument("--skip-fixtures", action="store_true")
+    p.add_argument("--digits-steps", type=int, default=100, help="steps of the reference fit for digits")
     a = p.parse_args()
     from lwengine.specs.image import RKMEImageSpec
     from lwengine.specs.image.descent import nngp_descent
@@ -60,13 +61,13 @@ def main():
         X = torch.nn.functional.interpolate(torch.from_numpy(d[idx]), size=[32, 32], mode="bilinear",
                                             align_corners=False).numpy()
         t0 = time.perf_counter()
-        ref = RKMEImageSpec.fit(X, K=a.digits_k, steps=100, device="cpu", update="reference")
+        ref = RKMEImageSpec.fit(X, K=a.digits_k, steps=a.digits_steps, device="cpu", update="reference")
         t_fit = time.perf_counter() - t0
         xt = preprocess(X).numpy()
         t0 = time.perf_counter()
         out = nngp_descent(ref, xt, steps=a.steps)
         h = out.descent_info["history"]
-        rows.append({"case": f"sklearn digits 8x8->32x32 (n={a.digits_n})", "K": ref.K, "n": len(xt),
+        rows.append({"case": f"sklearn digits 8x8->32x32 (n={a.digits_n}, fit steps={a.digits_steps})", "K": ref.K, "n": len(xt),
                      "mmd2_reference": h[0], "mmd2_descent": h[-1], "ratio": h[-1] / h[0],
                      "accepted_steps": len(h) - 1, "monotone": all(x > y for x, y in zip(h, h[1:])),
                      "seconds": time.perf_counter() - t0, "fit_seconds": t_fit})
