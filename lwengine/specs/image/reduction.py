@@ -32,9 +32,10 @@ def _multi_row_sum(rows: np.ndarray) -> np.ndarray:
     acc = np.zeros((_LEVELS,) + rows.shape[1:], dtype=np.float64)
     i = 0
     while i + level_step <= size:
-        for j in range(level_step):
-            acc[0] += rows[i]
-            i += 1
+        # acc[0] is 0 here (moved up by the cascade), so its running sum over the chunk is numpy's
+        # axis-0 reduction, which adds rows one after another (no pairwise blocking on that axis)
+        acc[0] = np.add.reduce(rows[i:i + level_step], axis=0)
+        i += level_step
         for j in range(1, _LEVELS):
             acc[j] += acc[j - 1]
             acc[j - 1] = 0.0
