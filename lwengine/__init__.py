@@ -16,3 +16,11 @@ _sys.modules[__name__ + ".spec"] = spec
 __version__ = VERSION
 __all__ = ["Dock", "RKMESpec", "RKMETextSpec", "SpecIndex", "fit_many", "kernels", "load_spec", "show_config",
            "spec_types", "__version__"]
+
+
+def __getattr__(name):  # lazy: lwengine.RKMEImageSpec without importing the image package (or torch) up front
+    if name == "RKMEImageSpec":
+        from .specs.image import RKMEImageSpec
+
+        return RKMEImageSpec
+    raise AttributeError(f"module 'lwengine' has no attribute {name!r}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._reference_nngp import nngp_kernel as numpy_nngp
+
 from .kernels import kmeanspp_indices
 
 __all__ = [
@@ -289,3 +291,10 @@ def kmeans(x, k, *, max_iter=100, tol=1e-4, seed=None, init="random", init_idx=N
         if shift <= tol:
             break
     return c, it
+
+
+# --- NNGP (image specs) ---------------------------------------------------------------------
+def nngp_kernel(x, y=None, *, depth: int = 3, precision: str = "float64", device: str = "cpu"):
+    """float64 twin of :func:`lwengine.kernels.nngp_kernel` (the numpy recursion of
+    :mod:`lwengine._reference_nngp`; ``precision="float32"`` runs it in float32)."""
+    return numpy_nngp(x, y, depth=depth, dtype=np.float64 if precision == "float64" else np.float32)

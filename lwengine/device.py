@@ -15,16 +15,13 @@ DEVICES = ("auto", "cpu", "cuda")
 
 def cuda_available() -> bool:
     """Whether the CUDA extension is built and at least one GPU is visible."""
-    return kernels.cuda_available()
+    return kernels.default_device() == "cuda"
 
 
 def resolve(device: str = "auto", name: str = "device") -> str:
     """``"cpu"`` or ``"cuda"`` for a device argument (ValueError for other values)."""
     if not isinstance(device, str) or device not in DEVICES:
         raise ValueError(f"{name} must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda":
-        kernels.require_cuda()  # RuntimeError naming what is missing
-        return "cuda"
     if device == "auto":
-        return "cuda" if cuda_available() else "cpu"
-    return "cpu"
+        return kernels.default_device()
+    return kernels.resolve_device(device)  # "cuda" without a build or a GPU: RuntimeError naming what is missing

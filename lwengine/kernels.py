@@ -65,11 +65,9 @@ __all__ = [
     "choose_backend",
     "triton_status",
     "last_route",
+    "check_packed_store",
+    "nngp_kernel",
 ]
-
-# Compatibility aliases for callers of the former private validators (use lwengine.validate).
-_as_points, _as_vector, _as_offsets, _as_gamma = as_points, as_vector, as_offsets, as_gamma
-
 
 # ------------------------------------------------------------------------------ routing
 _route = threading.local()
@@ -524,18 +522,79 @@ def cross_inner_f32_bound(q_beta_l1, beta_l1, q_K, dim, gamma, r2max):
     return 2.0 * eps * S * (4.0 + q_K + 4.0 * (dim + 4) * gamma * np.asarray(r2max, dtype=np.float64))
 
 
-def check_packed_store(z, beta, offsets, gamma):  # added by arch
+def check_packed_store(z, beta, offsets, gamma):
     """Validated ``(beta, offsets, gamma)`` of a packed store with rows ``z`` (M, d), by the rules of
     every kernel entry point (for callers that validate once and call the kernels many times)."""
     z = np.asarray(z)
-    return _as_vector(beta, "beta", z.shape[0]), _as_offsets(offsets, "offsets", z.shape[0]), _as_gamma(gamma)
+    return as_vector(beta, "beta", z.shape[0]), as_offsets(offsets, "offsets", z.shape[0]), as_gamma(gamma)
 
 
-def cuda_available() -> bool:  # added by arch
-    """Whether the CUDA extension is built and at least one GPU is visible."""
-    return _backend.cuda is not None and _backend.cuda_device_count() > 0
+# --- NNGP (image specs) ---------------------------------------------------------------------
+# ConvNet-NNGP kernel of the reference's image specs (lwengine/kernels/nngp.h, csrc/cpu/nngp-inl.h);
+# float64 twin: lwengine._reference.nngp_kernel.
+_NNGP_PRECISIONS = {"float32": np.float32, "float64": np.float64}
 
 
-def require_cuda() -> None:  # added by arch
-    """RuntimeError naming what is missing when the CUDA kernels cannot run (no build, or no GPU)."""
-    _backend.require_cuda()
+def _as_images(a, name: str, dtype) -> np.ndarray:
+    a = to_numpy(a, name)
+    if a.ndim != 4 or a.shape[1] < 1 or a.shape[2:] != (32, 32):
+        raise ValueError(f"{name} must have shape (N, C, 32, 32) with C >= 1, got {a.shape}")
+    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} must be finite")
+    return a
+
+
+def nngp_kernel(x, y=None, *, depth: int = 3, precision: str = "float32", device: str = "auto") -> np.ndarray:
+    """ConvNet-NNGP kernel matrix (N1, N2) of images x (N1, C, 32, 32) and y (N2, C, 32, 32).
+
+    ``y=None``: the reference's one-object path ``kernel_fn(x)`` (a spec with itself: the diagonal
+    is the exact self-kernel); ``y`` given (even the same images): the two-object path.
+    ``precision="float32"`` follows the reference's float32 order (entries ~1e-7 relative from the
+    reference's); ``"float64"`` is the accurate kernel.  ``depth``: the caller's ``net_depth`` (1..5).
+    """
+    if precision not in _NNGP_PRECISIONS:
+        raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
+    if isinstance(depth, bool) or int(depth) != depth or not 1 <= int(depth) <= 5:
+        raise ValueError(f"depth must be an integer in 1..5, got {depth!r}")
+    depth = int(depth)
+    as_device(device)
+    dtype = _NNGP_PRECISIONS[precision]
+    xs = _as_images(x, "x", dtype)
+    same = y is None
+    ys = xs if same else _as_images(y, "y", dtype)
+    if xs.shape[1] != ys.shape[1]:
+        raise ValueError(f"x and y must have the same channel count, got {xs.shape[1]} and {ys.shape[1]}")
+    on_gpu = device == "cuda" or (device == "auto" and any(
+        hasattr(a, "detach") and getattr(a, "is_cuda", False) for a in (x, y)))
+    suffix = "f32" if dtype == np.float32 else "f64"
+    out = np.empty((xs.shape[0], ys.shape[0]), dtype=dtype)
+    if out.size == 0:
+        return out
+    if on_gpu:
+        cuda = _backend.require_cuda()
+        fn = getattr(cuda, "nngp_kernel_host", None)
+        if fn is None:
+            raise RuntimeError("lwengine's CUDA extension has no NNGP kernel: rebuild the package")
+        fn(xs, ys, depth, same, out)
+        return out
+    core_len = _native("nngp_prep_len")(depth)
+    prep = _native("nngp_prep_" + suffix)
+    px = np.empty((xs.shape[0], core_len), dtype=dtype)
+    sx = np.empty(xs.shape[0], dtype=dtype)
+    prep(xs, depth, px, sx)
+    if same:
+        py_, sy = px, None
+        self_diag = sx
+    else:
+        py_ = np.empty((ys.shape[0], core_len), dtype=dtype)
+        sy = np.empty(ys.shape[0], dtype=dtype)
+        prep(ys, depth, py_, sy)
+        self_diag = None
+    _native("nngp_cross_" + suffix)(xs, px, ys, py_, depth, self_diag, out)
+    return out
+
+
+__all__ += ["nngp_kernel"]

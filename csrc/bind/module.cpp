@@ -291,7 +291,9 @@ py::dict cpu_info() {
 
 }  // namespace
 
+void register_nngp(py::module_& m);  // csrc/bind/nngp.cpp (image specs)
 PYBIND11_MODULE(_core, m) {
+  register_nngp(m);
   m.doc() = "lwengine CPU kernels";
 #ifdef LWE_VERSION_INFO
   m.attr("__version__") = LWE_VERSION_INFO;

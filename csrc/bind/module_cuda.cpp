@@ -179,7 +179,9 @@ void register_bench(py::module_& b) {
 
 }  // namespace
 
+void register_nngp_cuda(py::module_& m);  // csrc/bind/nngp_cuda.cpp (image specs)
 PYBIND11_MODULE(_cuda, m) {
+  register_nngp_cuda(m);
   m.doc() = "lwengine CUDA kernels (raw device-pointer entry points and numpy host entry points; bench: benchmark helpers)";
 
   m.def("device_count", &lwe::cuda::device_count, "Number of visible CUDA devices (0 without a driver or device).");

@@ -1,0 +1,78 @@
+"""Canonical z and its float32 NNGP Grams: every default image spec's dists as quadratic forms.
+
+Every spec generated with the default ``n_models`` / model shape has z = :func:`canonical_z` (K, C)
+(a prefix of one fixed noise block), and NNGP entries do not depend on the batch they are computed
+in, so the reference's inner products between such specs use slices of two float32 Grams per
+(C, depth): ``same`` (one-object path, the ReLU diagonal forced) and ``cross`` (two-object path).
+Sources, in order: this process's cache; the Grams shipped in ``data/canonical_grams.npz`` (C = 1, 3,
+depth 3, K <= 100, computed with :mod:`.nngp_torch`, equal bit for bit to the reference's); the torch
+replica (bit-exact on CPU torch); otherwise the native float32 kernel (~1e-7 per entry, not
+bit-exact: logged).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import numpy as np
+
+from ... import kernels
+from .rng import NetConfig, canonical_z
+
+__all__ = ["is_canonical_z", "canonical_grams", "CANONICAL_K_BLOCK"]
+
+log = logging.getLogger(__name__)
+
+CANONICAL_K_BLOCK = 100
+_DATA = os.path.join(os.path.dirname(__file__), "data", "canonical_grams.npz")
+_GRAMS: dict = {}
+_LOCK = threading.Lock()
+
+
+def is_canonical_z(z: np.ndarray) -> bool:
+    """True when z (K, C, 32, 32) float32 is bit-equal to the default generator's z for its K and C."""
+    if z.ndim != 4 or z.dtype != np.float32 or z.shape[2:] != (32, 32) or z.shape[0] < 1:
+        return False
+    K, C = z.shape[0], z.shape[1]
+    if K > 10 * CANONICAL_K_BLOCK:
+        return False
+    ref = canonical_z(K, NetConfig(C))
+    return bool(np.array_equal(ref.view(np.uint32), z.view(np.uint32)))
+
+
+def _compute(C: int, depth: int, K: int):
+    z = canonical_z(K, NetConfig(C))
+    try:
+        from .nngp_torch import torch_nngp_kernel
+
+        import torch  # noqa: F401
+
+        return torch_nngp_kernel(z, depth=depth), torch_nngp_kernel(z, z, depth=depth), True
+    except ModuleNotFoundError:
+        log.warning("torch is missing: canonical Grams (C=%d, depth=%d, K=%d) come from the numpy float32 "
+                    "kernel; dists agree with the reference to ~1e-7, not bit for bit", C, depth, K)
+        return kernels.nngp_kernel(z, depth=depth), kernels.nngp_kernel(z, z, depth=depth), False
+
+
+def canonical_grams(C: int, depth: int, K: int):
+    """-> (same (K, K), cross (K, K)) float32 Grams of canonical_z(K, C) at ``depth`` (read-only views)."""
+    key = (int(C), int(depth))
+    with _LOCK:
+        entry = _GRAMS.get(key)
+        if entry is None or entry[0].shape[0] < K:
+            kmax = max(int(K), CANONICAL_K_BLOCK)
+            got = None
+            if kmax <= CANONICAL_K_BLOCK and os.path.exists(_DATA):
+                with np.load(_DATA) as d:
+                    name = f"C{key[0]}_d{key[1]}"
+                    if f"same_{name}" in d:
+                        got = (d[f"same_{name}"], d[f"cross_{name}"], True)
+            if got is None:
+                got = _compute(key[0], key[1], kmax)
+            same, cross, _exact = got
+            same.setflags(write=False)
+            cross.setflags(write=False)
+            entry = (same, cross)
+            _GRAMS[key] = entry
+    return entry[0][:K, :K], entry[1][:K, :K]
