@@ -13,6 +13,7 @@ ray = pytest.importorskip("ray")
 from lwengine import RKMESpec, SpecIndex  # noqa: E402
 from lwengine.distributed import ShardedIndex, ShardUnavailableError, shard_of  # noqa: E402
 from lwengine.dock import Dock  # noqa: E402
+from lwengine.limits import ANY_GAMMA  # noqa: E402  (these markets mix gamma values)
 
 OPTS = {"num_cpus": 0.25}
 
@@ -178,7 +179,7 @@ def test_mutations_keep_identity():
 
 
 def build_dock(path, items):
-    d = Dock.init(path)
+    d = Dock.init(path, gamma_policy=ANY_GAMMA)
     ids = d.add_specs([(s, sem, id) for id, s, sem in items if id != "nonfinite"])
     for i in ids[::9]:
         d.update(i, status=0)

@@ -239,7 +239,8 @@ class Dock:
     dtype : storage dtype of the in-memory index (``"float64"`` reproduces the reference).
     spec_limits : :class:`~lwengine.limits.SpecLimits` caps on K and K·d of ingested and user specs.
     gamma_policy : :class:`~lwengine.limits.GammaPolicy` of accepted γ values (ingest and user specs;
-        default: any γ, the reference; the CLI and ``serve`` default to the reference's 0.1 only).
+        default: the reference's 0.1 only, as the CLI and ``serve``; ``lwengine.limits.ANY_GAMMA`` accepts
+        any γ, as the reference library does).
 
     Any number of processes may open the same dock; searches see the latest committed state
     (checked at every call through a generation counter).  Thread-safe within a process.
@@ -250,7 +251,7 @@ class Dock:
         self.path = os.path.abspath(os.fspath(path))
         self.device = devices.resolve(device)  # the in-memory index's stores and scans
         self.spec_limits = spec_limits or spec_limits_mod.DEFAULT_SPEC_LIMITS
-        self.gamma_policy = gamma_policy or spec_limits_mod.ANY_GAMMA
+        self.gamma_policy = gamma_policy or spec_limits_mod.GammaPolicy()  # the reference's 0.1 only
         self.lock_timeout = float(lock_timeout)
         self.limits = limits or ingest.DEFAULT_LIMITS
         self.dtype = dtype
