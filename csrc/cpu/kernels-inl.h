@@ -106,20 +106,9 @@ inline void inner_chunk(const QueryPack<T>& P, index_t a0, const T* zr, const T*
 }
 
 template <class T, int R>
-inline double inner_rows(const QueryPack<T>& P, const T* zr, const double* beta, double gamma) {
+inline double inner_rows(const QueryPack<T>& P, const T* zr, const T* zterm, const double* beta, double gamma) {
   using V = typename Simd<T>::V;
   constexpr int W = Simd<T>::W;
-  const index_t d = P.d;
-  T zterm[R];
-  _Pragma("GCC unroll 8")
-  for (int r = 0; r < R; ++r) {
-    double s = 0.0;
-    for (index_t k = 0; k < d; ++k) {
-      const double v = static_cast<double>(zr[r * d + k]);
-      s += v * v;
-    }
-    zterm[r] = std::is_same<T, float>::value ? static_cast<T>(screen_term(s, gamma)) : static_cast<T>(s);
-  }
   V rowacc[R];
   _Pragma("GCC unroll 8")
   for (int r = 0; r < R; ++r) rowacc[r] = V{};
@@ -132,14 +121,59 @@ inline double inner_rows(const QueryPack<T>& P, const T* zr, const double* beta,
   return s;
 }
 
-// <query spec, store spec>: rows in tiles of 4 from the spec's own start (position independent).
+// Store-row terms of a block of rows: the float64 |z_b|^2 (one chain over the coordinates in
+// order), as the float32 screening term (pair.h) or as is.  Four rows are summed side by side
+// (independent chains, same order per row), outside the FMA-bound micro-kernel.
+template <class T>
+inline void row_terms(const T* z, index_t nrows, index_t d, double gamma, T* out) {
+  index_t r = 0;
+  auto term = [&](double s) {
+    return std::is_same<T, float>::value ? static_cast<T>(screen_term(s, gamma)) : static_cast<T>(s);
+  };
+  for (; r + 4 <= nrows; r += 4) {
+    const T* z0 = z + r * d;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    for (index_t k = 0; k < d; ++k) {
+      const double v0 = static_cast<double>(z0[k]), v1 = static_cast<double>(z0[d + k]);
+      const double v2 = static_cast<double>(z0[2 * d + k]), v3 = static_cast<double>(z0[3 * d + k]);
+      s0 += v0 * v0;
+      s1 += v1 * v1;
+      s2 += v2 * v2;
+      s3 += v3 * v3;
+    }
+    out[r] = term(s0);
+    out[r + 1] = term(s1);
+    out[r + 2] = term(s2);
+    out[r + 3] = term(s3);
+  }
+  for (; r < nrows; ++r) {
+    double s = 0.0;
+    for (index_t k = 0; k < d; ++k) {
+      const double v = static_cast<double>(z[r * d + k]);
+      s += v * v;
+    }
+    out[r] = term(s);
+  }
+}
+
+// <query spec, store spec>: rows in tiles of 4 from the spec's own start (position independent);
+// the row terms are computed per block of kRowBlock rows (a multiple of 4: the same tiles).
+constexpr index_t kRowBlock = 64;
+
 template <class T>
 double spec_inner(const QueryPack<T>& P, const T* z, const double* beta, index_t Ki, double gamma) {
   if (P.K == 0 || Ki == 0) return 0.0;
+  const index_t d = P.d;
+  T zt[kRowBlock];
   double total = 0.0;
-  index_t b = 0;
-  for (; b + 4 <= Ki; b += 4) total += inner_rows<T, 4>(P, z + b * P.d, beta + b, gamma);
-  for (; b < Ki; ++b) total += inner_rows<T, 1>(P, z + b * P.d, beta + b, gamma);
+  for (index_t b0 = 0; b0 < Ki; b0 += kRowBlock) {
+    const index_t nb = std::min(kRowBlock, Ki - b0);
+    const T* zb = z + b0 * d;
+    row_terms(zb, nb, d, gamma, zt);
+    index_t b = 0;
+    for (; b + 4 <= nb; b += 4) total += inner_rows<T, 4>(P, zb + b * d, zt + b, beta + b0 + b, gamma);
+    for (; b < nb; ++b) total += inner_rows<T, 1>(P, zb + b * d, zt + b, beta + b0 + b, gamma);
+  }
   return total;
 }
 
