@@ -8,6 +8,7 @@ import pytest
 from lwengine import RKMESpec, RKMETextSpec, SpecIndex, kernels
 from lwengine import device as devices
 from lwengine.dock import Dock
+from lwengine.limits import ANY_GAMMA
 
 SPIED = ("cross_inner", "self_inner", "gram")
 
@@ -35,7 +36,8 @@ def spy(monkeypatch):
 @pytest.fixture
 def fake_cuda(monkeypatch):
     """Pretend a CUDA build and GPU are present, so that device="cuda" resolves."""
-    monkeypatch.setattr(kernels, "require_cuda", lambda: None)
+    monkeypatch.setattr(kernels, "resolve_device",
+                        lambda device="auto", data=(), *, backend="native": "cuda" if device == "cuda" else "cpu")
 
 
 def test_cuda_without_a_cuda_build_is_a_clear_error():
@@ -77,7 +79,7 @@ def test_the_index_device_reaches_every_kernel_call(spy, fake_cuda, tmp_path):
 
 def test_the_dock_device_reaches_the_search(spy, fake_cuda, tmp_path):
     specs = _specs(20, seed=1)
-    d = Dock.init(tmp_path / "d", device="cuda")
+    d = Dock.init(tmp_path / "d", device="cuda", gamma_policy=ANY_GAMMA)  # specs of gamma 0.3
     d.add_specs([(s, None) for s in specs])
     spy.clear()
     res = d.search(specs[0], max_search_num=3)
