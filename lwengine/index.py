@@ -10,6 +10,7 @@ Search lives in :mod:`lwengine.search`; this module owns storage, bulk loading a
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import mmap as mmap_module
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import device as devices
-from . import kernels, limits, safe_io
+from . import kernels, limits, safe_io, validate
 from .packed import PackedGroup, digest
 from .progress import progress_iter
 from .scale.clusters import SketchClusters
@@ -78,11 +79,13 @@ class SpecIndex:
         from the original values.
     """
 
-    def __init__(self, *, dtype: str = "float64", device: str = "auto"):
+    def __init__(self, *, dtype: str = "float64", device: str = "auto", backend: str = "auto"):
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
         self.dtype = dtype
         self.device = devices.resolve(device)  # "cpu" or "cuda": every kernel call of the stores and scans
+        self.backend = validate.as_backend(backend)  # "auto" | "native" | "triton" for searches and topk
+        self.last_route: dict | None = None  # {op: "device/backend"} of the last search's / topk's kernels
         self._np_dtype = _DTYPES[dtype]
         self._groups: dict = {}
         self._where: dict = {}  # id -> (group, local index)
@@ -499,21 +502,34 @@ class SpecIndex:
 
     # ------------------------------------------------------------------ search
     def search(self, user_spec, max_search_num: int = 5, method: str = "greedy", semantic=None, *,
-               screen: bool | None = None, device: str | None = None):
+               screen: bool | None = None, device: str | None = None, backend: str | None = None):
         """Reference-compatible search (semantics §4-5): see :func:`lwengine.search.search`.
 
         A batched scan of every candidate (the reference's scores need the mean and max distance over
         *all* candidates, so the RKHS sketches of :meth:`topk` are never used here); ``screen`` picks
         the float32 screening scan with certified float64 re-ranking (default for large groups);
-        ``device`` ("auto" | "cpu" | "cuda") the kernels' device for this call (None: the index's)."""
-        return run_search(self, user_spec, max_search_num=max_search_num, method=method, semantic=semantic,
-                          screen=screen, device=device)
+        ``device`` ("auto" | "cpu" | "cuda") the kernels' device for this call (None: the index's);
+        ``backend`` ("auto" | "native" | "triton") their backend (None: the index's); the route the
+        kernels took is left in :attr:`last_route`."""
+        with self._routed(backend):
+            return run_search(self, user_spec, max_search_num=max_search_num, method=method, semantic=semantic,
+                              screen=screen, device=device)
 
     def search_batch(self, user_specs, max_search_num: int = 5, method: str = "greedy", semantic=None, *,
-                     screen: bool | None = None, device: str | None = None):
+                     screen: bool | None = None, device: str | None = None, backend: str | None = None):
         """:meth:`search` for many users sharing one store scan per group."""
-        return run_search_batch(self, user_specs, max_search_num=max_search_num, method=method, semantic=semantic,
-                            screen=screen, device=device)
+        with self._routed(backend):
+            return run_search_batch(self, user_specs, max_search_num=max_search_num, method=method,
+                                    semantic=semantic, screen=screen, device=device)
+
+    @contextlib.contextmanager
+    def _routed(self, backend):
+        """Run a search / topk under ``backend`` (None: the index's) and record the kernels' routes."""
+        with kernels.backend_scope(self.backend if backend is None else backend) as routes:
+            try:
+                yield
+            finally:
+                self.last_route = dict(routes)
 
     # ------------------------------------------------------------------ scalable identification
     def topk(self, user_spec, k: int = 5, mode: str = "certified", **options) -> list:
@@ -525,14 +541,18 @@ class SpecIndex:
         exact kernel evaluations where the bounds are tight, brute force where they are not), or
         ``"approx"`` (the sketch clusters, or faiss, + exact re-rank of a pool; options ``pool``,
         ``approx_sketch="nystrom"|"rff"``, ``nprobe`` (clusters), ``ef_search`` (HNSW)).  Certified
-        option: ``brute_fraction``.  ``device``: the kernels' device for this call (None: the index's).
+        option: ``brute_fraction``.  ``device``: the kernels' device for this call (None: the index's);
+        ``backend``: their backend (None: the index's; the route is in ``last_stats["route"]``).
         Types with an admission rule (text: languages) are ranked by the brute-force scan of the
         admitted specs.
         Sketches are built on first use (see :meth:`build_sketch`).  Statistics of the call (exact
         evaluations, candidates scanned, timings, regime decisions) are left in :attr:`last_stats`.
         See docs/scale.md.
         """
-        res, stats = scale_topk(self, user_spec, k, mode, **options)
+        backend = options.pop("backend", None)
+        with self._routed(backend):
+            res, stats = scale_topk(self, user_spec, k, mode, **options)
+        stats["route"] = self.last_route
         self.last_stats = stats
         return res
 

@@ -23,6 +23,7 @@ Routing (:func:`last_route` tells which one ran in the calling thread):
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import threading
 
@@ -65,6 +66,7 @@ __all__ = [
     "choose_backend",
     "triton_status",
     "last_route",
+    "backend_scope",
     "check_packed_store",
     "nngp_kernel",
 ]
@@ -81,6 +83,9 @@ def last_route() -> dict | None:
 
 def _record(op: str, device: str, backend: str = "native") -> None:
     _route.value = {"op": op, "device": device, "backend": backend}
+    routes = getattr(_scope, "routes", None)
+    if routes is not None:  # inside backend_scope: every op's route of the block
+        routes[op] = f"{device}/{backend}"
 
 
 def _is_cuda_tensor(a) -> bool:
@@ -97,7 +102,7 @@ def resolve_device(device: str = "auto", data=(), *, backend: str = "native") ->
     ``"cuda"`` is asked for and the native CUDA backend cannot run (for ``backend="triton"`` the
     Triton module's own ``available()`` decides instead)."""
     as_device(device)
-    as_backend(backend)
+    backend = _scoped(backend)
     if device == "cpu":
         return "cpu"
     if device == "auto" and not any(_is_cuda_tensor(a) for a in data):
@@ -151,14 +156,41 @@ def _triton(op: str, device: str):
     return getattr(mod, op)
 
 
+_scope = threading.local()
+
+
+@contextlib.contextmanager
+def backend_scope(backend: str):
+    """Within the block, this thread's kernel calls made with ``backend="auto"`` use ``backend``
+    ("auto" | "native" | "triton"): how :class:`~lwengine.SpecIndex`, its search and ``topk`` route a
+    whole pipeline without a keyword on every layer.  An explicit ``backend=`` on a call still wins.
+    Yields a dict that collects ``{op: "device/backend"}`` of every kernel call made in the block (ops
+    without a Triton kernel, e.g. the QPs, stay native)."""
+    as_backend(backend)
+    previous = getattr(_scope, "backend", "auto"), getattr(_scope, "routes", None)
+    _scope.backend, _scope.routes = backend, {}
+    try:
+        yield _scope.routes
+    finally:
+        if previous[1] is not None:  # a nested scope's calls belong to the outer block too
+            previous[1].update(_scope.routes)
+        _scope.backend, _scope.routes = previous
+
+
+def _scoped(backend: str) -> str:
+    as_backend(backend)
+    return getattr(_scope, "backend", "auto") if backend == "auto" else backend
+
+
 def _pick_backend(op: str, backend: str, device: str, shape: dict) -> str:
+    backend = _scoped(backend)
     return choose_backend(op, device, shape) if backend == "auto" else backend
 
 
 def _native_cuda_direct(op: str, backend: str, device: str) -> bool:
     """True when the call goes to the native CUDA backend without looking at shapes (so torch
     CUDA tensors stay on the device)."""
-    as_backend(backend)
+    backend = _scoped(backend)
     return device == "cuda" and (backend == "native" or (backend == "auto" and op not in TRITON_FASTER))
 
 
