@@ -203,7 +203,8 @@ class SpecIndex:
         self._next_seq = max([self._next_seq] + [s + 1 for s in seqs])
         by_group: dict = {}
         for (id, s, sem), seq in zip(prepared, seqs):
-            key = (registry.entry_of(s).type, s.z_shape, float(s.gamma))
+            entry = registry.entry_of(s)
+            key = (entry.type, s.z_shape, float(entry.family.param(s)))
             by_group.setdefault(key, []).append((id, s, sem, seq))
         for key, rows in by_group.items():
             g = self._groups.get(key)

@@ -24,6 +24,7 @@ from .packed import digest
 from .scores import postprocess
 from .semantic import semantic_filter
 from .specs import registry
+from .specs.kernel_family import GAUSSIAN
 
 __all__ = ["GREEDY_DECAY", "AUTO_CUTOFF", "SingleResult", "MixtureResult", "SearchResult", "search",
            "search_batch", "greedy_mixture", "auto_mixture", "pool_matrices", "LocalBackend", "Refiner", "scan_groups",
@@ -100,22 +101,27 @@ def _num(x):
 
 
 # ------------------------------------------------------------------------------------ mixtures
-def pool_matrices(z, beta, offsets, gammas, user_z, user_beta, user_gamma, *, device: str = "auto"):
+def pool_matrices(z, beta, offsets, gammas, user_z, user_beta, user_gamma, *, device: str = "auto",
+                  family=GAUSSIAN, shape=()):
     """``(A, C)`` for a packed pool: ``A[a, b] = spec_a.inner_prod(spec_b)`` (gamma of a) and
-    ``C[b] = user.inner_prod(spec_b)`` (the user's gamma).  One ``cross_inner`` per distinct gamma."""
+    ``C[b] = user.inner_prod(spec_b)`` (the user's gamma).  One ``cross_inner`` per distinct gamma.
+    ``family``: the specs' kernel family (:class:`lwengine.specs.KernelFamily`; gammas are its
+    kernel parameters), ``shape`` their trailing shape."""
     gammas = np.asarray(gammas, dtype=np.float64)
     P = len(gammas)
     A = np.empty((P, P), dtype=np.float64)
     uniq = np.unique(gammas)
     if len(uniq) == 1:
-        A[:] = kernels.gram(z, beta, offsets, float(uniq[0]), device=device)
+        A[:] = family.gram(z, beta, offsets, float(uniq[0]), shape, device=device)
     else:
         for g in uniq:
             rows = np.flatnonzero(gammas == g)
             qz, qb, qo = _subset(z, beta, offsets, rows)
-            A[rows] = kernels.cross_inner(qz, qb, qo, z, beta, offsets, float(g), device=device)
+            A[rows] = family.cross_inner(qz, qb, qo, z, beta, offsets, float(g), shape, device=device)
+            if not family.copy_dist_zero:  # the diagonal is the one-object path
+                A[rows, rows] = family.self_inner(qz, qb, qo, float(g), shape, device=device)
     user_off = np.array([0, len(user_beta)], dtype=np.int64)
-    C = kernels.cross_inner(user_z, user_beta, user_off, z, beta, offsets, user_gamma, device=device)[0]
+    C = family.cross_inner(user_z, user_beta, user_off, z, beta, offsets, user_gamma, shape, device=device)[0]
     return A, C
 
 
@@ -341,6 +347,7 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None):
     qb = np.concatenate([u.beta for _, u, _, _ in users])
     qo = np.concatenate([[0], np.cumsum([u.K for _, u, _, _ in users])]).astype(np.int64)
     uself = np.array([s for *_, s in users])
+    uparam = [registry.entry_of(u).family.param(u) for _, u, _, _ in users]
     udig = [np.frombuffer(digest(z2, u.beta), dtype=np.uint8) for _, u, z2, _ in users]
     q_l1 = np.array([np.abs(u.beta).sum() for _, u, _, _ in users])
     q_r2 = np.array([float((z2 * z2).sum(1).max()) for _, _, z2, _ in users])
@@ -364,7 +371,7 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None):
             err[:, dups[0]] = err[:, dups[1]]
             rep[dups[0]] = dups[1]
         for row, (_, u, _, _) in enumerate(users):  # p.dist(p) == 0.0 exactly, as the reference
-            if u.gamma == g.gamma:
+            if g.family.copy_dist_zero and uparam[row] == g.gamma:
                 same = np.flatnonzero((np.asarray(g.digest[:n]) == udig[row]).all(axis=1))
                 d[row, same] = 0.0
                 err[row, same] = 0.0
@@ -392,6 +399,8 @@ SCREEN_MIN_SPECS = 256
 
 def _screens(group, screen) -> bool:
     """Whether a group is scanned through its float32 copy (see :func:`search`)."""
+    if not group.family.sketchable:
+        return False
     if screen is None:
         return group.z.dtype == np.float64 and group.n >= SCREEN_MIN_SPECS
     return bool(screen) and group.z.dtype == np.float64
@@ -484,7 +493,9 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
     mix_dist, mix_ids, mix_w = None, [], None
     if method in _METHODS and sorted_d[0] > 0:
         z, beta, offsets, gammas = (pack or pack_pool)(groups, gi_all[pool], li_all[pool])
-        A, C = pool_matrices(z, beta, offsets, gammas, user_z2, user.beta, user.gamma, device=device)
+        fam = groups[0].family
+        A, C = pool_matrices(z, beta, offsets, gammas, user_z2, user.beta, fam.param(user), device=device,
+                             family=fam, shape=groups[0].shape)
         result.pool_C = C
         if method == "greedy":
             result.pool_K = _earlier_gamma_gram(A, range(len(pool)))
@@ -528,7 +539,7 @@ def pack_pool(groups, gis, lis):
     for gi, li in zip(gis, lis):
         g = groups[gi]
         a, b = int(g.offsets[li]), int(g.offsets[li + 1])
-        zs.append(np.asarray(g.z[a:b], dtype=np.float64))
+        zs.append(g.full_rows(li))
         bs.append(np.asarray(g.beta[a:b]))
         lens.append(b - a)
         gammas.append(g.gamma)

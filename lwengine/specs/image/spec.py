@@ -101,6 +101,46 @@ class RKMEImageSpec:
         return (f"RKMEImageSpec(K={self.K}, C={self.channels}, net_depth={self.net_depth}, "
                 f"canonical={self.canonical})")
 
+    @property
+    def z_shape(self) -> tuple:
+        """The trailing shape of z, (C, 32, 32)."""
+        return tuple(self.z.shape[1:])
+
+    @property
+    def num_points(self) -> int:
+        """The reference's image spec records no data count: K here (stored, never used in search)."""
+        return self.K
+
+    # ------------------------------------------------------------------ packed storage (lwengine.packed)
+    def extra(self) -> dict:
+        """Fields a packed store keeps beside z and beta: the model settings when not the defaults
+        (``net_depth`` is the store's kernel parameter)."""
+        out = {}
+        cfg = dict(self._model_config)
+        cfg.pop("net_depth", None)
+        default = dict(DEFAULT_MODEL_CONFIG)
+        default.pop("net_depth")
+        if cfg != default:
+            out["model_config"] = self.model_config
+        if self.n_models != 16:
+            out["n_models"] = self.n_models
+        if self.msg is not None:
+            out["msg"] = self.msg
+        return out
+
+    @classmethod
+    def from_parts(cls, z, beta, param, num_points=None, **extra) -> "RKMEImageSpec":
+        """A spec from a packed store's parts: ``param`` is the store's kernel parameter (+-net_depth,
+        see :mod:`.family`), ``extra`` the fields of :meth:`extra`."""
+        unknown = set(extra) - {"model_config", "n_models", "msg"}
+        if unknown:
+            raise TypeError(f"RKMEImageSpec takes only model_config, n_models and msg as extra fields, "
+                            f"got {', '.join(sorted(unknown))}")
+        cfg = dict(extra.get("model_config") or DEFAULT_MODEL_CONFIG)
+        cfg["net_depth"] = int(round(abs(float(param))))
+        return cls(np.asarray(z, dtype=np.float32), beta, n_models=extra.get("n_models", 16), model_config=cfg,
+                   msg=extra.get("msg"))
+
     # ------------------------------------------------------------------ kernel algebra
     def _gram_with(self, other: "RKMEImageSpec", precision: str) -> np.ndarray:
         depth = self.net_depth
