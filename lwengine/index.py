@@ -484,7 +484,8 @@ class SpecIndex:
             except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
                 raise ValueError(f"{path}: corrupt index header: {safe_io.short_repr(str(exc))}") from None
         start = len(_MAGIC) + 8 + n
-        safe_io.check_index_header(path, header, start, size)
+        safe_io.check_index_header(path, header, start, size,
+                                   family_of=lambda t: getattr(registry.lookup(t), "family", None))
         if verify and "header_crc32" in header and header.pop("header_crc32") != safe_io.header_crc(header):
             raise ValueError(f"{path}: checksum mismatch in the index header (the file is damaged)")
         index = cls(dtype=header["dtype"], device=device)

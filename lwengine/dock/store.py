@@ -116,7 +116,7 @@ def encode_spec(spec: RKMESpec) -> bytes:
     shape = spec.z_shape
     spec_type, extra = registry.entry_of(spec).type, spec.extra()
     typed = spec_type != registry.DEFAULT_TYPE or bool(extra)
-    payload = b"".join([_REC_FIX.pack(spec.K, float(spec.gamma), int(spec.num_points), len(shape)),
+    payload = b"".join([_REC_FIX.pack(spec.K, float(registry.kernel_param(spec)), int(spec.num_points), len(shape)),
                         struct.pack(f"<{len(shape)}I", *shape),
                         np.ascontiguousarray(spec.z, dtype="<f8").tobytes(),
                         np.ascontiguousarray(spec.beta, dtype="<f8").tobytes(),
@@ -510,7 +510,7 @@ class Dock:
                                   "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                                   (id, status, _semantic_name(sem), None if sem is None else json.dumps(sem), pkg,
                                    it.get("spec_file"), seg, off, ln, crc, s.K, json.dumps(list(s.z_shape)),
-                                   s.gamma, now, now, gen))
+                                   registry.kernel_param(s), now, now, gen))
                     except sqlite3.IntegrityError:
                         raise ValueError(f"duplicate id {id!r}: already in the dock") from None
                     ids.append(id)
@@ -525,7 +525,8 @@ class Dock:
     def check_spec(self, spec, what: str = "spec") -> None:
         """The dock's caps (K, K·d) and γ policy for an ingested or user spec; ValueError naming ``what``."""
         spec_limits_mod.check_spec_cost(spec, self.spec_limits, what)
-        self.gamma_policy.check(spec.gamma, what)
+        if registry.entry_of(spec).family.param_is_gamma:
+            self.gamma_policy.check(spec.gamma, what)
 
     def add_spec(self, spec, semantic=None, *, id: str | None = None, status: int = STATUS_USABLE) -> str:
         """Add a raw spec (RKMESpec, spec dict or spec JSON path) with an optional semantic spec -> its id."""
@@ -636,7 +637,8 @@ class Dock:
             if new_spec is not None:
                 (seg, off, ln, crc), = self._append_records([encode_spec(new_spec)])
                 updates += ["seg=?", "off=?", "len=?", "crc=?", "K=?", "shape=?", "gamma=?"]
-                params += [seg, off, ln, crc, new_spec.K, json.dumps(list(new_spec.z_shape)), new_spec.gamma]
+                params += [seg, off, ln, crc, new_spec.K, json.dumps(list(new_spec.z_shape)),
+                           registry.kernel_param(new_spec)]
             if not updates:
                 return
             new_pkg = old_pkg = None

@@ -27,6 +27,7 @@ class KernelFamily:
     name = "gaussian"
     copy_dist_zero = True  # a stored spec bit-identical to the user's has dist exactly 0
     sketchable = True  # float32 screening scans, Nystrom sketches and certified / approx topk apply
+    param_is_gamma = True  # the kernel parameter is a Gaussian gamma (a dock's gamma policy applies)
 
     def param(self, spec) -> float:
         """The group's kernel parameter of ``spec`` (third element of a packed group's key)."""

@@ -15,7 +15,7 @@ from .. import safe_io
 from .kernel_family import GAUSSIAN, KernelFamily
 
 __all__ = ["SpecType", "KernelFamily", "register", "unregister", "get", "lookup", "entry_of", "entry_of_class", "spec_types", "load_spec", "loads_spec", "as_spec",
-           "package_type_names", "DEFAULT_TYPE"]
+           "kernel_param", "package_type_names", "DEFAULT_TYPE"]
 
 DEFAULT_TYPE = "RKMETableSpecification"  # files without a ``type`` key are table specs
 
@@ -127,6 +127,12 @@ def entry_of_class(cls) -> SpecType:
 def entry_of(spec) -> SpecType:
     """The entry of a spec object (by its class)."""
     return entry_of_class(type(spec))
+
+
+def kernel_param(spec) -> float:
+    """The kernel parameter a packed store keys ``spec`` by (gamma for Gaussian types; see
+    :meth:`lwengine.specs.KernelFamily.param`)."""
+    return entry_of(spec).family.param(spec)
 
 
 def spec_types() -> list:

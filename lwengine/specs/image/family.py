@@ -155,6 +155,7 @@ class NNGPFamily(KernelFamily):
     name = "nngp"
     copy_dist_zero = False  # a copy of a spec is ~1e-6 away (two-object path); only the same object is 0
     sketchable = False  # no RKHS sketch for this kernel: topk is the exact scan
+    param_is_gamma = False  # +-net_depth
 
     def param(self, spec) -> float:
         d = float(spec.net_depth)

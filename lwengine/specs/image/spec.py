@@ -43,6 +43,7 @@ class RKMEImageSpec:
     """Image RKME specification: ``z`` (K, C, 32, 32) float32, ``beta`` (K,), ``n_models``, ``model_config``."""
 
     type = TYPE_NAME
+    spec_type = TYPE_NAME
 
     def __init__(self, z, beta, *, n_models: int = 16, model_config=None, msg=None, version: int = VERSION):
         z = np.array(z, dtype=np.float32, copy=True)
@@ -105,6 +106,11 @@ class RKMEImageSpec:
     def z_shape(self) -> tuple:
         """The trailing shape of z, (C, 32, 32)."""
         return tuple(self.z.shape[1:])
+
+    @property
+    def dim(self) -> int:
+        """Values per reduced-set point, C * 32 * 32."""
+        return int(np.prod(self.z.shape[1:]))
 
     @property
     def num_points(self) -> int:
