@@ -135,15 +135,29 @@ class RKMEImageSpec:
         return out
 
     @classmethod
+    def extra_from_dict(cls, d: dict, source: str = "spec") -> dict:
+        """The :meth:`extra` fields (with the full ``model_config``) read from a spec dict or a market
+        spec object's ``__dict__``."""
+        out = {}
+        if isinstance(d.get("model_config"), dict):
+            out["model_config"] = dict(d["model_config"])
+        if d.get("n_models") is not None:
+            out["n_models"] = int(d["n_models"])
+        if d.get("msg") is not None:
+            out["msg"] = d["msg"]
+        return out
+
+    @classmethod
     def from_parts(cls, z, beta, param, num_points=None, **extra) -> "RKMEImageSpec":
         """A spec from a packed store's parts: ``param`` is the store's kernel parameter (+-net_depth,
-        see :mod:`.family`), ``extra`` the fields of :meth:`extra`."""
+        see :mod:`.family`; None: the depth of ``model_config``), ``extra`` the fields of :meth:`extra`."""
         unknown = set(extra) - {"model_config", "n_models", "msg"}
         if unknown:
             raise TypeError(f"RKMEImageSpec takes only model_config, n_models and msg as extra fields, "
                             f"got {', '.join(sorted(unknown))}")
         cfg = dict(extra.get("model_config") or DEFAULT_MODEL_CONFIG)
-        cfg["net_depth"] = int(round(abs(float(param))))
+        if param is not None:
+            cfg["net_depth"] = int(round(abs(float(param))))
         return cls(np.asarray(z, dtype=np.float32), beta, n_models=extra.get("n_models", 16), model_config=cfg,
                    msg=extra.get("msg"))
 
