@@ -236,3 +236,36 @@ def test_cli_fit_image(tmp_path):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((3, 32, 32)))
     assert main(["spec", "fit-image", str(bad), "--out", str(tmp_path / "o.json")]) != 0
+
+
+# ------------------------------------------------------------------------------------------ compat
+def test_compat_reads_reference_image_spec_objects():
+    from types import SimpleNamespace
+
+    from lwengine.compat.learnware import from_reference_spec
+
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(4, 3, 32, 32)).astype(np.float32)
+    cfg = {"k": 2, "mu": 0, "sigma": None, "net_width": 128, "net_depth": 2}
+    obj = SimpleNamespace(z=z, beta=rng.dirichlet(np.ones(4)), n_models=16, model_config=cfg, msg=None, type=TYPE)
+    s = from_reference_spec(obj)
+    assert isinstance(s, RKMEImageSpec) and s.net_depth == 2 and np.array_equal(s.z, z)
+
+
+@needs_fixtures
+def test_compat_searcher_matches_easy_stat_searcher():
+    from lwengine.compat import learnware as compat
+
+    if not compat.available():
+        pytest.skip("learnware is not importable")
+    from learnware.market import BaseUserInfo
+    from learnware.market.easy import EasyStatSearcher
+
+    m, market = _market()
+    lws = [compat.to_reference_learnware(i, s) for i, s in market]
+    r = m["results"][0]
+    u = compat.to_reference_spec(RKMEImageSpec.load(FIX / r["user_file"]))
+    info = BaseUserInfo(stat_info={TYPE: u})
+    ours = compat.searcher_class()(None)(lws, info, max_search_num=3, search_method="greedy")
+    ref = EasyStatSearcher(None)(lws, info, max_search_num=3, search_method="greedy")
+    assert [x.learnware.id for x in ours.get_single_results()] == [x.learnware.id for x in ref.get_single_results()]
