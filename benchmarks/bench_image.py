@@ -40,7 +40,7 @@ def main():
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--market", type=int, default=None)
     p.add_argument("--no-generate", action="store_true", help="skip the generation row")
-    p.add_argument("--dock-market", type=int, default=None, help="learnwares in the dock row (default 20000)")
+    p.add_argument("--dock-market", type=int, default=None, help="learnwares in the dock row (default 10000)")
     a = p.parse_args()
     from lwengine.specs.image import RKMEImageSpec, canonical_dists, canonical_self_terms, canonical_z, NetConfig
     from lwengine import kernels
@@ -115,7 +115,8 @@ def main():
                     betas.reshape(-1), np.arange(market + 1, dtype=np.int64) * K)
     t_build = time.perf_counter() - t0
     users = {"canonical user": user,
-             "foreign-z user": RKMEImageSpec(rng.normal(size=(K, 3, 32, 32)), rng.dirichlet(np.ones(K)))}
+             # foreign z near the market (canonical z + 1e-3 noise): dists below the transform's saturation
+             "foreign-z user": RKMEImageSpec(zc + 1e-3 * rng.normal(size=zc.shape), rng.dirichlet(np.ones(K)))}
     for name, u in users.items():
         for method in ("greedy", "auto"):
             res = index.search(u, max_search_num=3, method=method)
@@ -129,7 +130,7 @@ def main():
                          "ratio": t_ref * market / t_search, "top5_max_abs_err_vs_canonical_dists": err,
                          "baseline": "reference dist per learnware (torch replica) x market size"})
     # ---- the same through a dock (records on disk, the dock's own SpecIndex); a smaller market by default
-    dock_n = min(market, a.dock_market or (2_000 if smoke else 20_000))
+    dock_n = min(market, a.dock_market or (2_000 if smoke else 10_000))
     import tempfile
 
     from lwengine.dock import Dock

@@ -594,6 +594,8 @@ class SpecIndex:
             raise TypeError(f"params must be a SketchParams, got {type(params).__name__}")
         self._sketch_params = params
         for g in self._groups.values():
+            if not g.family.sketchable:  # no RKHS sketch for this kernel family (topk scans it exactly)
+                continue
             g.sketch, g.ann = None, {}
             sk = self.sketch_for(g, project=None, progress=progress)
             if sk.clusters is not None:

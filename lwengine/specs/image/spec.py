@@ -17,6 +17,7 @@ import numpy as np
 
 from ... import kernels
 from .gram_cache import canonical_grams, is_canonical_z
+from .rng import NetConfig, canonical_z_view
 IMAGE_WIDTH = 32  # the reference resizes every image to 32 x 32
 from .reduction import torch_sum_f64
 
@@ -61,6 +62,9 @@ class RKMEImageSpec:
         depth = cfg.get("net_depth", 3)
         if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or not 1 <= int(depth) <= 5:
             raise ValueError(f"model_config['net_depth'] must be an integer in 1..5, got {depth!r}")
+        canonical = is_canonical_z(z)
+        if canonical:  # share the cached canonical block (a million default specs hold no z copies)
+            z = canonical_z_view(z.shape[0], NetConfig(z.shape[1]))
         z.setflags(write=False)
         b.setflags(write=False)
         self.version = version
@@ -70,7 +74,7 @@ class RKMEImageSpec:
         self.n_models = n_models
         self._model_config = cfg
         self.fit_info = None
-        self._canonical = None
+        self._canonical = canonical
         self._self_ip = {}  # precision -> inner_prod(self): z, beta and the config are read-only
 
     # ------------------------------------------------------------------ properties
