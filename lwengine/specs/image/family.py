@@ -2,7 +2,7 @@
 
 Group parameter (the third element of a packed group's key): ``net_depth`` for specs with their own
 z, ``-net_depth`` for specs with the canonical z (:func:`.gram_cache.is_canonical_z`).  A canonical
-store keeps no z rows at all (``row_dim`` 0: z is ``canonical_z(K, C)``), only beta and offsets, so a
+store keeps no z rows at all (``row_dim`` 0: z is ``canonical_z_view(K, C)``), only beta and offsets, so a
 million default specs cost their weights.
 
 Every inner product keeps the reference's semantics (image-text semantics §1.7): the caller's depth,
@@ -23,7 +23,7 @@ from ... import kernels
 from ..kernel_family import KernelFamily
 from .gram_cache import canonical_grams
 from .reduction import torch_sum_f64
-from .rng import NetConfig, canonical_z
+from .rng import NetConfig, canonical_z_view
 
 __all__ = ["NNGPFamily", "NNGP", "EXACT_SUM_ELEMS"]
 
@@ -48,7 +48,7 @@ def _canonical_flags(z, offsets, shape, param) -> np.ndarray:
     K = np.diff(offsets)
     if n == 0:
         return np.zeros(0, dtype=bool)
-    ref = canonical_z(int(K.max()), NetConfig(int(shape[0]))).reshape(int(K.max()), -1)
+    ref = canonical_z_view(int(K.max()), NetConfig(int(shape[0]))).reshape(int(K.max()), -1)
     out = np.empty(n, dtype=bool)
     for i in range(n):
         a, b = int(offsets[i]), int(offsets[i + 1])
@@ -78,7 +78,7 @@ class _Bank:
     def images(self, shape) -> np.ndarray:
         parts = []
         if self.kc:
-            parts.append(canonical_z(self.kc, NetConfig(int(shape[0]))))
+            parts.append(canonical_z_view(self.kc, NetConfig(int(shape[0]))))
         if self.foreign is not None:
             parts.append(self.foreign)
         return np.concatenate(parts)
@@ -149,6 +149,19 @@ def _self_sums(z, beta, offsets, param, shape) -> np.ndarray:
     return out
 
 
+_ROWS64: dict = {}
+
+
+def _canonical_rows64(C: int, K: int) -> np.ndarray:
+    """float64 rows (K, C*1024) of the canonical z, read-only, cached per C (prefix views)."""
+    rows = _ROWS64.get(C)
+    if rows is None or rows.shape[0] < K:
+        rows = canonical_z_view(max(K, 100), NetConfig(C)).reshape(max(K, 100), -1).astype(np.float64)
+        rows.setflags(write=False)
+        _ROWS64[C] = rows
+    return rows[:K]
+
+
 class NNGPFamily(KernelFamily):
     """Image specs under the reference's ConvNet-NNGP search kernel (see the module docstring)."""
 
@@ -171,7 +184,7 @@ class NNGPFamily(KernelFamily):
 
     def full_rows(self, z, K: int, shape, param) -> np.ndarray:
         if float(param) < 0 or np.asarray(z).shape[-1] == 0:
-            return canonical_z(int(K), NetConfig(int(shape[0]))).reshape(int(K), -1).astype(np.float64)
+            return _canonical_rows64(int(shape[0]), int(K))
         return np.asarray(z, dtype=np.float64)
 
     def self_inner(self, z, beta, offsets, param, shape, *, device="auto") -> np.ndarray:
