@@ -40,6 +40,7 @@ def main():
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--market", type=int, default=None)
     p.add_argument("--no-generate", action="store_true", help="skip the generation row")
+    p.add_argument("--dock-market", type=int, default=None, help="learnwares in the dock row (default 10000)")
     a = p.parse_args()
     from lwengine.specs.image import RKMEImageSpec, canonical_dists, canonical_self_terms, canonical_z, NetConfig
     from lwengine import kernels
@@ -104,6 +105,46 @@ def main():
                  "index_self_terms_s": t_index, "reference_s": t_ref * market,
                  "baseline": "reference dist per learnware (torch replica) x market size",
                  "lwengine_exact_per_learnware_s": t_one})
+    # ---- the reference search over the market, through SpecIndex (canonical-z store: beta only)
+    import lwengine
+
+    ids = [f"{i:08d}" for i in range(market)]
+    t0 = time.perf_counter()
+    index = lwengine.SpecIndex()
+    index.add_store(ids, "RKMEImageSpecification", (3, 32, 32), -3.0, np.empty((market * K, 0)),
+                    betas.reshape(-1), np.arange(market + 1, dtype=np.int64) * K)
+    t_build = time.perf_counter() - t0
+    users = {"canonical user": user,
+             # foreign z near the market (canonical z + 1e-3 noise): dists below the transform's saturation
+             "foreign-z user": RKMEImageSpec(zc + 1e-3 * rng.normal(size=zc.shape), rng.dirichlet(np.ones(K)))}
+    for name, u in users.items():
+        for method in ("greedy", "auto"):
+            res = index.search(u, max_search_num=3, method=method)
+            t_search = common.timeit(lambda: index.search(u, max_search_num=3, method=method), repeats=rep)
+            # exactness: every dist equals canonical_dists (the reference's bookkeeping in float64 forms)
+            want = canonical_dists(u, betas, self_terms=index.groups()[0].self_ip[:market])
+            top = [int(i) for i in res.ranking[:5]]
+            err = float(np.max(np.abs(np.asarray(res.dists[:5]) - want[top])))
+            rows.append({"op": f"SpecIndex.search {market} canonical learnwares K={K} C=3, {name}, {method}",
+                         "lwengine_s": t_search, "index_build_s": t_build, "reference_s": t_ref * market,
+                         "ratio": t_ref * market / t_search, "top5_max_abs_err_vs_canonical_dists": err,
+                         "baseline": "reference dist per learnware (torch replica) x market size"})
+    # ---- the same through a dock (records on disk, the dock's own SpecIndex); a smaller market by default
+    dock_n = min(market, a.dock_market or (2_000 if smoke else 10_000))
+    import tempfile
+
+    from lwengine.dock import Dock
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dock = Dock.init(os.path.join(tmp, "dock"))
+        t0 = time.perf_counter()
+        dock.add_specs([(RKMEImageSpec(zc, betas[i]), None) for i in range(dock_n)])
+        t_dock_build = time.perf_counter() - t0
+        t_dock = common.timeit(lambda: dock.search(user, max_search_num=3), repeats=rep)
+        rows.append({"op": f"Dock.search {dock_n} canonical learnwares K={K} C=3 (greedy)", "lwengine_s": t_dock,
+                     "dock_build_s": t_dock_build, "reference_s": t_ref * dock_n, "ratio": t_ref * dock_n / t_dock,
+                     "baseline": "reference dist per learnware (torch replica) x market size"})
+        dock.close()
     for r in rows:
         print({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()})
     if a.json:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
 from .packed import digest
 from .specs import registry
 
@@ -28,7 +27,8 @@ def prepare_user(spec, name: str = "user_spec", *, device: str = "auto"):
     u = registry.as_spec(spec, name)
     z2 = np.ascontiguousarray(u.z.reshape(u.K, -1), dtype=np.float64)
     off = np.array([0, u.K], dtype=np.int64)
-    self_ip = float(kernels.self_inner(z2, u.beta, off, u.gamma, device=device)[0])
+    fam = registry.entry_of(u).family
+    self_ip = float(fam.self_inner(z2, u.beta, off, fam.param(u), u.z_shape, device=device)[0])
     if not np.isfinite(self_ip):
         raise ValueError(f"{name} has a non-finite self-distance (non-finite values in z or beta?)")
     return u, z2, self_ip
@@ -43,8 +43,8 @@ class UserQuery:
         self.beta = np.ascontiguousarray(self.spec.beta, dtype=np.float64)
         self.offsets = np.array([0, self.spec.K], dtype=np.int64)
         self.digest = np.frombuffer(digest(self.z2, self.spec.beta), dtype=np.uint8)
-        self.gamma = float(self.spec.gamma)
         self.entry = registry.entry_of(self.spec)
+        self.gamma = self.entry.family.param(self.spec)  # the user's kernel parameter (gamma for table specs)
 
     def matches(self, group) -> bool:
         """Whether ``group`` (a :class:`~lwengine.packed.PackedGroup`) holds specs comparable with this

@@ -206,7 +206,8 @@ class SpecIndex:
         self._next_seq = max([self._next_seq] + [s + 1 for s in seqs])
         by_group: dict = {}
         for (id, s, sem), seq in zip(prepared, seqs):
-            key = (registry.entry_of(s).type, s.z_shape, float(s.gamma))
+            entry = registry.entry_of(s)
+            key = (entry.type, s.z_shape, float(entry.family.param(s)))
             by_group.setdefault(key, []).append((id, s, sem, seq))
         for key, rows in by_group.items():
             g = self._groups.get(key)
@@ -272,6 +273,50 @@ class SpecIndex:
             self._where[i] = (g, local)
         if g.sketch is not None and g.sketch.projected:
             g.sketch.extend(g)
+
+    def add_store(self, ids, spec_type: str, shape, param, z, beta, offsets) -> None:
+        """Bulk add of finite specs of any registered type already packed as its kernel family
+        stores them (``z`` (M, row_dim), ``beta`` (M,), ``offsets`` (n + 1,), the group's ``shape`` and
+        kernel ``param``; see :class:`lwengine.specs.KernelFamily`), without building spec objects.
+        E.g. a million default image specs: ``add_store(ids, "RKMEImageSpecification", (3, 32, 32),
+        -3.0, np.empty((M, 0)), beta, offsets)`` (a canonical-z store holds no z rows)."""
+        entry = registry.get(spec_type)
+        fam, shape, param = entry.family, tuple(int(x) for x in shape), float(param)
+        ids = list(ids)
+        z = np.asarray(z)
+        beta = np.ascontiguousarray(beta, dtype=np.float64).reshape(-1)
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64).reshape(-1)
+        dim = fam.row_dim(shape, param)
+        n = len(offsets) - 1
+        if z.ndim != 2 or z.shape[1] != dim:
+            raise ValueError(f"z must have shape (M, {dim}) for this store, got {z.shape}")
+        if n < 0 or offsets[0] != 0 or np.any(np.diff(offsets) < 1) or offsets[-1] != len(beta) \
+                or len(beta) != z.shape[0]:
+            raise ValueError("offsets must start at 0, give every spec at least one row and end at len(beta) "
+                             "== len(z)")
+        if len(ids) != n:
+            raise ValueError(f"ids must have {n} entries (one per spec), got {len(ids)}")
+        if not (np.isfinite(beta).all() and np.isfinite(z).all()):
+            raise ValueError("z and beta must be finite")
+        seen = set()
+        for i in ids:
+            self._check_new_id(i, seen)
+            seen.add(i)
+        self_ip = fam.self_inner(z, beta, offsets, param, shape, device=self.device)
+        digests = np.empty((n, 16), dtype=np.uint8)
+        for i in range(n):
+            a, b = int(offsets[i]), int(offsets[i + 1])
+            digests[i] = np.frombuffer(digest(z[a:b], beta[a:b]), dtype=np.uint8)
+        key = (entry.type, shape, param)
+        g = self._groups.get(key)
+        if g is None:
+            g = self._groups[key] = PackedGroup(*key, self._np_dtype, device=self.device)
+        seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
+        self._next_seq += n
+        locals_ = g.append_packed(ids, z.astype(self._np_dtype, copy=False), beta, offsets, self_ip, seqs,
+                                  np.diff(offsets), digests)
+        for i, local in zip(ids, locals_):
+            self._where[i] = (g, local)
 
     def remove(self, id) -> None:
         """Remove ``id`` (KeyError if absent)."""
@@ -442,7 +487,8 @@ class SpecIndex:
             except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
                 raise ValueError(f"{path}: corrupt index header: {safe_io.short_repr(str(exc))}") from None
         start = len(_MAGIC) + 8 + n
-        safe_io.check_index_header(path, header, start, size)
+        safe_io.check_index_header(path, header, start, size,
+                                   family_of=lambda t: getattr(registry.lookup(t), "family", None))
         if verify and "header_crc32" in header and header.pop("header_crc32") != safe_io.header_crc(header):
             raise ValueError(f"{path}: checksum mismatch in the index header (the file is damaged)")
         index = cls(dtype=header["dtype"], device=device)
@@ -568,6 +614,8 @@ class SpecIndex:
             raise TypeError(f"params must be a SketchParams, got {type(params).__name__}")
         self._sketch_params = params
         for g in self._groups.values():
+            if not g.family.sketchable:  # no RKHS sketch for this kernel family (topk scans it exactly)
+                continue
             g.sketch, g.ann = None, {}
             sk = self.sketch_for(g, project=None, progress=progress)
             if sk.clusters is not None:

@@ -11,7 +11,6 @@ import hashlib
 
 import numpy as np
 
-from . import kernels
 from .specs import registry
 
 __all__ = ["PackedGroup", "grow", "digest"]
@@ -43,7 +42,8 @@ class PackedGroup:
     def __init__(self, spec_type: str, shape: tuple, gamma: float, dtype, *, device: str = "cpu"):
         self.spec_type, self.shape, self.gamma, self.dtype = spec_type, tuple(shape), float(gamma), dtype
         self.device = device  # resolved ("cpu" / "cuda"): where this store's kernels run
-        self.dim = int(np.prod(self.shape)) if self.shape else 1
+        self.family = registry.get(spec_type).family  # the inner products of this type (specs.kernel_family)
+        self.dim = self.family.row_dim(self.shape, self.gamma)
         self.z = np.empty((0, self.dim), dtype=dtype)
         self.beta = np.empty(0, dtype=np.float64)
         self.offsets = np.zeros(1, dtype=np.int64)
@@ -76,8 +76,8 @@ class PackedGroup:
         z_new = np.empty((new_rows, self.dim), dtype=np.float64)
         b_new = np.empty(new_rows, dtype=np.float64)
         pos = 0
-        for s, ok in zip(specs, finite):
-            z2 = s.z.reshape(s.K, -1)
+        rows = [self.family.rows(s, self.gamma) for s in specs]
+        for s, z2, ok in zip(specs, rows, finite):
             if ok:
                 z_new[pos:pos + s.K] = z2
                 b_new[pos:pos + s.K] = s.beta
@@ -86,9 +86,9 @@ class PackedGroup:
                 b_new[pos:pos + s.K] = 0.0
             pos += s.K
         offs_new = np.concatenate([[0], np.cumsum(Ks)]).astype(np.int64)
-        self_new = kernels.self_inner(z_new, b_new, offs_new, self.gamma, device=self.device)
+        self_new = self.family.self_inner(z_new, b_new, offs_new, self.gamma, self.shape, device=self.device)
         self_new[~np.asarray(finite, dtype=bool)] = np.nan
-        digests = [np.frombuffer(digest(s.z, s.beta), dtype=np.uint8) for s in specs]
+        digests = [np.frombuffer(digest(z2, s.beta), dtype=np.uint8) for s, z2 in zip(specs, rows)]
         return self.append_packed(ids, z_new, b_new, offs_new, self_new, seqs,
                                   [s.num_points for s in specs], digests)
 
@@ -149,9 +149,15 @@ class PackedGroup:
     def spec(self, local: int, extra=None):
         """The stored spec ``local`` as an object of its registered class (``extra``: its extra fields)."""
         a, b = int(self.offsets[local]), int(self.offsets[local + 1])
-        z = np.array(self.z[a:b], dtype=np.float64).reshape((b - a,) + self.shape)
+        z = self.full_rows(local).reshape((b - a,) + self.shape)
         return registry.get(self.spec_type).cls.from_parts(z, np.array(self.beta[a:b]), self.gamma,
                                                             int(self.num_points[local]), **(extra or {}))
+
+    def full_rows(self, local: int) -> np.ndarray:
+        """float64 rows (K, prod(shape)) of the stored spec ``local`` (a store may hold fewer columns:
+        see :meth:`lwengine.specs.KernelFamily.row_dim`)."""
+        a, b = int(self.offsets[local]), int(self.offsets[local + 1])
+        return np.array(self.family.full_rows(self.z[a:b], b - a, self.shape, self.gamma), dtype=np.float64)
 
     def duplicates(self):
         """``(dst, src)``: local indices of alive specs bit-identical to an earlier representative."""
@@ -168,18 +174,21 @@ class PackedGroup:
         return self.dups_cache
 
     def cross(self, q_z, q_beta, q_offsets, *, screened: bool = False, specs=None, device=None) -> np.ndarray:
-        """``<mu_q, mu_i>`` with this group's gamma for Q queries x the stored specs: (Q, n).
+        """``stored_i.inner_prod(query_q)`` (this group's kernel parameter) for Q queries x the stored
+        specs: (Q, n), through the type's kernel family.
 
         ``screened=True`` scans the float32 copy of the rows (bulk screening; error bound in
         :func:`lwengine.kernels.cross_inner_f32_bound`).  ``specs``: local indices to compute only
         those (columns in that order), gathered from the float64 rows.  ``device``: None for the store's."""
         device = device or self.device
         if specs is not None:
-            return kernels.cross_inner(q_z, q_beta, q_offsets, *self.gather(specs), self.gamma, device=device)
+            z, beta, offsets = self.gather(specs)
+            return self.family.scan(self, q_z, q_beta, q_offsets, z=z, beta=beta, offsets=offsets, device=device)
+        if not screened:
+            return self.family.scan(self, q_z, q_beta, q_offsets, device=device)
         n, r = self.n, int(self.offsets[self.n])
-        z = self.screen()[0] if screened else self.z
-        return kernels.cross_inner(q_z, q_beta, q_offsets, z[:r], self.beta[:r], self.offsets[: n + 1], self.gamma,
-                                   device=device)
+        return self.family.scan(self, q_z, q_beta, q_offsets, z=self.screen()[0][:r], beta=self.beta[:r],
+                                offsets=self.offsets[: n + 1], device=device)
 
     def gather(self, local, dtype=None):
         """The packed sub-store ``(z, beta, offsets)`` of the specs ``local`` (in that order); ``z`` in

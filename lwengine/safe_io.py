@@ -134,10 +134,11 @@ def _nonneg_int(v, path, what) -> int:
     return v
 
 
-def check_index_header(path, header, start: int, size: int) -> None:
+def check_index_header(path, header, start: int, size: int, family_of=None) -> None:
     """Validate a decoded index header before anything is mapped: known format and storage dtype,
     every array's dtype among those the format defines, shapes of non-negative integers that agree
-    with the group sizes, every array inside the file."""
+    with the group sizes, every array inside the file.  ``family_of(spec_type)``: the type's kernel
+    family or None (its kernel parameter and stored row width; default: Gaussian gamma, full rows)."""
     if not isinstance(header, dict):
         raise _bad(path, "the header is not a JSON object")
     if header.get("dtype") not in ("float64", "float32"):
@@ -165,7 +166,12 @@ def check_index_header(path, header, start: int, size: int) -> None:
                 raise _bad(path, f"group {gi}: shape entries must be >= 1")
         dim = int(np.prod(shape, dtype=np.int64)) if shape else 1
         g = e.get("gamma")
-        if isinstance(g, bool) or not isinstance(g, (int, float)) or not (g > 0 and np.isfinite(g)):
+        fam = family_of(e["spec_type"]) if family_of is not None else None
+        if fam is not None and not fam.param_is_gamma:  # another kernel parameter (e.g. +-net_depth)
+            if isinstance(g, bool) or not isinstance(g, (int, float)) or not np.isfinite(g):
+                raise _bad(path, f"group {gi}: the kernel parameter must be a finite number")
+            dim = fam.row_dim(tuple(shape), float(g))
+        elif isinstance(g, bool) or not isinstance(g, (int, float)) or not (g > 0 and np.isfinite(g)):
             raise _bad(path, f"group {gi}: gamma must be a finite positive number")
         n, rows = _nonneg_int(e.get("n"), path, f"group {gi} n"), _nonneg_int(e.get("rows"), path, f"group {gi} rows")
         ids = e.get("ids")
@@ -216,7 +222,7 @@ def header_crc(header: dict) -> int:
 
 def chunk_crcs(a: np.ndarray) -> list:
     """crc32 of each ``CRC_CHUNK``-byte chunk of ``a``'s bytes (C order)."""
-    b = memoryview(np.ascontiguousarray(a)).cast("B")
+    b = memoryview(np.ascontiguousarray(a).reshape(-1)).cast("B")  # 1-D: arrays with a 0-length axis too
     return [zlib.crc32(b[i:i + CRC_CHUNK]) for i in range(0, len(b), CRC_CHUNK)] or [0]
 
 

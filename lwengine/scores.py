@@ -21,6 +21,7 @@ __all__ = [
     "image_transform",
     "PostProcessed",
     "postprocess",
+    "postprocess_prefix",
 ]
 
 DIST_RATIO = 0.1
@@ -73,6 +74,59 @@ class PostProcessed:
     scores_before_filter: list = field(default_factory=list)
     mixture_score_before_filter: float | None = None
     mixture_dropped: str | None = None
+
+
+def postprocess_prefix(prefix, all_dists, mixture_dist=None, *, mixture_len: int = 0,
+                       transform=None) -> PostProcessed:
+    """:func:`postprocess` for large candidate sets, in numpy: ``prefix`` the first sorted distances,
+    ``all_dists`` every candidate's distance in any order (the score statistics min, max and mean
+    come from it; the mean is summed left to right in that order, the reference sums in sorted order:
+    the two differ by rounding only).  Scores are computed for the prefix only
+    (``scores_before_filter`` is the prefix's, an array).  When every prefix score passes the filter
+    (``n_single == len(prefix)``) more singles may follow: the caller must give a longer prefix."""
+    dropped = None
+    if mixture_dist is not None and mixture_len <= 1:
+        mixture_dist, dropped = None, "length_1"
+    pre = np.asarray(prefix, dtype=np.float64)
+    alld = np.asarray(all_dists, dtype=np.float64)
+    if transform is not None:
+        pre = np.asarray(transform(pre), dtype=np.float64)
+        alld = np.asarray(transform(alld), dtype=np.float64)
+        if mixture_dist is not None:
+            mixture_dist = float(np.asarray(transform([mixture_dist]))[0])
+    if mixture_dist is not None:
+        alld = np.concatenate([alld, [mixture_dist]])
+    lo, hi = float(alld.min()), float(alld.max())
+    if lo == hi:
+        scores = np.ones(len(pre))
+        mix_score = None if mixture_dist is None else 1.0
+    else:
+        eps = DIST_RATIO * (float(np.add.accumulate(alld)[-1]) / len(alld))
+        max_score = (hi - lo) / (hi - eps)
+        if lo < eps:
+            eps = lo
+        elif max_score < MIN_SCORE:
+            eps = hi - (hi - lo) / MIN_SCORE
+        vals = pre if mixture_dist is None else np.concatenate([pre, [mixture_dist]])
+        sc = (hi - vals) / (hi - eps)
+        lift = (sc < IMPROVE_SCORE) & (sc >= 0)
+        sc[lift] = np.minimum(np.sqrt(sc[lift]), IMPROVE_SCORE)
+        scores, mix_score = (sc, None) if mixture_dist is None else (sc[:-1], float(sc[-1]))
+    before = scores.copy()
+    mix_before = mix_score
+    if mix_score is not None and len(scores) and int(100 * mix_score) == int(100 * scores[0]):
+        mix_score, dropped = None, "same_score_2dp"
+    below = np.flatnonzero(scores[1:] < FILTER_SCORE)
+    idx = min(1, len(scores)) if not len(scores) else (1 + int(below[0]) if len(below) else len(scores))
+    scores = [float(x) for x in scores[:idx]]
+    if len(scores) == 1 and scores[0] < FILTER_SCORE:
+        ratio = 100 if abs(scores[0]) < 1e-5 else FILTER_SCORE / scores[0]
+        scores[0] = FILTER_SCORE
+        if mix_score is not None:
+            mix_score = min(1, mix_score * ratio)
+    return PostProcessed(single_scores=scores, n_single=idx, mixture_score=mix_score,
+                         mixture_kept=mix_score is not None, scores_before_filter=before,
+                         mixture_score_before_filter=mix_before, mixture_dropped=dropped)
 
 
 def postprocess(sorted_dists, mixture_dist=None, *, mixture_len: int = 0, image: bool = False,

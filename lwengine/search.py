@@ -21,9 +21,10 @@ from . import device as devices
 from . import kernels
 from .distances import finish, prepare_user
 from .packed import digest
-from .scores import postprocess
+from .scores import postprocess, postprocess_prefix
 from .semantic import semantic_filter
 from .specs import registry
+from .specs.kernel_family import GAUSSIAN
 
 __all__ = ["GREEDY_DECAY", "AUTO_CUTOFF", "SingleResult", "MixtureResult", "SearchResult", "search",
            "search_batch", "greedy_mixture", "auto_mixture", "pool_matrices", "LocalBackend", "Refiner", "scan_groups",
@@ -65,7 +66,7 @@ class SearchResult:
 
     single: list
     mixture: MixtureResult | None
-    dists: np.ndarray = field(default_factory=lambda: np.empty(0))
+    _dists: object = field(default_factory=lambda: np.empty(0), repr=False)  # array, or a callable giving it
     pool: list = field(default_factory=list)
     nonfinite_dropped: list = field(default_factory=list)
     mixture_search: dict | None = None
@@ -77,6 +78,17 @@ class SearchResult:
     scores_before_filter: list = field(default_factory=list)
     exact_recomputed: int = 0
     _ranking_fn: object = field(default=None, repr=False)
+
+    @property
+    def dists(self) -> np.ndarray:
+        """Every ranked distance, ascending (sorted on first use for large searches)."""
+        if callable(self._dists):
+            self._dists = self._dists()
+        return self._dists
+
+    @dists.setter
+    def dists(self, value) -> None:
+        self._dists = value
 
     @property
     def ranking(self) -> list:
@@ -100,22 +112,27 @@ def _num(x):
 
 
 # ------------------------------------------------------------------------------------ mixtures
-def pool_matrices(z, beta, offsets, gammas, user_z, user_beta, user_gamma, *, device: str = "auto"):
+def pool_matrices(z, beta, offsets, gammas, user_z, user_beta, user_gamma, *, device: str = "auto",
+                  family=GAUSSIAN, shape=()):
     """``(A, C)`` for a packed pool: ``A[a, b] = spec_a.inner_prod(spec_b)`` (gamma of a) and
-    ``C[b] = user.inner_prod(spec_b)`` (the user's gamma).  One ``cross_inner`` per distinct gamma."""
+    ``C[b] = user.inner_prod(spec_b)`` (the user's gamma).  One ``cross_inner`` per distinct gamma.
+    ``family``: the specs' kernel family (:class:`lwengine.specs.KernelFamily`; gammas are its
+    kernel parameters), ``shape`` their trailing shape."""
     gammas = np.asarray(gammas, dtype=np.float64)
     P = len(gammas)
     A = np.empty((P, P), dtype=np.float64)
     uniq = np.unique(gammas)
     if len(uniq) == 1:
-        A[:] = kernels.gram(z, beta, offsets, float(uniq[0]), device=device)
+        A[:] = family.gram(z, beta, offsets, float(uniq[0]), shape, device=device)
     else:
         for g in uniq:
             rows = np.flatnonzero(gammas == g)
             qz, qb, qo = _subset(z, beta, offsets, rows)
-            A[rows] = kernels.cross_inner(qz, qb, qo, z, beta, offsets, float(g), device=device)
+            A[rows] = family.cross_inner(qz, qb, qo, z, beta, offsets, float(g), shape, device=device)
+            if not family.copy_dist_zero:  # the diagonal is the one-object path
+                A[rows, rows] = family.self_inner(qz, qb, qo, float(g), shape, device=device)
     user_off = np.array([0, len(user_beta)], dtype=np.int64)
-    C = kernels.cross_inner(user_z, user_beta, user_off, z, beta, offsets, user_gamma, device=device)[0]
+    C = family.cross_inner(user_z, user_beta, user_off, z, beta, offsets, user_gamma, shape, device=device)[0]
     return A, C
 
 
@@ -341,6 +358,7 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None):
     qb = np.concatenate([u.beta for _, u, _, _ in users])
     qo = np.concatenate([[0], np.cumsum([u.K for _, u, _, _ in users])]).astype(np.int64)
     uself = np.array([s for *_, s in users])
+    uparam = [registry.entry_of(u).family.param(u) for _, u, _, _ in users]
     udig = [np.frombuffer(digest(z2, u.beta), dtype=np.uint8) for _, u, z2, _ in users]
     q_l1 = np.array([np.abs(u.beta).sum() for _, u, _, _ in users])
     q_r2 = np.array([float((z2 * z2).sum(1).max()) for _, _, z2, _ in users])
@@ -352,7 +370,7 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None):
         screened = _screens(g, screen.get(g.key) if isinstance(screen, dict) else screen)
         cross = g.cross(qz, qb, qo, screened=screened, device=device)
         d = finish(g.self_ip[:n][None, :], cross, uself[:, None])
-        err = np.zeros_like(d)
+        err = np.zeros(d.shape)  # calloc: untouched pages cost nothing
         if screened:
             _, bl1, r2 = g.screen()
             err = 2.0 * kernels.cross_inner_f32_bound(q_l1[:, None], bl1[None, :n], q_K[:, None], g.dim,
@@ -364,21 +382,29 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None):
             err[:, dups[0]] = err[:, dups[1]]
             rep[dups[0]] = dups[1]
         for row, (_, u, _, _) in enumerate(users):  # p.dist(p) == 0.0 exactly, as the reference
-            if u.gamma == g.gamma:
+            if g.family.copy_dist_zero and uparam[row] == g.gamma:
                 same = np.flatnonzero((np.asarray(g.digest[:n]) == udig[row]).all(axis=1))
                 d[row, same] = 0.0
                 err[row, same] = 0.0
-        live = np.flatnonzero(g.alive[:n])
-        pos_of = np.full(n, -1, dtype=np.int64)
-        pos_of[live] = base + np.arange(len(live))
-        dists.append(d[:, live])
-        errs.append(err[:, live])
-        reps.append(pos_of[rep[live]])
-        seqs.append(np.asarray(g.seq[live]))
+        if g.n_dead == 0:  # every spec alive: no gathers
+            live = np.arange(n)
+            dists.append(d)
+            errs.append(err)
+            reps.append(rep + base if base else rep)
+        else:
+            live = np.flatnonzero(g.alive[:n])
+            pos_of = np.full(n, -1, dtype=np.int64)
+            pos_of[live] = base + np.arange(len(live))
+            dists.append(d[:, live])
+            errs.append(err[:, live])
+            reps.append(pos_of[rep[live]])
+        seqs.append(np.asarray(g.seq[live]) if g.n_dead else np.asarray(g.seq[:n]))
         gidx.append(np.full(len(live), gi, dtype=np.int64))
         lidx.append(live)
         base += len(live)
-    if groups:
+    if len(groups) == 1:
+        D, E, rep_all, seq, gi_all, li_all = dists[0], errs[0], reps[0], seqs[0], gidx[0], lidx[0]
+    elif groups:
         D, E, rep_all = np.concatenate(dists, axis=1), np.concatenate(errs, axis=1), np.concatenate(reps)
         seq, gi_all, li_all = np.concatenate(seqs), np.concatenate(gidx), np.concatenate(lidx)
     else:
@@ -388,10 +414,13 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None):
 
 
 SCREEN_MIN_SPECS = 256
+PREFIX_MIN = 65536  # above this many candidates only the needed sorted prefix is ranked eagerly
 
 
 def _screens(group, screen) -> bool:
     """Whether a group is scanned through its float32 copy (see :func:`search`)."""
+    if not group.family.sketchable:
+        return False
     if screen is None:
         return group.z.dtype == np.float64 and group.n >= SCREEN_MIN_SPECS
     return bool(screen) and group.z.dtype == np.float64
@@ -473,10 +502,32 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
         order = sel[np.lexsort((key[sel], d[sel]))]
         return order, d[order]
 
-    order, sorted_d = rank()
-    final = {"order": order}
-    result = SearchResult(single=[], mixture=None, dists=sorted_d, nonfinite_dropped=nonfinite,
-                          _ranking_fn=lambda: [ident(p) for p in final["order"]])
+    every = len(sel) == len(d)
+
+    def rank_prefix(R):  # the first R positions of rank() (and every tie of the R-th), no full sort
+        ds = d if every else d[sel]
+        T = np.partition(ds, R - 1)[R - 1]
+        top = np.flatnonzero(ds <= T) if every else sel[ds <= T]
+        order = top[np.lexsort((key[top], d[top]))]
+        return order, d[order]
+
+    prefix_R = 0
+    if refiner is None and len(sel) > PREFIX_MIN:
+        prefix_R = max(m * m, 64)
+        order, sorted_d = rank_prefix(prefix_R)
+        final = {"order": None}
+
+        def full_order():
+            if final["order"] is None:
+                final["order"] = rank()[0]
+            return final["order"]
+        result = SearchResult(single=[], mixture=None, _dists=lambda: d[full_order()], nonfinite_dropped=nonfinite,
+                              _ranking_fn=lambda: [ident(p) for p in full_order()])
+    else:
+        order, sorted_d = rank()
+        final = {"order": order}
+        result = SearchResult(single=[], mixture=None, _dists=sorted_d, nonfinite_dropped=nonfinite,
+                              _ranking_fn=lambda: [ident(p) for p in final["order"]])
     if len(order) == 0:
         return result
     pool = order[: m * m]
@@ -484,7 +535,9 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
     mix_dist, mix_ids, mix_w = None, [], None
     if method in _METHODS and sorted_d[0] > 0:
         z, beta, offsets, gammas = (pack or pack_pool)(groups, gi_all[pool], li_all[pool])
-        A, C = pool_matrices(z, beta, offsets, gammas, user_z2, user.beta, user.gamma, device=device)
+        fam = groups[0].family
+        A, C = pool_matrices(z, beta, offsets, gammas, user_z2, user.beta, fam.param(user), device=device,
+                             family=fam, shape=groups[0].shape)
         result.pool_C = C
         if method == "greedy":
             result.pool_K = _earlier_gamma_gram(A, range(len(pool)))
@@ -502,7 +555,16 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
     else:
         result.mixture_dropped = "not_called"
     transform = registry.get(groups[0].spec_type).distance_transform
-    pp = postprocess(sorted_d.tolist(), mix_dist, mixture_len=len(mix_ids), transform=transform)
+    if prefix_R:
+        all_d = d if every else d[sel]
+        while True:
+            pp = postprocess_prefix(sorted_d, all_d, mix_dist, mixture_len=len(mix_ids), transform=transform)
+            if pp.n_single < len(order) or len(order) == len(sel):
+                break
+            prefix_R = min(len(sel), 4 * prefix_R)
+            order, sorted_d = rank_prefix(prefix_R)
+    else:
+        pp = postprocess(sorted_d.tolist(), mix_dist, mixture_len=len(mix_ids), transform=transform)
     while refiner is not None and certified < min(len(order), pp.n_single + 1):
         # the reported singles and the first rejected one must be exact too (the pool stays as it is:
         # more refinement only changes distances beyond the certified prefix)
@@ -528,7 +590,7 @@ def pack_pool(groups, gis, lis):
     for gi, li in zip(gis, lis):
         g = groups[gi]
         a, b = int(g.offsets[li]), int(g.offsets[li + 1])
-        zs.append(np.asarray(g.z[a:b], dtype=np.float64))
+        zs.append(g.full_rows(li))
         bs.append(np.asarray(g.beta[a:b]))
         lens.append(b - a)
         gammas.append(g.gamma)

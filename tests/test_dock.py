@@ -276,7 +276,8 @@ def hostile_cases(spec, tmp_path):
                             "not valid YAML"),
         "no-stat-list": (make_zip({**good, "learnware.yaml": "model: {}\n"}), "stat_specifications"),
         "image-spec": (make_zip({**good, "learnware.yaml": YAML.replace("RKMETableSpecification",
-                                                                         "RKMEImageSpecification")}), "no RKMETable"),
+                                                                         "RKMEImageSpecification")}),
+                       "different from the expected type"),  # a table spec file named as an image spec
         "wrong-type": (make_zip({**good, "rkme.json": json.dumps({**spec.to_dict(), "type": "RKMETextSpecification"})}),
                        "type must be"),
         "spec-missing": (make_zip({k: v for k, v in good.items() if k != "rkme.json"}), "no spec file"),

@@ -15,9 +15,11 @@ from lwengine.spec_loading import parse_spec_bytes, read_spec_file, read_spec_fi
 
 
 def _same_spec(a: RKMESpec, b: RKMESpec) -> bool:
-    return (a.z.dtype == b.z.dtype and a.z.shape == b.z.shape and a.z.tobytes() == b.z.tobytes()
-            and a.beta.tobytes() == b.beta.tobytes() and type(a.gamma) is type(b.gamma)
-            and np.float64(a.gamma).tobytes() == np.float64(b.gamma).tobytes()
+    ga, gb = getattr(a, "gamma", None), getattr(b, "gamma", None)  # image specs have no gamma
+    return (type(a) is type(b) and a.z.dtype == b.z.dtype and a.z.shape == b.z.shape
+            and a.z.tobytes() == b.z.tobytes()
+            and a.beta.tobytes() == b.beta.tobytes() and type(ga) is type(gb)
+            and np.float64(ga if ga is not None else 0).tobytes() == np.float64(gb if gb is not None else 0).tobytes()
             and a.num_points == b.num_points and type(a.num_points) is type(b.num_points))
 
 

@@ -49,6 +49,21 @@ def register(subparsers) -> None:
     p.add_argument("--init-z", default=None, help=".npy initial reduced set (skips k-means)")
     p.set_defaults(func=_cmd_fit_text)
 
+    p = sub.add_parser("fit-image", help="fit an image spec (RKMEImageSpecification) to images (.npy, N x C x H x W); "
+                       "needs torch (pip install 'lwengine[image]')")
+    p.add_argument("data", help=".npy (N, C, H, W) images (resized to 32 x 32 unless --no-resize)")
+    p.add_argument("--out", required=True, help="output spec JSON (the reference's format)")
+    p.add_argument("--K", type=int, default=50, help="reduced-set size (default 50)")
+    p.add_argument("--steps", type=int, default=100, help="the reference's steps (only the last one's beta survives; "
+                   "default 100)")
+    p.add_argument("--sample-size", type=int, default=5000, help="rows kept when N is larger (default 5000)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the subsampling (N > sample size)")
+    p.add_argument("--no-resize", action="store_true", help="refuse images that are not 32 x 32")
+    p.add_argument("--no-whitening", action="store_true", help="skip ZCA whitening")
+    p.add_argument("--update", choices=["reference", "nngp-descent"], default="reference",
+                   help="beta (and z) update (default: the reference's)")
+    p.set_defaults(func=_cmd_fit_image)
+
     p = sub.add_parser("show", help="print a spec's type, K, shape, gamma, num_points and self-distance")
     p.add_argument("spec", help="spec JSON")
     p.set_defaults(func=_cmd_show)
@@ -147,6 +162,20 @@ def _cmd_fit_text(args) -> int:
     return 0
 
 
+def _cmd_fit_image(args) -> int:
+    from ..specs.image import RKMEImageSpec
+
+    X = load_data(args.data)
+    if X.ndim != 4:
+        raise ValueError(f"{args.data}: images must have shape (N, C, H, W), got {X.shape}")
+    spec = RKMEImageSpec.fit(X, K=args.K, steps=args.steps, sample_size=args.sample_size, seed=args.seed,
+                             resize=not args.no_resize, whitening=not args.no_whitening, update=args.update)
+    spec.save(args.out)
+    print(f"wrote {args.out}: K={spec.K}, z_shape={spec.z_shape}, net_depth={spec.net_depth}, "
+          f"canonical={spec.canonical}")
+    return 0
+
+
 def _cmd_show(args) -> int:
     spec = load_spec(args.spec)
     finite = bool(np.isfinite(spec.z).all() and np.isfinite(spec.beta).all())
@@ -156,7 +185,8 @@ def _cmd_show(args) -> int:
         print(f"{key + ':':<13}{value}")
     print(f"K:           {spec.K}")
     print(f"z_shape:     {spec.z_shape} (d={spec.dim})")
-    print(f"gamma:       {spec.gamma}")
+    if hasattr(spec, "gamma"):
+        print(f"gamma:       {spec.gamma}")
     print(f"num_points:  {spec.num_points}")
     print(f"beta_sum:    {spec.beta.sum():.17g}")
     print(f"finite:      {finite}")

@@ -79,9 +79,15 @@ def _table_spec(learnware, spec_type: str = TABLE):
         return None
 
 
+def _kernel_token(rkme):
+    """The kernel settings of a market spec object: gamma (table, text) or model_config (image)."""
+    cfg = getattr(rkme, "model_config", None)
+    return getattr(rkme, "gamma", None), None if cfg is None else repr(sorted(dict(cfg).items()))
+
+
 def _token(rkme) -> tuple:
-    """What a packed spec was made from: the spec object, its z / beta objects and gamma."""
-    return rkme, getattr(rkme, "z", None), getattr(rkme, "beta", None), float(rkme.gamma)
+    """What a packed spec was made from: the spec object, its z / beta objects and kernel settings."""
+    return rkme, getattr(rkme, "z", None), getattr(rkme, "beta", None), _kernel_token(rkme)
 
 
 def from_reference_spec(rkme, spec_type: str | None = None) -> RKMESpec:
@@ -102,7 +108,8 @@ def from_reference_spec(rkme, spec_type: str | None = None) -> RKMESpec:
     entry = registry.get(spec_type or (getattr(rkme, "type", None) if registry.lookup(str(getattr(rkme, "type", "")))
                                        else TABLE))
     extra = entry.cls.extra_from_dict(dict(getattr(rkme, "__dict__", {})), "market spec")
-    return entry.cls.from_parts(z, beta, float(rkme.gamma), npts, **extra)
+    gamma = getattr(rkme, "gamma", None)  # types without a gamma (image) read their settings from extra
+    return entry.cls.from_parts(z, beta, None if gamma is None else float(gamma), npts, **extra)
 
 
 def to_reference_spec(spec, *, cuda_idx: int = -1):
@@ -112,12 +119,17 @@ def to_reference_spec(spec, *, cuda_idx: int = -1):
     import learnware.specification as reference
 
     s = registry.as_spec(spec)
-    out = getattr(reference, registry.entry_of(s).type)(gamma=float(s.gamma), cuda_idx=cuda_idx)
-    out.z = torch.from_numpy(np.array(s.z, dtype=np.float64))
+    kw = {"gamma": float(s.gamma)} if hasattr(s, "gamma") else {}
+    out = getattr(reference, registry.entry_of(s).type)(cuda_idx=cuda_idx, **kw)
+    z = np.asarray(s.z)
+    out.z = torch.from_numpy(np.array(z, dtype=np.float32 if z.dtype == np.float32 else np.float64))  # image z: f32
     out.beta = torch.from_numpy(np.array(s.beta, dtype=np.float64))
-    out.num_points = int(s.num_points)
+    if kw:
+        out.num_points = int(s.num_points)
     for k, v in s.extra().items():
         setattr(out, k, v)
+    if hasattr(s, "model_config"):
+        out.model_config = s.model_config
     return out
 
 
@@ -161,7 +173,7 @@ class _Mirror:
                 continue
             order.append(lid)
             t = tokens.get(lid)
-            if t is not None and t[0] is rkme and t[1] is rkme.z and t[2] is rkme.beta and t[3] == rkme.gamma:
+            if t is not None and t[0] is rkme and t[1] is rkme.z and t[2] is rkme.beta and t[3] == _kernel_token(rkme):
                 continue
             tok = _token(rkme)
             if lid in self.index:

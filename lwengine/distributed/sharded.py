@@ -69,6 +69,7 @@ class _RemoteGroup:
     def __init__(self, shard, entry):
         self.shard, self.key, self.ids = shard, entry["key"], entry["ids"]
         self.spec_type, self.shape, self.gamma = entry["spec_type"], tuple(entry["shape"]), entry["gamma"]
+        self.family = registry.get(self.spec_type).family
 
 
 class ShardedIndex:

@@ -56,6 +56,8 @@ _STATUSES = (STATUS_INVALID, STATUS_UNUSABLE, STATUS_USABLE)
 _FORMAT = 1
 _REC_MAGIC = b"LWS1"
 _REC_MAGIC_TYPED = b"LWS2"  # the LWS1 payload + a JSON trailer {"type", "extra"} (non-table spec types)
+_REC_MAGIC_ROWS = b"LWS3"  # LWS2 with the kernel family's stored rows (uint32 row width after the shape):
+# types whose stores keep fewer columns than the shape (image specs with the canonical z keep none)
 _REC_HDR = struct.Struct("<4sII")          # magic, payload length, crc32(payload)
 _REC_FIX = struct.Struct("<IdqI")          # K, gamma, num_points, number of trailing dims
 _SEGMENT_MAX = 256 << 20
@@ -114,14 +116,20 @@ class LearnwareRecord:
 def encode_spec(spec: RKMESpec) -> bytes:
     """One segment record: header + payload (K, gamma, num_points, trailing shape, z f64, beta f64)."""
     shape = spec.z_shape
-    spec_type, extra = registry.entry_of(spec).type, spec.extra()
+    entry = registry.entry_of(spec)
+    spec_type, extra = entry.type, spec.extra()
     typed = spec_type != registry.DEFAULT_TYPE or bool(extra)
-    payload = b"".join([_REC_FIX.pack(spec.K, float(spec.gamma), int(spec.num_points), len(shape)),
+    param = float(entry.family.param(spec))
+    rows = entry.family.rows(spec, param)
+    short = rows.shape[1] != (int(np.prod(shape)) if shape else 1)
+    magic = _REC_MAGIC_ROWS if short else _REC_MAGIC_TYPED if typed else _REC_MAGIC
+    payload = b"".join([_REC_FIX.pack(spec.K, param, int(spec.num_points), len(shape)),
                         struct.pack(f"<{len(shape)}I", *shape),
-                        np.ascontiguousarray(spec.z, dtype="<f8").tobytes(),
+                        struct.pack("<I", rows.shape[1]) if short else b"",
+                        np.ascontiguousarray(rows if short else spec.z, dtype="<f8").tobytes(),
                         np.ascontiguousarray(spec.beta, dtype="<f8").tobytes(),
-                        json.dumps({"type": spec_type, "extra": extra}).encode() if typed else b""])
-    return _REC_HDR.pack(_REC_MAGIC_TYPED if typed else _REC_MAGIC, len(payload), zlib.crc32(payload)) + payload
+                        json.dumps({"type": spec_type, "extra": extra}).encode() if typed or short else b""])
+    return _REC_HDR.pack(magic, len(payload), zlib.crc32(payload)) + payload
 
 
 def segment_path(dock_path, seg: int) -> str:
@@ -167,7 +175,7 @@ def decode_spec(blob, expect_crc: int | None = None) -> RKMESpec:
         raise ValueError("spec record truncated")
     magic, n, crc = _REC_HDR.unpack_from(blob, 0)
     payload = bytes(blob[_REC_HDR.size:_REC_HDR.size + n])
-    if magic not in (_REC_MAGIC, _REC_MAGIC_TYPED) or len(payload) != n:
+    if magic not in (_REC_MAGIC, _REC_MAGIC_TYPED, _REC_MAGIC_ROWS) or len(payload) != n:
         raise ValueError("spec record has a bad header or is truncated")
     if zlib.crc32(payload) != crc or (expect_crc is not None and crc != expect_crc):
         raise ValueError("spec record checksum mismatch")
@@ -176,17 +184,27 @@ def decode_spec(blob, expect_crc: int | None = None) -> RKMESpec:
     shape = struct.unpack_from(f"<{nd}I", payload, pos)
     pos += 4 * nd
     dim = int(np.prod(shape, dtype=np.int64)) if nd else 1
+    if magic == _REC_MAGIC_ROWS:
+        if pos + 4 > n:
+            raise ValueError("spec record truncated")
+        dim = struct.unpack_from("<I", payload, pos)[0]
+        pos += 4
     end = pos + 8 * (K * dim + K)
     if end != n if magic == _REC_MAGIC else end > n:
         raise ValueError("spec record length does not match its shape")
-    z = np.frombuffer(payload, dtype="<f8", count=K * dim, offset=pos).reshape((K,) + tuple(shape))
+    z = np.frombuffer(payload, dtype="<f8", count=K * dim, offset=pos).reshape((K, dim))
     beta = np.frombuffer(payload, dtype="<f8", count=K, offset=pos + 8 * K * dim)
     if magic == _REC_MAGIC:
-        return RKMESpec(z.astype(np.float64), beta.astype(np.float64), gamma, num_points)
+        return RKMESpec(z.reshape((K,) + tuple(shape)).astype(np.float64), beta.astype(np.float64), gamma, num_points)
     try:
         meta = json.loads(payload[end:].decode("utf-8"))
-        cls = registry.get(meta["type"]).cls
-        return cls.from_parts(z.astype(np.float64), beta.astype(np.float64), gamma, num_points, **meta["extra"])
+        entry = registry.get(meta["type"])
+        if magic == _REC_MAGIC_ROWS:
+            if dim != entry.family.row_dim(tuple(shape), gamma):
+                raise ValueError("spec record row width does not match its type")
+            z = entry.family.full_rows(z, K, tuple(shape), gamma)
+        return entry.cls.from_parts(np.asarray(z, dtype=np.float64).reshape((K,) + tuple(shape)),
+                                    beta.astype(np.float64), gamma, num_points, **meta["extra"])
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"spec record has a bad type trailer: {exc}") from exc
 
@@ -511,7 +529,7 @@ class Dock:
                                   "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                                   (id, status, _semantic_name(sem), None if sem is None else json.dumps(sem), pkg,
                                    it.get("spec_file"), seg, off, ln, crc, s.K, json.dumps(list(s.z_shape)),
-                                   s.gamma, now, now, gen))
+                                   registry.kernel_param(s), now, now, gen))
                     except sqlite3.IntegrityError:
                         raise ValueError(f"duplicate id {id!r}: already in the dock") from None
                     ids.append(id)
@@ -526,7 +544,8 @@ class Dock:
     def check_spec(self, spec, what: str = "spec") -> None:
         """The dock's caps (K, K·d) and γ policy for an ingested or user spec; ValueError naming ``what``."""
         spec_limits_mod.check_spec_cost(spec, self.spec_limits, what)
-        self.gamma_policy.check(spec.gamma, what)
+        if registry.entry_of(spec).family.param_is_gamma:
+            self.gamma_policy.check(spec.gamma, what)
 
     def add_spec(self, spec, semantic=None, *, id: str | None = None, status: int = STATUS_USABLE) -> str:
         """Add a raw spec (RKMESpec, spec dict or spec JSON path) with an optional semantic spec -> its id."""
@@ -637,7 +656,8 @@ class Dock:
             if new_spec is not None:
                 (seg, off, ln, crc), = self._append_records([encode_spec(new_spec)])
                 updates += ["seg=?", "off=?", "len=?", "crc=?", "K=?", "shape=?", "gamma=?"]
-                params += [seg, off, ln, crc, new_spec.K, json.dumps(list(new_spec.z_shape)), new_spec.gamma]
+                params += [seg, off, ln, crc, new_spec.K, json.dumps(list(new_spec.z_shape)),
+                           registry.kernel_param(new_spec)]
             if not updates:
                 return
             new_pkg = old_pkg = None

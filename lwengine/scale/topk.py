@@ -36,7 +36,7 @@ def topk(index, user_spec, k: int = 5, mode: str = "certified", *, brute_fractio
     user = UserQuery(user_spec, device=devices.resolve(device) if device is not None else getattr(index, "device", "cpu"))
     groups = [g for g in index.groups() if g.n_alive and user.matches(g)]
     admits = user.entry.admits  # a per-learnware rule (text: languages): exact scan of the admitted specs
-    if admits is not None:
+    if admits is not None or not user.entry.family.sketchable:  # exact scan (no sketch for this kernel)
         mode_used = mode
         mode = "brute"
     n_total = sum(g.n_alive for g in groups)
@@ -57,7 +57,8 @@ def topk(index, user_spec, k: int = 5, mode: str = "certified", *, brute_fractio
                           nprobe=nprobe)
     else:
         res = certified_topk(index, groups, user, k, stats, brute_fraction)
-    if admits is not None:
-        stats["mode"], stats["fallback"] = mode_used, "admission_rule"
+    if admits is not None or not user.entry.family.sketchable:
+        stats["mode"] = mode_used
+        stats["fallback"] = "admission_rule" if admits is not None else "kernel_family_exact_scan"
     stats["time_total_s"] = time.perf_counter() - t0
     return res, stats

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .. import safe_io
+from .kernel_family import GAUSSIAN, KernelFamily
 
-__all__ = ["SpecType", "register", "unregister", "get", "lookup", "entry_of", "entry_of_class", "spec_types", "load_spec", "loads_spec", "as_spec",
-           "package_type_names", "DEFAULT_TYPE"]
+__all__ = ["SpecType", "KernelFamily", "register", "unregister", "get", "lookup", "entry_of", "entry_of_class", "spec_types", "load_spec", "loads_spec", "as_spec",
+           "kernel_param", "package_type_names", "DEFAULT_TYPE"]
 
 DEFAULT_TYPE = "RKMETableSpecification"  # files without a ``type`` key are table specs
 
@@ -36,7 +37,9 @@ class SpecType:
     language subset rule), None for none; ``distance_transform``: applied to every distance (singles
     and mixture) before scores, None for the identity; ``package_names``: the class names a package's
     learnware.yaml may use for this type (default: the type string and the aliases); ``reader(d,
-    source)`` / ``writer(spec)``: JSON reader / writer when not the class's ``from_dict`` / ``to_dict``.
+    source)`` / ``writer(spec)``: JSON reader / writer when not the class's ``from_dict`` / ``to_dict``;
+    ``family``: the :class:`~lwengine.specs.kernel_family.KernelFamily` whose methods the packed store
+    and the search call for this type's inner products (default: the Gaussian family).
     """
 
     type: str
@@ -49,6 +52,7 @@ class SpecType:
     package_names: tuple = ()
     reader: Callable | None = None
     writer: Callable | None = None
+    family: KernelFamily = GAUSSIAN
 
     def names(self) -> tuple:
         return (self.type,) + tuple(self.aliases)
@@ -123,6 +127,12 @@ def entry_of_class(cls) -> SpecType:
 def entry_of(spec) -> SpecType:
     """The entry of a spec object (by its class)."""
     return entry_of_class(type(spec))
+
+
+def kernel_param(spec) -> float:
+    """The kernel parameter a packed store keys ``spec`` by (gamma for Gaussian types; see
+    :meth:`lwengine.specs.KernelFamily.param`)."""
+    return entry_of(spec).family.param(spec)
 
 
 def spec_types() -> list:

@@ -73,7 +73,6 @@ def nngp_descent(spec, x_train, *, steps: int = 50, step0: float = 1.0, max_halv
     """-> a new RKMEImageSpec with lower MMD^2 to ``x_train`` (N, C, 32, 32) under the search kernel."""
     from ... import kernels
     from .generate import require_torch
-    from .spec import RKMEImageSpec
 
     torch = require_torch("update='nngp-descent'")
     depth = spec.net_depth
@@ -125,7 +124,7 @@ def nngp_descent(spec, x_train, *, steps: int = 50, step0: float = 1.0, max_halv
             t *= 0.5
         if not accepted:
             break
-    out = RKMEImageSpec(z.numpy().astype(np.float32), beta, n_models=spec.n_models,
+    out = type(spec)(z.numpy().astype(np.float32), beta, n_models=spec.n_models,
                         model_config=spec.model_config)
     out.descent_info = {"history": history, "mmd2_start": history[0], "mmd2_end": history[-1]}
     return out

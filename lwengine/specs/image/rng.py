@@ -19,7 +19,7 @@ __all__ = [
     "GaussianStream",
     "TorchCPUGenerator",
     "torch_randperm",
-    "canonical_z",
+    "canonical_z", "canonical_z_view",
 ]
 
 _SKIP_CHUNK = 1 << 22
@@ -145,3 +145,12 @@ def canonical_z(K: int, cfg: NetConfig, n_models: int = 16) -> np.ndarray:
         block = s.normal(0, 1, (kmax, cfg.channels, 32, 32))
         _CANONICAL[key] = block
     return block[:K].copy()
+
+
+def canonical_z_view(K: int, cfg: NetConfig, n_models: int = 16) -> np.ndarray:
+    """:func:`canonical_z` as a read-only view of the cached block (specs holding the canonical z
+    share it instead of keeping a copy each)."""
+    canonical_z(K, cfg, n_models)
+    view = _CANONICAL[(cfg, int(n_models))][: int(K)].view()
+    view.setflags(write=False)
+    return view

@@ -17,6 +17,7 @@ import numpy as np
 
 from ... import kernels
 from .gram_cache import canonical_grams, is_canonical_z
+from .rng import NetConfig, canonical_z_view
 IMAGE_WIDTH = 32  # the reference resizes every image to 32 x 32
 from .reduction import torch_sum_f64
 
@@ -43,6 +44,7 @@ class RKMEImageSpec:
     """Image RKME specification: ``z`` (K, C, 32, 32) float32, ``beta`` (K,), ``n_models``, ``model_config``."""
 
     type = TYPE_NAME
+    spec_type = TYPE_NAME
 
     def __init__(self, z, beta, *, n_models: int = 16, model_config=None, msg=None, version: int = VERSION):
         z = np.array(z, dtype=np.float32, copy=True)
@@ -60,6 +62,9 @@ class RKMEImageSpec:
         depth = cfg.get("net_depth", 3)
         if isinstance(depth, bool) or not isinstance(depth, (int, np.integer)) or not 1 <= int(depth) <= 5:
             raise ValueError(f"model_config['net_depth'] must be an integer in 1..5, got {depth!r}")
+        canonical = is_canonical_z(z)
+        if canonical:  # share the cached canonical block (a million default specs hold no z copies)
+            z = canonical_z_view(z.shape[0], NetConfig(z.shape[1]))
         z.setflags(write=False)
         b.setflags(write=False)
         self.version = version
@@ -69,7 +74,7 @@ class RKMEImageSpec:
         self.n_models = n_models
         self._model_config = cfg
         self.fit_info = None
-        self._canonical = None
+        self._canonical = canonical
         self._self_ip = {}  # precision -> inner_prod(self): z, beta and the config are read-only
 
     # ------------------------------------------------------------------ properties
@@ -100,6 +105,65 @@ class RKMEImageSpec:
     def __repr__(self) -> str:
         return (f"RKMEImageSpec(K={self.K}, C={self.channels}, net_depth={self.net_depth}, "
                 f"canonical={self.canonical})")
+
+    @property
+    def z_shape(self) -> tuple:
+        """The trailing shape of z, (C, 32, 32)."""
+        return tuple(self.z.shape[1:])
+
+    @property
+    def dim(self) -> int:
+        """Values per reduced-set point, C * 32 * 32."""
+        return int(np.prod(self.z.shape[1:]))
+
+    @property
+    def num_points(self) -> int:
+        """The reference's image spec records no data count: K here (stored, never used in search)."""
+        return self.K
+
+    # ------------------------------------------------------------------ packed storage (lwengine.packed)
+    def extra(self) -> dict:
+        """Fields a packed store keeps beside z and beta: the model settings when not the defaults
+        (``net_depth`` is the store's kernel parameter)."""
+        out = {}
+        cfg = dict(self._model_config)
+        cfg.pop("net_depth", None)
+        default = dict(DEFAULT_MODEL_CONFIG)
+        default.pop("net_depth")
+        if cfg != default:
+            out["model_config"] = self.model_config
+        if self.n_models != 16:
+            out["n_models"] = self.n_models
+        if self.msg is not None:
+            out["msg"] = self.msg
+        return out
+
+    @classmethod
+    def extra_from_dict(cls, d: dict, source: str = "spec") -> dict:
+        """The :meth:`extra` fields (with the full ``model_config``) read from a spec dict or a market
+        spec object's ``__dict__``."""
+        out = {}
+        if isinstance(d.get("model_config"), dict):
+            out["model_config"] = dict(d["model_config"])
+        if d.get("n_models") is not None:
+            out["n_models"] = int(d["n_models"])
+        if d.get("msg") is not None:
+            out["msg"] = d["msg"]
+        return out
+
+    @classmethod
+    def from_parts(cls, z, beta, param, num_points=None, **extra) -> "RKMEImageSpec":
+        """A spec from a packed store's parts: ``param`` is the store's kernel parameter (+-net_depth,
+        see :mod:`.family`; None: the depth of ``model_config``), ``extra`` the fields of :meth:`extra`."""
+        unknown = set(extra) - {"model_config", "n_models", "msg"}
+        if unknown:
+            raise TypeError(f"RKMEImageSpec takes only model_config, n_models and msg as extra fields, "
+                            f"got {', '.join(sorted(unknown))}")
+        cfg = dict(extra.get("model_config") or DEFAULT_MODEL_CONFIG)
+        if param is not None:
+            cfg["net_depth"] = int(round(abs(float(param))))
+        return cls(np.asarray(z, dtype=np.float32), beta, n_models=extra.get("n_models", 16), model_config=cfg,
+                   msg=extra.get("msg"))
 
     # ------------------------------------------------------------------ kernel algebra
     def _gram_with(self, other: "RKMEImageSpec", precision: str) -> np.ndarray:
