@@ -1,9 +1,11 @@
 """Spec generation time: ``RKMESpec.fit`` vs a pure-numpy float64 twin of the same algorithm.
 
-    python benchmarks/bench_fit.py [--smoke] [--json out.json] [--threads N] [--repeats R]
+    python benchmarks/bench_fit.py [--smoke] [--quick] [--json out.json] [--threads N] [--repeats R]
 
-Also prints the stages of one fit at each size (median ms of each native call the fit makes:
-k-means, moments with/without T, self-Gram, QP cold and warm-started, Z step).
+Also prints the stages of one fit at each size (median ms of each native call the fit makes through
+FitKernels: k-means, moments with/without T, self-Gram, QP cold and warm-started, Z step, and the
+Python glue = fit minus all of them), fit_many's rate per spec over 64 small data sets next to one
+fit, and one moments pass at 1 and 2 threads (the serial threshold of csrc/cpu/dispatch.cpp).
 
 Sizes: n in {2e3, 1e5}, d = 20, K = 100, the reference's defaults (gamma 0.1, 3 steps, step 0.1).
 Columns: ``lwengine`` (median s), ``numpy64`` (the same algorithm from ``lwengine._reference``:
@@ -15,7 +17,9 @@ reference's ~0.19 s measured elsewhere).
 from __future__ import annotations
 
 import os
+import statistics
 import sys
+import time
 
 import numpy as np
 
@@ -40,31 +44,76 @@ def numpy_fit(x32, K, gamma=0.1, step_size=0.1, steps=3, seed=0):
     return z, beta
 
 
+def _median_ms(fn, repeats):
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        fn()
+        ts.append(time.perf_counter_ns() - t0)
+    return statistics.median(ts) / 1e6
+
+
 def stage_times(X, K, repeats, gamma=0.1):
-    """Median ms of every stage of one fit (the calls RKMESpec.fit makes, on the same data)."""
+    """Median ms of every stage of one fit: the calls RKMESpec.fit makes (through FitKernels, the
+    same arguments), and ``python`` = the whole fit minus those calls (validation, numpy glue)."""
     from lwengine.specs import table as S
 
-    core = lwengine._backend.require_core()
+    r = max(20, 4 * repeats)
     x, _ = S._prepare_data(X, "X")
-    r = max(3, repeats)
-    ms = lambda fn: 1e3 * timeit(fn, repeats=r, min_time=0.02)  # noqa: E731
-    out = {"prepare": ms(lambda: S._prepare_data(X, "X"))}
+    fk = lwengine.kernels.FitKernels(x, gamma, device="cpu")
     c, iters = lwengine.kernels.kmeans(x, K, seed=0)
-    out["kmeans"] = ms(lambda: lwengine.kernels.kmeans(x, K, seed=0))
-    out["kmeans_iters"] = iters
     z = c.astype(np.float64)
-    out["moments_CT"] = ms(lambda: S._moments(z, x, gamma, True))
-    out["moments_C"] = ms(lambda: S._moments(z, x, gamma, False))
-    out["point_gram"] = ms(lambda: S._point_gram(z, gamma))
-    G = S._point_gram(z, gamma)
-    C, T = S._moments(z, x, gamma, True)
-    out["qp_cold"] = ms(lambda: S._beta_update(G, C, True))
-    beta = S._beta_update(G, C, True)
-    z2 = np.empty_like(z)
-    out["z_step"] = ms(lambda: core.rs_step_from_gram(z, beta, C, T, G, gamma, 0.1, 1.0, z2))
-    G2, (C2, _) = S._point_gram(z2, gamma), S._moments(z2, x, gamma, False)
-    out["qp_warm"] = ms(lambda: S._beta_update(G2, C2, True, warm=beta))
+    C, T = fk.moments(z, True)
+    G = fk.point_gram(z)
+    beta = fk.beta_qp(G, C)
+    z2 = fk.step_from_gram(z, beta, C, T, G, 0.1)
+    C2, _ = fk.moments(z2, False)
+    G2 = fk.point_gram(z2)
+    out = {"fit": _median_ms(lambda: lwengine.RKMESpec.fit(X, K=K, seed=0, device="cpu"), r),
+           "prepare": _median_ms(lambda: S._prepare_data(X, "X"), r),
+           "kmeans": _median_ms(lambda: lwengine.kernels.kmeans(x, K, seed=0), r), "kmeans_iters": iters,
+           "moments_CT": _median_ms(lambda: fk.moments(z, True), r),
+           "moments_C": _median_ms(lambda: fk.moments(z, False), r),
+           "point_gram": _median_ms(lambda: fk.point_gram(z), r),
+           "qp_cold": _median_ms(lambda: fk.beta_qp(G, C), r),
+           "qp_warm": _median_ms(lambda: fk.beta_qp(G2, C2, beta), r),
+           "z_step": _median_ms(lambda: fk.step_from_gram(z, beta, C, T, G, 0.1), r)}
+    native = (out["prepare"] + out["kmeans"] + 3 * out["moments_CT"] + out["moments_C"] + 4 * out["point_gram"]
+              + out["qp_cold"] + 3 * out["qp_warm"] + 3 * out["z_step"])
+    out["python"] = out["fit"] - native
     return out
+
+
+def fit_many_rate(n, d, K, count, repeats):
+    """Median ms per spec of ``fit_many`` over ``count`` data sets of n rows (default n_jobs)."""
+    rng = np.random.default_rng(7)
+    sets = [rng.standard_normal((n, d)).astype(np.float32) for _ in range(count)]
+    per = _median_ms(lambda: lwengine.fit_many(sets, K=K, seed=0, device="cpu"), max(3, repeats // 2)) / count
+    single = _median_ms(lambda: lwengine.RKMESpec.fit(sets[0], K=K, seed=0, device="cpu"), max(20, 4 * repeats))
+    return {"n": n, "datasets": count, "fit_many_ms_per_spec": per, "single_fit_ms": single,
+            "ratio": single / per}
+
+
+def threads_sweep(d=20, K=100, sizes=(2000, 10_000, 30_000, 100_000), gamma=0.1):
+    """Median ms of one moments pass (C and T) at 1 and 2 threads, below and above the serial
+    threshold of csrc/cpu/dispatch.cpp (K n d < 3.2e7 runs on one thread whatever is asked)."""
+    core = lwengine._backend.require_core()
+    prev = core.get_num_threads()
+    rows = []
+    try:
+        for n in sizes:
+            x = np.random.default_rng(n).standard_normal((n, d)).astype(np.float32)
+            z = x[:K].astype(np.float64)
+            C, T = np.zeros(K), np.zeros((K, d))
+            row = {"n": n, "work": K * n * d}
+            for nt in (1, 2):
+                core.set_num_threads(nt)
+                row[f"ms_{nt}t"] = _median_ms(lambda: core.zx_moments(z, x, gamma, C, T), max(5, int(4e5 / n)))
+            rows.append(row)
+    finally:
+        core.set_num_threads(prev)
+    return rows
 
 
 def learnware_fit():
@@ -74,16 +123,17 @@ def learnware_fit():
 
     if not lref.available():
         return None
-    return lambda X, K: lref.reference_generate(X, K=K)
+    return lambda X, K: lref.reference_generate(X, K=K)[0]
 
 
 def main(argv=None):
     p = parser(__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="n = 2e3 only (skip the n = 1e5 row)")
     args = p.parse_args(argv)
     core = lwengine._backend.require_core()
     if args.threads:
         core.set_num_threads(args.threads)
-    sizes = [(300, 5, 20)] if args.smoke else [(2000, 20, 100), (100_000, 20, 100)]
+    sizes = [(300, 5, 20)] if args.smoke else [(2000, 20, 100)] + ([] if args.quick else [(100_000, 20, 100)])
     repeats = 2 if args.smoke else args.repeats
     lw = learnware_fit()
     rows = []
@@ -105,14 +155,22 @@ def main(argv=None):
             row["vs_learnware"] = row["learnware_s"] / t_ours
         rows.append(row)
     stages = [{"n": n, **stage_times(np.random.default_rng(n).standard_normal((n, d)).astype(np.float32), K,
-                                     repeats)} for n, d, K in sizes]
+                                     repeats)} for n, d, K in sizes if n <= 10_000 or not args.quick]
     print(f"threads={core.get_num_threads()}  learnware={'available' if lw else 'skipped (not installed)'}")
-    print_table(rows, ["n", "d", "K", "lwengine_s", "numpy64_s", "speedup", "learnware_s", "objective_diff"])
+    print_table(rows, ["n", "d", "K", "lwengine_s", "numpy64_s", "speedup", "learnware_s", "vs_learnware",
+                       "objective_diff"])
     print("stages of one fit (median ms per call; a fit makes 1 kmeans, 3 moments_CT + 1 moments_C,\n"
-          "4 point_gram, 1 qp_cold + 3 qp_warm, 3 z_step):")
-    print_table(stages, ["n", "prepare", "kmeans", "kmeans_iters", "moments_CT", "moments_C", "point_gram",
-                         "qp_cold", "qp_warm", "z_step"])
-    write_json(args.json, {"benchmark": "fit", "machine": machine_info(), "rows": rows, "stages": stages})
+          "4 point_gram, 1 qp_cold + 3 qp_warm, 3 z_step; python = fit - all of them):")
+    print_table(stages, ["n", "fit", "prepare", "kmeans", "kmeans_iters", "moments_CT", "moments_C", "point_gram",
+                         "qp_cold", "qp_warm", "z_step", "python"])
+    many = [fit_many_rate(sizes[0][0], sizes[0][1], sizes[0][2], 8 if args.smoke else 64, repeats)]
+    print("fit_many over many small data sets (ms per spec) vs one fit:")
+    print_table(many, ["n", "datasets", "fit_many_ms_per_spec", "single_fit_ms", "ratio"])
+    sweep = threads_sweep(sizes=(300,) if args.smoke else (2000, 10_000, 30_000, 100_000))
+    print("one moments pass (ms) at 1 and 2 threads:")
+    print_table(sweep, ["n", "work", "ms_1t", "ms_2t"])
+    write_json(args.json, {"benchmark": "fit", "machine": machine_info(), "rows": rows, "stages": stages,
+                            "fit_many": many, "threads_sweep": sweep})
 
 
 if __name__ == "__main__":

@@ -506,10 +506,18 @@ class FitKernels:
         self._x_dev = cuda_backend.resident(self.x) if self.device == "cuda" else None
 
     def _z(self, z):
+        if (type(z) is np.ndarray and z.dtype == np.float64 and z.ndim == 2 and z.flags.c_contiguous
+                and z.shape[1] == self.x.shape[1]):
+            return z  # the fit's own array: already what the kernels take
         z = as_points(z, "z", np.float64)
         if z.shape[1] != self.x.shape[1]:
             raise ValueError(f"z has dimension {z.shape[1]} but x has dimension {self.x.shape[1]}")
         return z
+
+    @staticmethod
+    def _own(a, shape) -> bool:
+        """True for a float64 C-contiguous numpy array of ``shape`` (the fit's own C, T, G, beta)."""
+        return type(a) is np.ndarray and a.dtype == np.float64 and a.shape == shape and a.flags.c_contiguous
 
     def moments(self, z, with_t: bool = True):
         """``(C, T)`` of ``z`` against the data (see :func:`zx_moments`), numpy float64."""
@@ -527,12 +535,34 @@ class FitKernels:
         return _point_gram_cpu(self._z(z), self.gamma)
 
     def beta_qp(self, G, C, warm=None):
-        """The nonnegative beta update: :func:`simplex_qp` of ``(G, C)`` warm-started at ``warm``."""
-        return simplex_qp(G, C, x0=warm)[0]
+        """The nonnegative beta update: :func:`simplex_qp` of ``(G, C)`` warm-started at ``warm``.
+
+        The fit's own arrays skip the generic conversions; the checks that can fail on them
+        (finite G and C, a valid warm start) always run."""
+        K = C.shape[0] if isinstance(C, np.ndarray) and C.ndim == 1 else -1
+        if K < 1 or not (self._own(C, (K,)) and self._own(G, (K, K))
+                         and (warm is None or self._own(warm, (K,)))):
+            return simplex_qp(G, C, x0=warm)[0]
+        if not (np.isfinite(G).all() and np.isfinite(C).all()):
+            raise ValueError("G and c must be finite")
+        if warm is not None:
+            warm = _as_x0(warm, K)
+        _record("simplex_qp", "cpu")
+        x = np.zeros(K)
+        _native("simplex_qp")(G, C, x, warm)
+        return x
 
     def step_from_gram(self, z, beta, C, T, G, step_size):
         """The reference's Z step (:func:`rs_step_from_gram`) on this device."""
-        return rs_step_from_gram(z, beta, C, T, G, self.gamma, step_size, device=self.device)
+        K = z.shape[0] if isinstance(z, np.ndarray) and z.ndim == 2 else -1
+        if (self.device != "cpu" or K < 1 or not (self._own(z, (K, self.x.shape[1])) and self._own(beta, (K,))
+                                                   and self._own(C, (K,)) and self._own(T, z.shape)
+                                                   and self._own(G, (K, K)))):
+            return rs_step_from_gram(z, beta, C, T, G, self.gamma, step_size, device=self.device)
+        _record("rs_step_from_gram", "cpu")
+        out = np.empty_like(z)
+        _native("rs_step_from_gram")(z, beta, C, T, G, self.gamma, _as_step(step_size), 1.0, out)
+        return out
 
     def step_from_moments(self, z, beta, C, T, step_size, *, exact_gradient: bool = False):
         """:func:`rs_step_from_moments` on this device (numpy result)."""

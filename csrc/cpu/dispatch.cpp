@@ -18,6 +18,31 @@ bool env_disables_avx2() {
   const char* v = std::getenv("LWE_DISABLE_AVX2");  // read at every call: tests flip it
   return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
 }
+
+// The data moments run on one thread below this much work (K n d multiply-adds): there the
+// fork/join and, with OMP_WAIT_POLICY=PASSIVE, the wake-up of the other threads cost more than
+// the split saves (measured with benchmarks/bench_fit.py --threads-sweep, docs/benchmarks.md).
+// The result does not depend on the thread count (the chunking is fixed by n, K and d).
+constexpr double kMomentsSerialWork = 3.2e7;
+
+// Runs fn on one OpenMP thread when `serial`, restoring the calling thread's setting after.
+template <class Fn>
+void maybe_serial(bool serial, Fn&& fn) {
+#ifdef LWE_HAVE_OPENMP
+  if (serial && omp_get_max_threads() > 1) {
+    struct Restore {
+      int prev;
+      ~Restore() { omp_set_num_threads(prev); }  // also when fn throws (bad_alloc)
+    } restore{omp_get_max_threads()};
+    omp_set_num_threads(1);
+    fn();
+    return;
+  }
+#else
+  (void)serial;
+#endif
+  fn();
+}
 }  // namespace
 
 bool cpu_has_avx2_fma() {
@@ -70,7 +95,9 @@ int get_num_threads() {
   }                                                                                                 \
   void zx_moments(const double* z, index_t K, const T* x, index_t n, index_t d, double gamma,       \
                   double* C, double* Tout) {                                                        \
-    LWE_ROUTE(zx_moments, z, K, x, n, d, gamma, C, Tout);                                          \
+    maybe_serial(static_cast<double>(K) * static_cast<double>(n) * static_cast<double>(d) <       \
+                     kMomentsSerialWork,                                                            \
+                 [&] { LWE_ROUTE(zx_moments, z, K, x, n, d, gamma, C, Tout); });                    \
   }
 LWE_ROUTE_INNER(float)
 LWE_ROUTE_INNER(double)
