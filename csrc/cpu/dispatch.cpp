@@ -21,7 +21,7 @@ bool env_disables_avx2() {
 
 // The data moments run on one thread below this much work (K n d multiply-adds): there the
 // fork/join and, with OMP_WAIT_POLICY=PASSIVE, the wake-up of the other threads cost more than
-// the split saves (measured with benchmarks/bench_fit.py --threads-sweep, docs/benchmarks.md).
+// the split saves (measured by benchmarks/bench_fit.py, last table; docs/benchmarks.md).
 // The result does not depend on the thread count (the chunking is fixed by n, K and d).
 constexpr double kMomentsSerialWork = 3.2e7;
 
