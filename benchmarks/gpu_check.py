@@ -301,6 +301,94 @@ def search_pipeline(rec: Recorder, seed: int):
     rec.check("search_pipeline", params, run)
 
 
+# ---------------------------------------------------------------------------- end-to-end paths
+def _wall_ms(fn, repeats=3):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times)), out
+
+
+def end_to_end(rec: Recorder, seed: int, quick: bool, *, devices=("cpu", "cuda"), sizes=None, image_n=None):
+    """The paths a dock runs, on the GPU (devices[1]) against the CPU (devices[0]), with wall-clock
+    medians (the index's packed store is host memory: a per-call ``device="cuda"`` copies it in): the NNGP kernel of image specs, the reference search over N table specs, a certified top-k,
+    and an image spec's feature pass.  Returns the timing rows.  ``devices=("cpu", "cpu")`` with tiny
+    sizes exercises the code on a machine without a GPU."""
+    import lwengine
+    from lwengine import _reference, kernels
+    from lwengine.scale.market import MarketSpec, make_market, make_queries
+
+    cpu, gpu = devices
+    rows = []
+    rng = np.random.default_rng(seed)
+
+    # NNGP kernel (image specs): GPU vs CPU vs the float64 twin
+    x = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+    y = rng.standard_normal((6, 3, 32, 32)).astype(np.float32)
+    for precision, tol in (("float32", 2e-6), ("float64", 1e-12)):
+        def run(precision=precision, tol=tol):
+            ref = _reference.nngp_kernel(x, y, depth=3)
+            scale = float(np.abs(ref).max())
+            g = kernels.nngp_kernel(x, y, depth=3, precision=precision, device=gpu)
+            c = kernels.nngp_kernel(x, y, depth=3, precision=precision, device=cpu)
+            ms, _ = _wall_ms(lambda: kernels.nngp_kernel(x, y, depth=3, precision=precision, device=gpu))
+            rows.append({"kernel": "nngp_kernel", "N": 8 * 6, "d": 3 * 32 * 32, "dtype": precision, "ms": ms})
+            return {"vs_float64_twin": (float(np.abs(g - ref).max()) / scale, tol),
+                    "vs_cpu": (float(np.abs(g - c).max()) / scale, tol)}
+        rec.check("nngp_kernel", {"precision": precision}, run)
+
+    # the reference search and a certified top-k over N table specs (K = 50, d = 20, float32 store)
+    sizes = sizes or ((10_000, 100_000) if quick else (10_000, 100_000, 1_000_000))
+    for n in sizes:
+        def run(n=n):
+            market = MarketSpec(n, 20, 50, "families", seed=seed)
+            user = make_queries(market, 1)[0]
+            idx, _ = make_market(n, 20, 50, "families", seed=seed, dtype="float32")
+            out = {}
+            for dev, reps in ((cpu, 1), (gpu, 3)):  # per-call device: the store is host memory (copied per call)
+                out[dev] = _wall_ms(lambda dev=dev: idx.search(user, device=dev), repeats=reps)
+            rows.append({"kernel": "search", "N": n, "d": 20, "dtype": "float32", "ms": out[gpu][0],
+                         "cpu_ms": out[cpu][0], "speedup": out[cpu][0] / out[gpu][0]})
+            same = out[cpu][1].to_dict() == out[gpu][1].to_dict()
+            return {"results_differ": (0.0 if same else 1.0, 0.0)}
+        rec.check("search", {"N": n}, run)
+
+    n = sizes[min(1, len(sizes) - 1)]
+
+    def run_topk():
+        market = MarketSpec(n, 20, 50, "families", seed=seed)
+        user = make_queries(market, 1)[0]
+        idx, _ = make_market(n, 20, 50, "families", seed=seed, dtype="float32")
+        brute = idx.topk(user, 5, mode="brute", device=cpu)
+        ms, cert = _wall_ms(lambda: idx.topk(user, 5, mode="certified", device=gpu))
+        rows.append({"kernel": "topk_certified", "N": n, "d": 20, "dtype": "float32", "ms": ms,
+                     "exact_evaluations": idx.last_stats.get("exact_evaluations")})
+        return {"ids_differ": (0.0 if [i for i, _ in cert] == [i for i, _ in brute] else 1.0, 0.0),
+                "dist_err": (max(abs(a[1] - b[1]) for a, b in zip(cert, brute)), 1e-9)}
+    rec.check("topk_certified", {"N": n}, run_topk)
+
+    # an image spec's generation (feature pass + QP): GPU vs CPU at a small N, then the defaults timed
+    def run_image():
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return {"torch_missing": (1.0, 0.0)}
+        X = rng.integers(0, 255, size=(image_n or 200, 3, 32, 32)).astype(np.float32)
+        a = lwengine.RKMEImageSpec.fit(X, K=10, steps=2, device=cpu)
+        b = lwengine.RKMEImageSpec.fit(X, K=10, steps=2, device=gpu)
+        err = float(abs(a.dist(b, precision="float64")))
+        if gpu == "cuda" and image_n is None:
+            X = rng.integers(0, 255, size=(2000, 3, 32, 32)).astype(np.float32)
+            ms, _ = _wall_ms(lambda: lwengine.RKMEImageSpec.fit(X, device=gpu), repeats=1)
+            rows.append({"kernel": "image_fit_defaults", "N": 2000, "d": 3 * 32 * 32, "dtype": "float32",
+                         "ms": ms, "target_ms": 2000.0})
+        return {"spec_dist_cpu_vs_gpu": (err, 1e-6)}
+    rec.check("image_fit", {}, run_image)
+    return rows
+
+
 # ------------------------------------------------------------------------------------ timing
 class Timer:
     """CUDA-event timing: torch events when torch is present, else _cuda.Event."""
@@ -587,6 +675,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--out", default=os.environ.get("OUT") or "./gpu_out")
     ap.add_argument("--triton", action="store_true", help="also run the Triton section (benchmarks/gpu_check_triton.py)")
+    ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end paths (search / top-k over up to "
+                    "1e6 specs, image fit)")
     args = ap.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "gpu_check.json")
@@ -638,6 +728,14 @@ def main(argv=None) -> int:
     search_pipeline(rec, args.seed)
     report["checks"] = rec.checks
     write()
+    if not args.no_e2e:
+        print("[1b/3] end-to-end paths (NNGP, search, certified top-k, image fit)", flush=True)
+        try:
+            report["end_to_end"] = end_to_end(rec, args.seed, args.quick)
+        except Exception as exc:  # noqa: BLE001
+            report["end_to_end_error"] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}"
+        report["checks"] = rec.checks
+        write()
 
     print("[2/3] ceilings", flush=True)
     ceil = ceilings(cu, torch, args.device, args.quick)
@@ -663,6 +761,9 @@ def main(argv=None) -> int:
         bad = [x for x in v if x not in ("pass", "not available")]
         print(f"{k:16s} {len(v) - len(bad):3d}/{len(v)} ok" + (f"  ({', '.join(sorted(set(bad)))})" if bad else "")
               + ("  (not available)" if "not available" in v else ""))
+    print("\n== end-to-end (wall-clock median ms) ==")
+    for e in report.get("end_to_end", []):
+        print("  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.items()))
     print("\n== ceilings ==")
     for k, v in ceil.items():
         print(f"{k:28s} {v:.4g}" if isinstance(v, float) else f"{k:28s} {v}")
