@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
 
 
 def test_end_to_end_section_on_cpu():
@@ -17,8 +16,9 @@ def test_end_to_end_section_on_cpu():
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
     rec = gpu_check.Recorder()
-    rows = gpu_check.end_to_end(rec, 1, True, devices=("cpu", "cpu"), sizes=(300,), image_n=24)
+    # (the image fit part is left out: its CPU run alone takes ~20 s here; the fit is tested in test_image_*)
+    rows = gpu_check.end_to_end(rec, 1, True, devices=("cpu", "cpu"), sizes=(300,), image=False)
     verdicts = {c["kernel"]: c["verdict"] for c in rec.checks}
-    assert verdicts == {"nngp_kernel": "pass", "search": "pass", "topk_certified": "pass", "image_fit": "pass"}, \
+    assert verdicts == {"nngp_kernel": "pass", "search": "pass", "topk_certified": "pass"}, \
         [(c["kernel"], c.get("error"), c.get("metrics")) for c in rec.checks]
     assert {r["kernel"] for r in rows} >= {"nngp_kernel", "search", "topk_certified"}
