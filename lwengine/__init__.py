@@ -7,6 +7,7 @@ from . import kernels
 from ._config import show_config
 from .specs import RKMESpec, RKMETextSpec, fit_many, load_spec, spec_types
 from .specs import table as spec  # the old module path lwengine.spec
+from .specs.image import RKMEImageSpec  # registered with the other types; torch only for its fit
 from .index import SpecIndex
 from .dock import Dock
 from .version import VERSION
@@ -14,13 +15,5 @@ from .version import VERSION
 _sys.modules[__name__ + ".spec"] = spec
 
 __version__ = VERSION
-__all__ = ["Dock", "RKMESpec", "RKMETextSpec", "SpecIndex", "fit_many", "kernels", "load_spec", "show_config",
-           "spec_types", "__version__"]
-
-
-def __getattr__(name):  # lazy: lwengine.RKMEImageSpec without importing the image package (or torch) up front
-    if name == "RKMEImageSpec":
-        from .specs.image import RKMEImageSpec
-
-        return RKMEImageSpec
-    raise AttributeError(f"module 'lwengine' has no attribute {name!r}")
+__all__ = ["Dock", "RKMEImageSpec", "RKMESpec", "RKMETextSpec", "SpecIndex", "fit_many", "kernels", "load_spec",
+           "show_config", "spec_types", "__version__"]
