@@ -51,6 +51,30 @@ LWE_HD float acos_approx(float x) {
 }
 LWE_HD double acos_approx(double x) { return acos(x); }
 
+// Branch-free float64 acos for the float32 path's float64 ReLU (vectorisable, unlike libm's):
+// the same reduction as the float form, asin(s) = s + s z P(z) on [0, 1/2] (z = s^2 <= 1/4), P a
+// degree-10 Chebyshev fit of (asin(s) - s) / (s z) (computed in 40-digit arithmetic): |error| <= 1e-15 s.
+LWE_HD double acos_poly(double x) {
+  const double ax = fabs(x);
+  const bool big = ax > 0.5;
+  const double zz = big ? 0.5 * (1.0 - ax) : x * x;
+  const double s = sqrt(zz);  // = |x| when !big (sqrt(fl(x*x)) == |x|); one sqrt keeps the loop branch-free
+  double p = 0.027987691793718725;
+  p = p * zz + -0.006966883604666541;
+  p = p * zz + 0.015521703352676122;
+  p = p * zz + 0.01026723891739127;
+  p = p * zz + 0.014144900901441503;
+  p = p * zz + 0.017336759690704473;
+  p = p * zz + 0.02237303886573811;
+  p = p * zz + 0.030381916385055524;
+  p = p * zz + 0.04464285760007403;
+  p = p * zz + 0.07499999999710195;
+  p = p * zz + 0.1666666666666698;
+  const double asin_s = s + s * zz * p;
+  const double asin_abs = big ? 1.5707963267948966 - 2.0 * asin_s : asin_s;  // asin(|x|)
+  return x < 0 ? 1.5707963267948966 + asin_abs : 1.5707963267948966 - asin_abs;
+}
+
 // 3x3 zero-padded window sum of w3 * a, + 0.1, at (r, c) of an S x S map.
 template <class T>
 LWE_HD T conv3_px(const T* a, int S, int r, int c) {
@@ -68,7 +92,8 @@ LWE_HD T conv3_px(const T* a, int S, int r, int c) {
   return s + T(0.1);
 }
 
-template <class T>
+// Poly: acos through acos_poly (the float32 path) instead of acos_approx.
+template <class T, bool Poly = false>
 LWE_HD T relu_core(T xy, T xx, T yy) {
   const T t = xx * yy + f32_tiny<T>();
   T cs = xy * (T(1) / sqrt(t));
@@ -76,8 +101,9 @@ LWE_HD T relu_core(T xy, T xx, T yy) {
   T d = t - xy * xy;
   d = d > T(0) ? d : T(0);
   const T sn = sqrt(d);
-  const T theta = acos_approx(cs);
-  return (sn + (pi<T>() - theta) * xy) / two_pi<T>();
+  const T theta = Poly ? T(acos_poly(double(cs))) : acos_approx(cs);
+  // the float32 path (Poly, float64 arithmetic) multiplies by 1/(2 pi): one division fewer
+  return Poly ? (sn + (pi<T>() - theta) * xy) * T(0.15915494309189535) : (sn + (pi<T>() - theta) * xy) / two_pi<T>();
 }
 
 // ReLU step of cnn_gp on one pixel: new xy from (xy, xx, yy), evaluated in R (the float32 path
@@ -87,7 +113,7 @@ template <class T, class R = T>
 LWE_HD T relu_px(T xy_in, T xx_in, T yy_in) {
   using T_ = R;
   const T_ xy = xy_in, xx = xx_in, yy = yy_in;
-  return T(relu_core<T_>(xy, xx, yy));
+  return T(relu_core<T_, (sizeof(T) < sizeof(R))>(xy, xx, yy));
 }
 
 // 2x2 stride-2 average (w = 1/4 per tap) at output (r, c) of an S x S input.
