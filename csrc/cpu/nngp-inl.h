@@ -1,7 +1,7 @@
 // CPU drivers of the ConvNet-NNGP kernel (per-pixel math in lwengine/kernels/nngp.h), compiled
 // once per ISA by nngp_avx2.cpp / nngp_portable.cpp (LWE_ISA names the namespace).
 #if defined(__GNUC__) && !defined(__clang__)
-// Lets GCC if-convert the branch-free ReLU (acos_poly's selects) and vectorise it; no value changes.
+// Lets GCC if-convert the branch-free ReLU (atan2_poly's selects) and vectorise it; no value changes.
 #pragma GCC optimize("no-trapping-math")
 #endif
 #include <algorithm>
