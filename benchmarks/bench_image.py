@@ -40,6 +40,7 @@ def main():
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--market", type=int, default=None)
     p.add_argument("--no-generate", action="store_true", help="skip the generation row")
+    p.add_argument("--generate-only", action="store_true", help="only the generation row")
     p.add_argument("--dock-market", type=int, default=None, help="learnwares in the dock row (default 10000)")
     a = p.parse_args()
     from lwengine.specs.image import RKMEImageSpec, canonical_dists, canonical_self_terms, canonical_z, NetConfig
@@ -65,6 +66,10 @@ def main():
                      "reference_s": ref_gen if (n == 2000 and K == 50) else None,
                      "baseline": "reference measured (§4), not run here",
                      "parts": {k: round(v, 2) for k, v in spec.fit_info.seconds.items()}})
+        print(rows[-1], flush=True)
+        if a.generate_only:
+            _dump(rows, a.json)
+            return
 
     # ---- dist at K, C=3: foreign z and canonical z
     from lwengine.specs.image.nngp_torch import torch_nngp_kernel
@@ -145,12 +150,16 @@ def main():
                      "dock_build_s": t_dock_build, "reference_s": t_ref * dock_n, "ratio": t_ref * dock_n / t_dock,
                      "baseline": "reference dist per learnware (torch replica) x market size"})
         dock.close()
+    _dump(rows, a.json)
+
+
+def _dump(rows, path):
     for r in rows:
         print({k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()})
-    if a.json:
+    if path:
         import json
 
-        with open(a.json, "w") as f:
+        with open(path, "w") as f:
             json.dump({"rows": rows, "machine": common.machine_info() if hasattr(common, "machine_info") else None}, f,
                       indent=1)
 

@@ -659,4 +659,21 @@ def nngp_kernel(x, y=None, *, depth: int = 3, precision: str = "float32", device
     return out
 
 
-__all__ += ["nngp_kernel"]
+def mt19937_skip(bitgen, n: int, *, gauss_pairs: bool = False) -> None:
+    """Advance a numpy ``MT19937`` bit generator in place by ``n`` output words, or (``gauss_pairs``)
+    by ``n`` accepted attempts of numpy's legacy polar Gaussian (2n Gaussians, nothing cached);
+    bit-exact with drawing them (csrc/cpu/nngp_rng.cpp)."""
+    if not isinstance(bitgen, np.random.MT19937):
+        raise TypeError(f"bitgen must be a numpy.random.MT19937, got {type(bitgen).__name__}")
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    st = bitgen.state
+    key = np.array(st["state"]["key"], dtype=np.uint32)
+    name = "mt19937_skip_gauss_pairs" if gauss_pairs else "mt19937_skip_words"
+    pos = _native(name)(key, int(st["state"]["pos"]), n)
+    st["state"] = {"key": key, "pos": pos}
+    bitgen.state = st
+
+
+__all__ += ["nngp_kernel", "mt19937_skip"]

@@ -144,3 +144,40 @@ def test_preprocess_gray_bit_exact(name):
     _case(name)
     xt = preprocess(np.load(FIX / name / "X.npy")).numpy()
     assert np.array_equal(xt, np.load(FIX / name / "X_train.npy"))
+
+
+@pytest.mark.parametrize("pre", [0, 1, 2, 5])
+@pytest.mark.parametrize("n", [1, 2, 3, 1001, 200_001])
+def test_native_gaussian_skip_matches_drawing(n, pre):
+    from lwengine.specs.image.rng import GaussianStream
+
+    a, b = GaussianStream(0), np.random.RandomState(0)
+    if pre:
+        a.state.standard_normal(pre)
+        b.standard_normal(pre)
+    a.skip(n)
+    b.standard_normal(n)
+    sa, sb = a.state.get_state(), b.get_state()
+    assert np.array_equal(sa[1], sb[1]) and sa[2:] == sb[2:]
+    assert np.array_equal(a.state.standard_normal(7), b.standard_normal(7))
+
+
+@pytest.mark.parametrize("n", [1, 623, 624, 625, 100_003])
+def test_native_word_skip_matches_drawing(n):
+    from lwengine.specs.image.rng import TorchCPUGenerator
+
+    a, b = TorchCPUGenerator(0), np.random.MT19937(0)
+    b._legacy_seeding(0)
+    a.words(3)
+    b.random_raw(3 + n)
+    a.skip(n)
+    assert np.array_equal(a.words(9), b.random_raw(9).astype(np.uint64))
+
+
+def test_mt19937_skip_rejects_bad_input():
+    from lwengine import kernels
+
+    with pytest.raises(TypeError, match="bitgen"):
+        kernels.mt19937_skip(np.random.PCG64(), 3)
+    with pytest.raises(ValueError, match="n must be"):
+        kernels.mt19937_skip(np.random.MT19937(0), -1)

@@ -107,3 +107,17 @@ def test_device_option():
             cpu = kernels.nngp_kernel(x, y, precision=prec, device="cpu")
             gpu = kernels.nngp_kernel(x, y, precision=prec, device="cuda")
             assert np.abs(gpu - cpu).max() <= tol * np.abs(cpu).max()
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_float32_relu_edges_against_twin(depth):
+    """Aligned, anti-aligned, scaled and zero images (cos theta at +-1, the clamps; theta near 0 and pi)
+    through the float32 path's polynomial atan2 ReLU, against the float64 twin."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    x = np.concatenate([base, -base, 3 * base, np.zeros_like(base), base * 1e-3,
+                        rng.standard_normal((3, 3, 32, 32)).astype(np.float32)])
+    ref = _reference.nngp_kernel(x.astype(np.float64), x.astype(np.float64), depth=depth)
+    got = kernels.nngp_kernel(x, x, depth=depth)
+    assert np.isfinite(got).all()
+    assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max()

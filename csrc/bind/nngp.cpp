@@ -6,6 +6,7 @@
 #include <string>
 
 #include "../cpu/nngp_ops.h"
+#include "../cpu/nngp_rng.h"
 #include "lwengine/kernels/nngp.h"
 
 namespace py = pybind11;
@@ -84,6 +85,19 @@ void cross_t(const py::object& x_o, const py::object& px_o, const py::object& y_
   lwe::nngp_cross(xp, pxp, N1, yp, pyp, N2, C, depth, sp, op);
 }
 
+// key: the (624,) uint32 state of a numpy MT19937, updated in place; returns the new pos.
+template <void (*Skip)(uint32_t*, int*, uint64_t)>
+int mt_skip_t(const py::object& key_o, int pos, long long n) {
+  auto key = arr<uint32_t>(key_o, "key", 1, true);
+  if (key.shape(0) != 624) fail("key must have length 624");
+  if (pos < 0 || pos > 624) fail("pos must be in 0..624, got " + std::to_string(pos));
+  if (n < 0) fail("n must be >= 0");
+  uint32_t* kp = key.mutable_data();
+  py::gil_scoped_release release;
+  Skip(kp, &pos, static_cast<uint64_t>(n));
+  return pos;
+}
+
 }  // namespace
 
 void register_nngp(py::module_& m) {
@@ -93,5 +107,8 @@ void register_nngp(py::module_& m) {
         py::arg("depth"), py::arg("self"), py::arg("out"));
   m.def("nngp_cross_f64", &cross_t<double>, py::arg("x"), py::arg("prep_x"), py::arg("y"), py::arg("prep_y"),
         py::arg("depth"), py::arg("self"), py::arg("out"));
+  m.def("mt19937_skip_words", &mt_skip_t<lwe::mt19937_skip_words>, py::arg("key"), py::arg("pos"), py::arg("n"));
+  m.def("mt19937_skip_gauss_pairs", &mt_skip_t<lwe::mt19937_skip_gauss_pairs>, py::arg("key"), py::arg("pos"),
+        py::arg("n"));
   m.attr("nngp_prep_len") = py::cpp_function([](int depth) { return lwe::nngp::prep_len(checked_depth(depth)); });
 }

@@ -1,5 +1,9 @@
 // CPU drivers of the ConvNet-NNGP kernel (per-pixel math in lwengine/kernels/nngp.h), compiled
 // once per ISA by nngp_avx2.cpp / nngp_portable.cpp (LWE_ISA names the namespace).
+#if defined(__GNUC__) && !defined(__clang__)
+// Lets GCC if-convert the branch-free ReLU (atan2_poly's selects) and vectorise it; no value changes.
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include <algorithm>
 
 #include "lwengine/kernels/nngp.h"
@@ -38,6 +42,7 @@ inline void conv3_level(const T* a, T* b, int S, T* pad) {
 template <class T>
 inline void conv_relu_level(const T* a, T* b, int S, const T* vx, const T* vy, T* pad) {
   conv3_level(a, b, S, pad);
+#pragma omp simd
   for (int p = 0; p < S * S; ++p) b[p] = relu_px<T, double>(b[p], vx[p], vy[p]);
 }
 

@@ -10,6 +10,8 @@ parallel reduction).
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["torch_sum_f64", "TORCH_VEC_WIDTH"]
@@ -24,29 +26,27 @@ def _ceil_log2(x: int) -> int:
 
 
 def _multi_row_sum(rows: np.ndarray) -> np.ndarray:
-    """ATen multi_row_sum: rows (size, ILP, ...) -> (ILP, ...) partial sums in ATen's cascade order."""
+    """ATen multi_row_sum: rows (size, ILP, ...) -> (ILP, ...) partial sums in ATen's cascade order.
+
+    ATen adds chunks of ``step`` rows into acc[0], moves acc[0] into acc[1] after every chunk and
+    acc[j] into acc[j + 1] after every ``step`` moves into acc[j] (the top level keeps everything),
+    then adds acc[1..] to the leftover rows' sum in acc[0].  Each of those runs of additions starts
+    from 0 and adds its items one after another: numpy's reduce over a non-innermost axis, so every
+    level is one reduce here.
+    """
     size = rows.shape[0]
     level_power = max(4, _ceil_log2(size) // _LEVELS)
-    level_step = 1 << level_power
-    level_mask = level_step - 1
-    acc = np.zeros((_LEVELS,) + rows.shape[1:], dtype=np.float64)
-    i = 0
-    while i + level_step <= size:
-        # acc[0] is 0 here (moved up by the cascade), so its running sum over the chunk is numpy's
-        # axis-0 reduction, which adds rows one after another (no pairwise blocking on that axis)
-        acc[0] = np.add.reduce(rows[i:i + level_step], axis=0)
-        i += level_step
-        for j in range(1, _LEVELS):
-            acc[j] += acc[j - 1]
-            acc[j - 1] = 0.0
-            if i & (level_mask << (j * level_power)):
-                break
-    while i < size:
-        acc[0] += rows[i]
-        i += 1
-    for j in range(1, _LEVELS):
-        acc[0] += acc[j]
-    return acc[0]
+    step = 1 << level_power
+    inner = rows.shape[1:]
+    n_chunks = size // step
+    sums = [np.add.reduce(rows[n_chunks * step:], axis=0, initial=0.0)]  # acc[0]: the leftover rows
+    items = np.add.reduce(rows[: n_chunks * step].reshape((n_chunks, step) + inner), axis=1)
+    for _ in range(1, _LEVELS - 1):
+        groups = items.shape[0] // step
+        sums.append(np.add.reduce(items[groups * step:], axis=0, initial=0.0))  # what stays in acc[j]
+        items = np.add.reduce(items[: groups * step].reshape((groups, step) + inner), axis=1)
+    sums.append(np.add.reduce(items, axis=0, initial=0.0))  # the top level
+    return np.add.reduce(np.stack(sums), axis=0)
 
 
 def _row_sum(items: np.ndarray) -> np.ndarray:
@@ -54,11 +54,8 @@ def _row_sum(items: np.ndarray) -> np.ndarray:
     n = items.shape[0]
     size_ilp = n // _ILP
     partial = _multi_row_sum(items[: size_ilp * _ILP].reshape((size_ilp, _ILP) + items.shape[1:]))
-    for i in range(size_ilp * _ILP, n):
-        partial[0] += items[i]
-    for k in range(1, _ILP):
-        partial[0] += partial[k]
-    return partial[0]
+    # partial[0] + the leftover items + partial[1] + ... + partial[ILP-1], one after another
+    return np.add.reduce(np.concatenate((partial[:1], items[size_ilp * _ILP:], partial[1:])), axis=0)
 
 
 def torch_sum_f64(a, width: int = TORCH_VEC_WIDTH):
@@ -70,16 +67,13 @@ def torch_sum_f64(a, width: int = TORCH_VEC_WIDTH):
     a = np.asarray(a, dtype=np.float64)
     lead = a.shape[:-1]
     n = a.shape[-1]
-    rows = a.reshape((int(np.prod(lead, dtype=np.int64)), n)).T  # (n, B)
+    rows = a.reshape((math.prod(lead), n)).T  # (n, B)
     if n >= width:
         vec_numel = n // width
         vecs = rows[: vec_numel * width].reshape(vec_numel, width, -1)
         vec_acc = _row_sum(vecs)  # (width, B)
-        final = np.zeros(rows.shape[1], dtype=np.float64)
-        for k in range(vec_numel * width, n):
-            final += rows[k]
-        for k in range(width):
-            final += vec_acc[k]
+        # 0 + the leftover elements + the width lane sums, one after another
+        final = np.add.reduce(np.concatenate((rows[vec_numel * width:], vec_acc)), axis=0, initial=0.0)
     elif n:
         final = _row_sum(rows.copy())
     else:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ... import kernels
+
 __all__ = [
     "NetConfig",
     "gaussians_per_net",
@@ -21,9 +23,6 @@ __all__ = [
     "torch_randperm",
     "canonical_z", "canonical_z_view",
 ]
-
-_SKIP_CHUNK = 1 << 22
-
 
 @dataclass(frozen=True)
 class NetConfig:
@@ -60,12 +59,24 @@ class GaussianStream:
         self.position = 0
 
     def skip(self, n: int) -> None:
+        """Advance past n Gaussians (native skip of the accepted polar pairs; bit-exact)."""
         n = int(n)
-        while n > 0:
-            m = min(n, _SKIP_CHUNK)
-            self.state.standard_normal(m)
-            n -= m
-            self.position += m
+        if n <= 0:
+            return
+        self.position += n
+        if self.state.get_state()[3]:  # a cached Gaussian comes first
+            self.state.standard_normal(1)
+            n -= 1
+        pairs, odd = divmod(n, 2)
+        if pairs:
+            _, key, pos, _, _ = self.state.get_state()
+            bitgen = np.random.MT19937()
+            bitgen.state = {"bit_generator": "MT19937", "state": {"key": key, "pos": pos}}
+            kernels.mt19937_skip(bitgen, pairs, gauss_pairs=True)
+            st = bitgen.state["state"]
+            self.state.set_state(("MT19937", st["key"], st["pos"], 0, 0.0))
+        if odd:
+            self.state.standard_normal(1)
 
     def normal(self, mean, std, shape) -> np.ndarray:
         """float32(RandomState.normal(mean, std, shape)), as the reference's ``normal_`` copy does."""
@@ -93,10 +104,8 @@ class TorchCPUGenerator:
 
     def skip(self, n: int) -> None:
         n = int(n)
-        while n > 0:
-            m = min(n, _SKIP_CHUNK)
-            self.bitgen.random_raw(m)
-            n -= m
+        if n > 0:
+            kernels.mt19937_skip(self.bitgen, n)
 
     def words(self, n: int) -> np.ndarray:
         return self.bitgen.random_raw(int(n)).astype(np.uint64)

@@ -177,21 +177,23 @@ class RKMEImageSpec:
 
     def inner_prod(self, other: "RKMEImageSpec", *, precision: str = "float32") -> float:
         """``sum_ij beta_i beta'_j k(z_i, z'_j)`` with this spec's ``net_depth`` (the reference's rule)."""
+        if other is self and isinstance(precision, str):  # cached self terms first (valid keys only)
+            v = self._self_ip.get(precision)
+            if v is not None:
+                return v
         if not isinstance(other, RKMEImageSpec):
             raise TypeError(f"other must be an RKMEImageSpec, got {type(other).__name__}")
         if precision not in _PRECISIONS:
             raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
-        if other.channels != self.channels:
+        if other.z.shape[1] != self.z.shape[1]:
             raise ValueError(f"specs must have the same channel count, got {self.channels} and {other.channels}")
-        if other is self and precision in self._self_ip:
-            return self._self_ip[precision]
         G = self._gram_with(other, precision)
         b1 = self.beta.astype(np.float64)
         b2 = other.beta.astype(np.float64)
         if precision == "float64":
             v = float(b1 @ G @ b2)
         else:
-            v = float(torch_sum_f64((G.astype(np.float64) * np.outer(b1, b2)).reshape(-1)))
+            v = float(torch_sum_f64((G.astype(np.float64) * (b1[:, None] * b2)).reshape(-1)))
         if other is self:
             self._self_ip[precision] = v
         return v

@@ -51,6 +51,37 @@ LWE_HD float acos_approx(float x) {
 }
 LWE_HD double acos_approx(double x) { return acos(x); }
 
+// Branch-free atan2(b, a) for b >= 0 (a and b not both 0) in float64, for the float32 path's
+// float64 ReLU: q = min/max in [0, 1], atan(q) = q P(q^2) with P a degree-17 Chebyshev fit of
+// atan(q) / q (computed in 40-digit arithmetic; |error| <= 2e-15).
+LWE_HD double atan2_poly(double b, double a) {
+  const double aa = fabs(a);
+  const bool steep = b > aa;
+  const double q = (steep ? aa : b) / (steep ? b : aa);
+  const double w = q * q;
+  double p = -4.71322391243198e-05;
+  p = p * w + 0.0004731075145729513;
+  p = p * w + -0.0022447389063839896;
+  p = p * w + 0.0067510647393723335;
+  p = p * w + -0.01462977623780547;
+  p = p * w + 0.024781058461583166;
+  p = p * w + -0.03503247244053869;
+  p = p * w + 0.04386871447885981;
+  p = p * w + -0.051322669323276275;
+  p = p * w + 0.05847103253294943;
+  p = p * w + -0.06659500751705963;
+  p = p * w + 0.07691238923873273;
+  p = p * w + -0.0909079661757022;
+  p = p * w + 0.11111103214172209;
+  p = p * w + -0.14285713946017414;
+  p = p * w + 0.19999999992234013;
+  p = p * w + -0.33333333333261966;
+  p = p * w + 0.999999999999999;
+  const double t0 = q * p;
+  const double t1 = steep ? 1.5707963267948966 - t0 : t0;
+  return a < 0 ? 3.141592653589793 - t1 : t1;
+}
+
 // 3x3 zero-padded window sum of w3 * a, + 0.1, at (r, c) of an S x S map.
 template <class T>
 LWE_HD T conv3_px(const T* a, int S, int r, int c) {
@@ -68,8 +99,18 @@ LWE_HD T conv3_px(const T* a, int S, int r, int c) {
   return s + T(0.1);
 }
 
-template <class T>
+// Poly (the float32 path, evaluated in float64): theta through atan2_poly, vectorisable.
+template <class T, bool Poly = false>
 LWE_HD T relu_core(T xy, T xx, T yy) {
+  if (Poly) {
+    // acos(clamp(xy / sqrt(t))) = atan2(sqrt(max(t - xy^2, 0)), xy): no sqrt(t), no division by it
+    const T t = xx * yy + f32_tiny<T>();
+    T d = t - xy * xy;
+    d = d > T(0) ? d : T(0);
+    const T sn = sqrt(d);
+    const T theta = T(atan2_poly(double(sn), double(xy)));
+    return (sn + (pi<T>() - theta) * xy) * T(0.15915494309189535);
+  }
   const T t = xx * yy + f32_tiny<T>();
   T cs = xy * (T(1) / sqrt(t));
   cs = cs < T(-1) ? T(-1) : (cs > T(1) ? T(1) : cs);
@@ -87,7 +128,7 @@ template <class T, class R = T>
 LWE_HD T relu_px(T xy_in, T xx_in, T yy_in) {
   using T_ = R;
   const T_ xy = xy_in, xx = xx_in, yy = yy_in;
-  return T(relu_core<T_>(xy, xx, yy));
+  return T(relu_core<T_, (sizeof(T) < sizeof(R))>(xy, xx, yy));
 }
 
 // 2x2 stride-2 average (w = 1/4 per tap) at output (r, c) of an S x S input.
