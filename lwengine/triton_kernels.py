@@ -257,6 +257,36 @@ if triton is not None:
         return tl.dot(A, B, acc, input_precision=PREC)
 
     @triton.jit
+    def _gauss_tile(a_ptr, ra, ma, stride_a, b_ptr, rb, mb, stride_b, d, neg_g_log2e,
+                    MODE: tl.constexpr, PREC: tl.constexpr, F64: tl.constexpr, BF16_OPS: tl.constexpr,
+                    BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr):
+        """exp(-gamma |a - b|^2) of a tile of rows ra of a x rows rb of b, in the GEMM form
+        |a|^2 + |b|^2 - 2 a.b (dot over BLOCK_D column chunks, inputs rounded for the precision mode):
+        the one home of the Gaussian tile of every kernel here."""
+        CT: tl.constexpr = tl.float64 if F64 else tl.float32
+        dot = tl.zeros((BLOCK_A, BLOCK_B), dtype=CT)
+        na = tl.zeros((BLOCK_A,), dtype=CT)
+        nb = tl.zeros((BLOCK_B,), dtype=CT)
+        for c0 in range(0, d, BLOCK_D):
+            cc = c0 + tl.arange(0, BLOCK_D)
+            mc = cc < d
+            A = tl.load(a_ptr + ra[:, None].to(tl.int64) * stride_a + cc[None, :],
+                        mask=ma[:, None] & mc[None, :], other=0.0).to(CT)
+            B = tl.load(b_ptr + rb[:, None].to(tl.int64) * stride_b + cc[None, :],
+                        mask=mb[:, None] & mc[None, :], other=0.0).to(CT)
+            if not F64:
+                A = _round_rows(A, MODE)
+                B = _round_rows(B, MODE)
+            na += tl.sum(A * A, axis=1)
+            nb += tl.sum(B * B, axis=1)
+            if F64:
+                dot = tl.dot(A, tl.trans(B), dot, input_precision="ieee")
+            else:
+                dot = _mode_dot(A, tl.trans(B), dot, MODE, PREC, BF16_OPS)
+        d2 = (na[:, None] + nb[None, :]) - 2.0 * dot
+        return tl.exp2(tl.minimum(d2 * neg_g_log2e, 0.0))
+
+    @triton.jit
     def _inner_kernel(qz_ptr, qb_ptr, qo_ptr, z_ptr, b_ptr, o_ptr, out_ptr,
                       Q, N, d, stride_q, stride_z, g_ptr,
                       MODE: tl.constexpr, PREC: tl.constexpr, F64: tl.constexpr, BF16_OPS: tl.constexpr, KIND: tl.constexpr,
@@ -286,27 +316,8 @@ if triton is not None:
                 for a0 in range(a_lo, a_hi, BLOCK_Q):
                     ra = a0 + tl.arange(0, BLOCK_Q)
                     ma = ra < a_hi
-                    dot = tl.zeros((BLOCK_Q, BLOCK_N), dtype=CT)
-                    na = tl.zeros((BLOCK_Q,), dtype=CT)
-                    nb = tl.zeros((BLOCK_N,), dtype=CT)
-                    for c0 in range(0, d, BLOCK_D):
-                        cc = c0 + tl.arange(0, BLOCK_D)
-                        mc = cc < d
-                        A = tl.load(qz_ptr + ra[:, None].to(tl.int64) * stride_q + cc[None, :],
-                                    mask=ma[:, None] & mc[None, :], other=0.0).to(CT)
-                        B = tl.load(z_ptr + rb[:, None].to(tl.int64) * stride_z + cc[None, :],
-                                    mask=mb[:, None] & mc[None, :], other=0.0).to(CT)
-                        if not F64:
-                            A = _round_rows(A, MODE)
-                            B = _round_rows(B, MODE)
-                        na += tl.sum(A * A, axis=1)
-                        nb += tl.sum(B * B, axis=1)
-                        if F64:
-                            dot = tl.dot(A, tl.trans(B), dot, input_precision="ieee")
-                        else:
-                            dot = _mode_dot(A, tl.trans(B), dot, MODE, PREC, BF16_OPS)
-                    d2 = (na[:, None] + nb[None, :]) - 2.0 * dot
-                    k = tl.exp2(tl.minimum(d2 * neg_g_log2e, 0.0))
+                    k = _gauss_tile(qz_ptr, ra, ma, stride_q, z_ptr, rb, mb, stride_z, d, neg_g_log2e,
+                                    MODE, PREC, F64, BF16_OPS, BLOCK_Q, BLOCK_N, BLOCK_D)
                     qb = tl.load(qb_ptr + ra, mask=ma, other=0.0).to(CT)
                     v += tl.sum(qb[:, None] * k, axis=0)
                 bb = tl.load(b_ptr + rb, mask=mb, other=0.0)
@@ -342,27 +353,8 @@ if triton is not None:
         for t in range(t_lo, t_hi):
             rx = t * BLOCK_N + tl.arange(0, BLOCK_N)
             mx = rx < n
-            dot = tl.zeros((BLOCK_K, BLOCK_N), dtype=CT)
-            nz = tl.zeros((BLOCK_K,), dtype=CT)
-            nx = tl.zeros((BLOCK_N,), dtype=CT)
-            for c0 in range(0, d, BLOCK_D):
-                cc = c0 + tl.arange(0, BLOCK_D)
-                mc = cc < d
-                A = tl.load(z_ptr + rz[:, None].to(tl.int64) * stride_z + cc[None, :],
-                            mask=mz[:, None] & mc[None, :], other=0.0).to(CT)
-                B = tl.load(x_ptr + rx[:, None].to(tl.int64) * stride_x + cc[None, :],
-                            mask=mx[:, None] & mc[None, :], other=0.0).to(CT)
-                if not F64:
-                    A = _round_rows(A, MODE)
-                    B = _round_rows(B, MODE)
-                nz += tl.sum(A * A, axis=1)
-                nx += tl.sum(B * B, axis=1)
-                if F64:
-                    dot = tl.dot(A, tl.trans(B), dot, input_precision="ieee")
-                else:
-                    dot = _mode_dot(A, tl.trans(B), dot, MODE, PREC, BF16_OPS)
-            d2 = (nz[:, None] + nx[None, :]) - 2.0 * dot
-            k = tl.exp2(tl.minimum(d2 * neg_g_log2e, 0.0))
+            k = _gauss_tile(z_ptr, rz, mz, stride_z, x_ptr, rx, mx, stride_x, d, neg_g_log2e,
+                            MODE, PREC, F64, BF16_OPS, BLOCK_K, BLOCK_N, BLOCK_D)
             k = tl.where(mx[None, :], k, 0.0)
             c_acc += tl.sum(k, axis=1).to(tl.float64)
             if WITH_T:
