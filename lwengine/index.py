@@ -32,6 +32,7 @@ from .search import search_batch as run_search_batch
 from .semantic import check_semantic_dict
 from .spec_loading import read_spec_files
 from .specs import registry
+from .specs.kernel_family import precision_scope
 
 __all__ = ["SpecIndex", "BulkReport", "read_package_spec", "TABLE_TYPE", "PackedGroup"]
 
@@ -548,7 +549,8 @@ class SpecIndex:
 
     # ------------------------------------------------------------------ search
     def search(self, user_spec, max_search_num: int = 5, method: str = "greedy", semantic=None, *,
-               screen: bool | None = None, device: str | None = None, backend: str | None = None):
+               screen: bool | None = None, device: str | None = None, backend: str | None = None,
+               precision: str = "float32"):
         """Reference-compatible search (semantics §4-5): see :func:`lwengine.search.search`.
 
         A batched scan of every candidate (the reference's scores need the mean and max distance over
@@ -556,22 +558,27 @@ class SpecIndex:
         the float32 screening scan with certified float64 re-ranking (default for large groups);
         ``device`` ("auto" | "cpu" | "cuda") the kernels' device for this call (None: the index's);
         ``backend`` ("auto" | "native" | "triton") their backend (None: the index's); the route the
-        kernels took is left in :attr:`last_route`."""
-        with self._routed(backend):
+        kernels took is left in :attr:`last_route`.  ``precision``: the kernel entries' precision
+        ("float32": the reference's semantics; "float64": image specs ranked by
+        ``lw.dist(user, precision="float64")``; table and text specs are float64 either way)."""
+        with self._routed(backend, precision):
             return run_search(self, user_spec, max_search_num=max_search_num, method=method, semantic=semantic,
                               screen=screen, device=device)
 
     def search_batch(self, user_specs, max_search_num: int = 5, method: str = "greedy", semantic=None, *,
-                     screen: bool | None = None, device: str | None = None, backend: str | None = None):
+                     screen: bool | None = None, device: str | None = None, backend: str | None = None,
+                     precision: str = "float32"):
         """:meth:`search` for many users sharing one store scan per group."""
-        with self._routed(backend):
+        with self._routed(backend, precision):
             return run_search_batch(self, user_specs, max_search_num=max_search_num, method=method,
                                     semantic=semantic, screen=screen, device=device)
 
     @contextlib.contextmanager
-    def _routed(self, backend):
-        """Run a search / topk under ``backend`` (None: the index's) and record the kernels' routes."""
-        with kernels.backend_scope(self.backend if backend is None else backend) as routes:
+    def _routed(self, backend, precision="float32"):
+        """Run a search / topk under ``backend`` (None: the index's) and the kernel-entry ``precision``,
+        and record the kernels' routes."""
+        with precision_scope(precision), \
+                kernels.backend_scope(self.backend if backend is None else backend) as routes:
             try:
                 yield
             finally:
@@ -588,7 +595,8 @@ class SpecIndex:
         ``"approx"`` (the sketch clusters, or faiss, + exact re-rank of a pool; options ``pool``,
         ``approx_sketch="nystrom"|"rff"``, ``nprobe`` (clusters), ``ef_search`` (HNSW)).  Certified
         option: ``brute_fraction``.  ``device``: the kernels' device for this call (None: the index's);
-        ``backend``: their backend (None: the index's; the route is in ``last_stats["route"]``).
+        ``backend``: their backend (None: the index's; the route is in ``last_stats["route"]``);
+        ``precision``: as in :meth:`search`.
         Types with an admission rule (text: languages) are ranked by the brute-force scan of the
         admitted specs.
         Sketches are built on first use (see :meth:`build_sketch`).  Statistics of the call (exact
@@ -596,7 +604,8 @@ class SpecIndex:
         See docs/scale.md.
         """
         backend = options.pop("backend", None)
-        with self._routed(backend):
+        precision = options.pop("precision", "float32")
+        with self._routed(backend, precision):
             res, stats = scale_topk(self, user_spec, k, mode, **options)
         stats["route"] = self.last_route
         self.last_stats = stats

@@ -159,6 +159,11 @@ class PackedGroup:
         a, b = int(self.offsets[local]), int(self.offsets[local + 1])
         return np.array(self.family.full_rows(self.z[a:b], b - a, self.shape, self.gamma), dtype=np.float64)
 
+    def self_terms(self, local=None) -> np.ndarray:
+        """Self inner products of the specs ``local`` (default: all) at the current kernel precision
+        (:func:`lwengine.specs.kernel_family.precision_scope`)."""
+        return self.family.stored_self(self, local)
+
     def duplicates(self):
         """``(dst, src)``: local indices of alive specs bit-identical to an earlier representative."""
         if self.dups_cache is None:

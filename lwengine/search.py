@@ -369,7 +369,7 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None):
         n = g.n
         screened = _screens(g, screen.get(g.key) if isinstance(screen, dict) else screen)
         cross = g.cross(qz, qb, qo, screened=screened, device=device)
-        d = finish(g.self_ip[:n][None, :], cross, uself[:, None])
+        d = finish(g.self_terms()[None, :], cross, uself[:, None])
         err = np.zeros(d.shape)  # calloc: untouched pages cost nothing
         if screened:
             _, bl1, r2 = g.screen()
@@ -474,7 +474,7 @@ def exact_dists(groups, gis, lis, user, user_self, *, device=None) -> np.ndarray
         at = np.flatnonzero(gis == gi)
         g = groups[gi]
         cross = g.cross(*user, specs=lis[at], device=device)[0]
-        out[at] = finish(g.self_ip[lis[at]], cross, user_self)
+        out[at] = finish(g.self_terms(lis[at]), cross, user_self)
     return out
 
 

@@ -32,7 +32,7 @@ EPS_F64_STORE = 2.0 ** -50
 
 def _finish_dists(g, local, cross, user):
     """``d`` for the group's specs ``local`` from their cross inner products (search's formula)."""
-    d = finish(np.asarray(g.self_ip[local]), cross, user.self_ip)
+    d = finish(np.asarray(g.self_terms(local)), cross, user.self_ip)
     if g.family.copy_dist_zero and user.gamma == g.gamma:
         same = (np.asarray(g.digest[local]) == user.digest).all(axis=1)
         d[same] = 0.0

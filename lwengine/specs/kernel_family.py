@@ -11,14 +11,50 @@ Vocabulary: a store is ``(z, beta, offsets)`` (rows (M, row_dim), weights (M,), 
 ``param`` is the group's kernel parameter (gamma for Gaussian specs; the family decides what it
 encodes) and ``shape`` the trailing shape of z.  In ``cross_inner(a..., b..., param)`` store a is the
 caller: entry (i, j) is ``a_i.inner_prod(b_j)`` with ``param``.
+
+Precision: :func:`precision_scope` sets, for this thread, the precision of the kernel entries a
+family computes ("float32": the reference's semantics, the default; "float64": accurate entries).
+The Gaussian family is float64 already and ignores it; the NNGP family reads it.
 """
 from __future__ import annotations
+
+import contextlib
+import threading
 
 import numpy as np
 
 from .. import kernels
 
-__all__ = ["KernelFamily", "GAUSSIAN"]
+__all__ = ["KernelFamily", "GAUSSIAN", "PRECISIONS", "check_precision", "precision_scope", "current_precision"]
+
+PRECISIONS = ("float32", "float64")
+_scope = threading.local()
+
+
+def check_precision(precision) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else ValueError naming it."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
+    return precision
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str):
+    """Within the block, this thread's kernel families compute their entries in ``precision``
+    (how :class:`~lwengine.SpecIndex` search / topk pass ``precision=`` down without a keyword on
+    every layer)."""
+    check_precision(precision)
+    previous = getattr(_scope, "precision", "float32")
+    _scope.precision = precision
+    try:
+        yield
+    finally:
+        _scope.precision = previous
+
+
+def current_precision() -> str:
+    """This thread's kernel-entry precision (see :func:`precision_scope`)."""
+    return getattr(_scope, "precision", "float32")
 
 
 class KernelFamily:
@@ -44,6 +80,11 @@ class KernelFamily:
     def full_rows(self, z, K: int, shape, param) -> np.ndarray:
         """float64 rows (K, prod(shape)) of one stored spec from its stored rows ``z``."""
         return np.asarray(z, dtype=np.float64)
+
+    def stored_self(self, group, local=None) -> np.ndarray:
+        """Self inner products of a group's specs ``local`` (default: all ``group.n``) at the current
+        precision (default: the ones computed when they were stored)."""
+        return group.self_ip[: group.n] if local is None else np.asarray(group.self_ip)[local]
 
     def self_inner(self, z, beta, offsets, param, shape, *, device="auto") -> np.ndarray:
         """``spec_i.inner_prod(spec_i)`` of every stored spec (the one-object path)."""

@@ -14,14 +14,19 @@ K_user)); each stored cross term is then ``sum_ab beta_ia beta_u_b X[a, b]``.  U
 reference); above, every term is ``beta_i . v`` with ``v = X beta_u`` (the same float64 values summed
 in another order: the two differ by a few ulp of the terms, ~1e-16 absolute, against the float32
 noise of the reference's dists, ~1e-6).
+
+Under ``kernel_family.precision_scope("float64")`` every kernel entry is float64 instead
+(``nngp_kernel(..., precision="float64")``; canonical blocks from :func:`.gram_cache.canonical_grams64`),
+stored specs' self terms included (:meth:`NNGPFamily.stored_self`): dists equal
+``lw.dist(user, precision="float64")``.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ... import kernels
-from ..kernel_family import KernelFamily
-from .gram_cache import canonical_grams
+from ..kernel_family import KernelFamily, current_precision
+from .gram_cache import canonical_grams, canonical_grams64
 from .reduction import torch_sum_f64
 from .rng import NetConfig, canonical_z_view
 
@@ -37,6 +42,11 @@ def _depth(param) -> int:
 
 def _images(rows, shape) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(rows).reshape((-1,) + tuple(shape)), dtype=np.float32)
+
+
+def _grams(C: int, depth: int, K: int, precision: str):
+    """(same, cross) canonical Grams in ``precision`` (float32: the reference's own)."""
+    return (canonical_grams64 if precision == "float64" else canonical_grams)(C, depth, K)
 
 
 def _canonical_flags(z, offsets, shape, param) -> np.ndarray:
@@ -84,14 +94,14 @@ class _Bank:
         return np.concatenate(parts)
 
 
-def _bank_kernel(A: _Bank, B: _Bank, shape, depth: int) -> np.ndarray:
-    """float32 two-object kernel between two banks; the canonical x canonical block is the reference's
-    canonical cross Gram."""
+def _bank_kernel(A: _Bank, B: _Bank, shape, depth: int, precision: str = "float32") -> np.ndarray:
+    """Two-object kernel (float32, or float64 in ``precision``) between two banks; the canonical x
+    canonical block is the canonical cross Gram (float32: the reference's)."""
     if A.foreign is None and B.foreign is None:
-        return canonical_grams(int(shape[0]), depth, max(A.kc, B.kc))[1][: A.kc, : B.kc]
-    G = kernels.nngp_kernel(A.images(shape), B.images(shape), depth=depth)
+        return _grams(int(shape[0]), depth, max(A.kc, B.kc), precision)[1][: A.kc, : B.kc]
+    G = kernels.nngp_kernel(A.images(shape), B.images(shape), depth=depth, precision=precision)
     if A.kc and B.kc:
-        G[: A.kc, : B.kc] = canonical_grams(int(shape[0]), depth, max(A.kc, B.kc))[1][: A.kc, : B.kc]
+        G[: A.kc, : B.kc] = _grams(int(shape[0]), depth, max(A.kc, B.kc), precision)[1][: A.kc, : B.kc]
     return G
 
 
@@ -122,8 +132,9 @@ def _pair_sums(G, A: _Bank, a_beta, a_off, B: _Bank, b_beta, b_off) -> np.ndarra
     return out
 
 
-def _self_sums(z, beta, offsets, param, shape) -> np.ndarray:
-    """``spec_i.inner_prod(spec_i)`` (one-object path) of every spec of a store."""
+def _self_sums(z, beta, offsets, param, shape, precision: str = "float32") -> np.ndarray:
+    """``spec_i.inner_prod(spec_i)`` (one-object path) of every spec of a store, kernel entries in
+    ``precision``."""
     depth = _depth(param)
     K = np.diff(offsets).astype(np.int64)
     canon = _canonical_flags(z, offsets, shape, param)
@@ -131,7 +142,7 @@ def _self_sums(z, beta, offsets, param, shape) -> np.ndarray:
     C = int(shape[0])
     for k in np.unique(K[canon]):
         sel = np.flatnonzero(canon & (K == k))
-        S = canonical_grams(C, depth, int(k))[0].astype(np.float64)
+        S = _grams(C, depth, int(k), precision)[0].astype(np.float64)
         b = beta[offsets[sel][:, None] + np.arange(k)[None, :]]
         if len(sel) * k * k <= EXACT_SUM_ELEMS:
             step = max(1, _CHUNK // int(k * k))
@@ -143,7 +154,7 @@ def _self_sums(z, beta, offsets, param, shape) -> np.ndarray:
             out[sel] = np.einsum("bi,bi->b", b @ S, b)
     for i in np.flatnonzero(~canon):
         a, b_ = int(offsets[i]), int(offsets[i + 1])
-        G = kernels.nngp_kernel(_images(z[a:b_], shape), depth=depth).astype(np.float64)
+        G = kernels.nngp_kernel(_images(z[a:b_], shape), depth=depth, precision=precision).astype(np.float64)
         bi = beta[a:b_]
         out[i] = torch_sum_f64((G * np.outer(bi, bi)).reshape(-1))
     return out
@@ -187,15 +198,24 @@ class NNGPFamily(KernelFamily):
             return _canonical_rows64(int(shape[0]), int(K))
         return np.asarray(z, dtype=np.float64)
 
+    def stored_self(self, group, local=None) -> np.ndarray:
+        stored = super().stored_self(group, local)
+        if current_precision() == "float32":
+            return stored
+        idx = np.arange(group.n, dtype=np.int64) if local is None else np.asarray(local, dtype=np.int64)
+        z, beta, offsets = group.gather(idx)
+        out = _self_sums(np.asarray(z), beta, offsets, group.gamma, group.shape, "float64")
+        return np.where(np.isnan(stored), np.nan, out)  # specs stored inert stay dropped
+
     def self_inner(self, z, beta, offsets, param, shape, *, device="auto") -> np.ndarray:
         return _self_sums(np.asarray(z), np.asarray(beta, dtype=np.float64), np.asarray(offsets, dtype=np.int64),
-                          param, shape)
+                          param, shape, current_precision())
 
     def cross_inner(self, a_z, a_beta, a_off, b_z, b_beta, b_off, param, shape, *, device="auto") -> np.ndarray:
         a_off, b_off = np.asarray(a_off, dtype=np.int64), np.asarray(b_off, dtype=np.int64)
         A = _Bank(np.asarray(a_z), a_off, shape, param)
         B = _Bank(np.asarray(b_z), b_off, shape, 1.0)  # the other side's canonical flags from its rows
-        G = _bank_kernel(A, B, shape, _depth(param))
+        G = _bank_kernel(A, B, shape, _depth(param), current_precision())
         return _pair_sums(G, A, np.asarray(a_beta, dtype=np.float64), a_off, B,
                           np.asarray(b_beta, dtype=np.float64), b_off)
 
@@ -228,7 +248,7 @@ def canonical_scan(shape, depth: int, beta, offsets, q_z, q_beta, q_off) -> np.n
     kmax = int(K.max())
     Bq = _Bank(np.asarray(q_z), q_off, shape, 1.0)
     Bs = _Bank(np.empty((int(offsets[-1]), 0)), offsets, shape, -1.0)
-    X = _bank_kernel(Bs, Bq, shape, depth)  # (kmax, user bank) float32
+    X = _bank_kernel(Bs, Bq, shape, depth, current_precision())  # (kmax, user bank) float32 (or float64)
     X64 = X.astype(np.float64)
     uniform = bool((K == kmax).all())
     for q in range(len(q_off) - 1):

@@ -7,7 +7,8 @@ in, so the reference's inner products between such specs use slices of two float
 Sources, in order: this process's cache; the Grams shipped in ``data/canonical_grams.npz`` (C = 1, 3,
 depth 3, K <= 100, computed with :mod:`.nngp_torch`, equal bit for bit to the reference's); the torch
 replica (bit-exact on CPU torch); otherwise the native float32 kernel (~1e-7 per entry, not
-bit-exact: logged).
+bit-exact: logged).  :func:`canonical_grams64`: the same two Grams with the float64 kernel
+(accurate-search mode), computed once per (C, depth) and block of K.
 """
 from __future__ import annotations
 
@@ -20,13 +21,14 @@ import numpy as np
 from ... import kernels
 from .rng import NetConfig, canonical_z
 
-__all__ = ["is_canonical_z", "canonical_grams", "CANONICAL_K_BLOCK"]
+__all__ = ["is_canonical_z", "canonical_grams", "canonical_grams64", "CANONICAL_K_BLOCK"]
 
 log = logging.getLogger(__name__)
 
 CANONICAL_K_BLOCK = 100
 _DATA = os.path.join(os.path.dirname(__file__), "data", "canonical_grams.npz")
 _GRAMS: dict = {}
+_GRAMS64: dict = {}
 _LOCK = threading.Lock()
 
 
@@ -75,4 +77,22 @@ def canonical_grams(C: int, depth: int, K: int):
             cross.setflags(write=False)
             entry = (same, cross)
             _GRAMS[key] = entry
+    return entry[0][:K, :K], entry[1][:K, :K]
+
+
+def canonical_grams64(C: int, depth: int, K: int):
+    """-> (same (K, K), cross (K, K)) float64 Grams of canonical_z(K, C) at ``depth`` (read-only views;
+    NNGP entries do not depend on the batch, so a larger cached Gram's prefix is the smaller one)."""
+    key = (int(C), int(depth))
+    with _LOCK:
+        entry = _GRAMS64.get(key)
+        if entry is None or entry[0].shape[0] < K:
+            kmax = max(int(K), CANONICAL_K_BLOCK)
+            z = canonical_z(kmax, NetConfig(key[0]))
+            same = kernels.nngp_kernel(z, depth=key[1], precision="float64")
+            cross = kernels.nngp_kernel(z, z, depth=key[1], precision="float64")
+            same.setflags(write=False)
+            cross.setflags(write=False)
+            entry = (same, cross)
+            _GRAMS64[key] = entry
     return entry[0][:K, :K], entry[1][:K, :K]
