@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from .nngp_torch import convnet_layers
+
 __all__ = ["nngp_descent", "torch_nngp_f64"]
 
 _X_CHUNK = 64
@@ -39,11 +41,7 @@ def torch_nngp_f64(torch, x, y, depth: int, same: bool):
         w = torch.full((1, 1, k, k), float(np.float32(vw / k ** 2)), dtype=a.dtype, device=a.device)
         return F.conv2d(a, w, stride=stride, padding=pad) + vb
 
-    layers = []
-    for _ in range(depth):
-        layers += [("c", 3, 1, 1, math.sqrt(2.0), 0.1), ("r",), ("c", 2, 2, 0, 1.0, 0.0)]
-    layers.append(("c", 32 // 2 ** depth, 1, 0, 1.0, 0.0))
-    for L in layers:
+    for L in convnet_layers(depth):
         if L[0] == "c":
             _, k, s, p, vw, vb = L
             S = xy.shape[-1]

@@ -11,7 +11,18 @@ import math
 
 import numpy as np
 
-__all__ = ["torch_nngp_kernel"]
+__all__ = ["torch_nngp_kernel", "convnet_layers"]
+
+
+def convnet_layers(depth: int) -> list:
+    """The layers of the reference's ConvNet NNGP for ``net_depth`` = depth: ``("c", k, stride, pad,
+    var_w, var_b)`` convolutions and ``("r",)`` ReLUs (depth x [Conv3, ReLU, Conv2 stride 2], then the
+    Conv to a 1x1 map)."""
+    layers = []
+    for _ in range(depth):
+        layers += [("c", 3, 1, 1, np.sqrt(2), 0.1), ("r",), ("c", 2, 2, 0, 1.0, 0.0)]
+    layers.append(("c", 32 // 2 ** depth, 1, 0, 1.0, 0.0))
+    return layers
 
 
 def torch_nngp_kernel(x, y=None, *, depth: int = 3):
@@ -33,11 +44,7 @@ def torch_nngp_kernel(x, y=None, *, depth: int = 3):
             kern = torch.ones(1, 1, k, k) * (vw / k ** 2)
             return F.conv2d(a, kern, stride=stride, padding=pad) + vb
 
-        layers = []
-        for _ in range(depth):
-            layers += [("c", 3, 1, 1, np.sqrt(2), 0.1), ("r",), ("c", 2, 2, 0, 1.0, 0.0)]
-        layers.append(("c", 32 // 2 ** depth, 1, 0, 1.0, 0.0))
-        for L in layers:
+        for L in convnet_layers(depth):
             if L[0] == "c":
                 _, k, s, p, vw, vb = L
                 xy = conv(xy.reshape(n1 * n2, 1, xy.shape[-2], xy.shape[-1]), k, s, p, vw, vb)
