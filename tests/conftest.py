@@ -11,7 +11,7 @@ if "TRITON_INTERPRET" not in os.environ and not os.path.exists("/dev/nvidiactl")
 
 import pytest
 
-SIMD_PATHS = ["portable", "avx2"]
+SIMD_PATHS = ["portable", "avx2", "avx512"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = REPO_ROOT.parent / "shared" / "fixtures" / "learnware-0.4.0.post1"
@@ -39,15 +39,18 @@ def _run_outside_the_source_tree(tmp_path_factory):
 
 @pytest.fixture(params=SIMD_PATHS)
 def simd(request):
-    """Run the test on the portable path and on the AVX2 path of the native kernels (``_core.set_simd``)."""
+    """Run the test on each SIMD path of the native kernels the CPU has (``_core.set_simd_path``)."""
     from lwengine._backend import require_core
 
     core = require_core()
-    if request.param == "avx2" and not (core.cpu_info()["avx2"] and core.cpu_info()["fma"]):
+    info = core.cpu_info()
+    if request.param == "avx2" and not (info["avx2"] and info["fma"]):
         pytest.skip("no AVX2 on this CPU")
-    core.set_simd(request.param == "avx2")
-    if core.cpu_info()["simd"] != request.param:  # LWE_DISABLE_AVX2=1 in the environment
+    if request.param == "avx512" and not info["avx512"]:
+        pytest.skip("no AVX-512 on this CPU (or in this build)")
+    core.set_simd_path(request.param)
+    if core.cpu_info()["simd"] != request.param:  # LWE_DISABLE_AVX2 / LWE_DISABLE_AVX512 in the environment
         core.set_simd(True)
-        pytest.skip("AVX2 path disabled by LWE_DISABLE_AVX2")
+        pytest.skip(f"{request.param} path disabled by the environment")
     yield request.param
     core.set_simd(True)

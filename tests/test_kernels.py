@@ -11,7 +11,8 @@ from lwengine import _backend, _reference, kernels
 core = _backend.require_core()
 EPS32 = float(np.finfo(np.float32).eps)
 
-SIMD_PATHS = ["portable"] + (["avx2"] if core.cpu_info()["avx2"] and core.cpu_info()["fma"] else [])
+SIMD_PATHS = (["portable"] + (["avx2"] if core.cpu_info()["avx2"] and core.cpu_info()["fma"] else [])
+              + (["avx512"] if core.cpu_info()["avx512"] else []))
 
 
 def make_store(rng, sizes, d, scale=1.0):
@@ -148,23 +149,47 @@ def test_identical_specs_bit_identical_and_thread_independent(simd):
 
 
 def test_simd_paths_agree():
-    if "avx2" not in SIMD_PATHS or core.cpu_info()["simd"] != "avx2":
+    if "avx2" not in SIMD_PATHS or core.cpu_info()["simd"] == "portable":
         pytest.skip("no AVX2 on this CPU")
     rng = np.random.default_rng(11)
     z, b, o = make_store(rng, [100, 50, 3], 20)
     res = {}
-    for path in SIMD_PATHS:
-        core.set_simd(path == "avx2")
-        res[path] = kernels.cross_inner(z, b, o, z, b, o, 0.1)
-    core.set_simd(True)
-    np.testing.assert_allclose(res["avx2"], res["portable"], rtol=1e-13)
+    try:
+        for path in SIMD_PATHS:
+            core.set_simd_path(path)
+            assert core.cpu_info()["simd"] == path
+            res[path] = kernels.cross_inner(z, b, o, z, b, o, 0.1)
+    finally:
+        core.set_simd(True)
+    for path in SIMD_PATHS[1:]:
+        np.testing.assert_allclose(res[path], res["portable"], rtol=1e-13)
+
+
+def test_simd_path_cap_and_errors():
+    try:
+        core.set_simd_path("portable")
+        assert core.cpu_info()["simd"] == "portable"
+        core.set_simd_path("avx512")  # a cap: the widest path the CPU has
+        assert core.cpu_info()["simd"] == SIMD_PATHS[-1]
+        with pytest.raises(ValueError, match="path must be"):
+            core.set_simd_path("sse9")
+        assert core.cpu_info()["simd"] == SIMD_PATHS[-1]  # unchanged by the refused call
+    finally:
+        core.set_simd(True)
 
 
 def test_env_var_disables_avx2(monkeypatch):
     monkeypatch.setenv("LWE_DISABLE_AVX2", "1")
     assert core.cpu_info()["simd"] == "portable"
     monkeypatch.setenv("LWE_DISABLE_AVX2", "0")
+    assert core.cpu_info()["simd"] == SIMD_PATHS[-1]
+
+
+def test_env_var_disables_avx512(monkeypatch):
+    monkeypatch.setenv("LWE_DISABLE_AVX512", "1")
     assert core.cpu_info()["simd"] == ("avx2" if "avx2" in SIMD_PATHS else "portable")
+    monkeypatch.delenv("LWE_DISABLE_AVX512")
+    assert core.cpu_info()["simd"] == SIMD_PATHS[-1]
 
 
 # ------------------------------------------------------------------ moments and Z step

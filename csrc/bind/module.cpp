@@ -279,6 +279,8 @@ py::dict cpu_info() {
   info["avx2"] = avx2;
   info["fma"] = fma;
   info["avx2_build"] = bool(LWE_HAVE_AVX2_BUILD);
+  info["avx512"] = lwe::cpu_has_avx512();  // F, DQ, VL and BW, and the build has the path
+  info["avx512_build"] = bool(LWE_HAVE_AVX512_BUILD);
   info["simd"] = std::string(lwe::simd_path());
 #ifdef LWE_HAVE_OPENMP
   info["openmp"] = true;
@@ -329,7 +331,12 @@ PYBIND11_MODULE(_core, m) {
         "Lloyd k-means in float32 (reference rules); c holds the initial centroids and is updated in place.");
   m.def("cpu_info", &cpu_info, "CPU features, SIMD path in use and OpenMP threads.");
   m.def("set_simd", &lwe::set_simd, py::arg("enabled"),
-        "Enable/disable the AVX2 path (LWE_DISABLE_AVX2=1 in the environment also disables it).");
+        "Enable the widest SIMD path the CPU has, or use the portable one (LWE_DISABLE_AVX2=1 / "
+        "LWE_DISABLE_AVX512=1 in the environment cap it too).");
+  m.def("set_simd_path", [](const std::string& name) {
+    if (!lwe::set_simd_path(name.c_str()))
+      fail("path must be 'avx512', 'avx2' or 'portable', got '" + name + "'");
+  }, py::arg("path"), "Cap the SIMD path at 'avx512', 'avx2' or 'portable' (the CPU may allow less).");
   m.def("set_num_threads", [](int n) {
     if (n < 1) fail("n must be >= 1, got " + std::to_string(n));
     lwe::set_num_threads(n);

@@ -1,4 +1,4 @@
-// Run-time choice between the AVX2 and the portable instantiation, thread control, and the
+// Run-time choice between the AVX-512, AVX2 and portable instantiations, thread control, and the
 // public entry points that route to one of them.
 #include <atomic>
 #include <cstdlib>
@@ -12,10 +12,10 @@
 
 namespace lwe {
 namespace {
-std::atomic<bool> g_simd_user{true};
+std::atomic<int> g_simd_cap{kAvx512};  // the user's cap (set_simd, set_simd_path)
 
-bool env_disables_avx2() {
-  const char* v = std::getenv("LWE_DISABLE_AVX2");  // read at every call: tests flip it
+bool env_set(const char* name) {  // read at every call: tests flip these
+  const char* v = std::getenv(name);
   return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
 }
 
@@ -54,9 +54,43 @@ bool cpu_has_avx2_fma() {
 #endif
 }
 
-bool simd_enabled() { return cpu_has_avx2_fma() && g_simd_user.load() && !env_disables_avx2(); }
-void set_simd(bool enabled) { g_simd_user.store(enabled); }
-const char* simd_path() { return simd_enabled() ? "avx2" : "portable"; }
+bool cpu_has_avx512() {
+#if LWE_HAVE_AVX512_BUILD && (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+  static const bool ok = cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
+                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                         __builtin_cpu_supports("avx512bw");
+  return ok;
+#else
+  return false;
+#endif
+}
+
+SimdPath simd_level() {
+  const int cap = g_simd_cap.load();
+  if (cap >= kAvx2 && cpu_has_avx2_fma() && !env_set("LWE_DISABLE_AVX2")) {
+    if (cap >= kAvx512 && cpu_has_avx512() && !env_set("LWE_DISABLE_AVX512")) return kAvx512;
+    return kAvx2;
+  }
+  return kPortable;
+}
+bool simd_enabled() { return simd_level() != kPortable; }
+void set_simd(bool enabled) { g_simd_cap.store(enabled ? kAvx512 : kPortable); }
+bool set_simd_path(const char* name) {
+  static const char* const names[] = {"portable", "avx2", "avx512"};
+  for (int i = 0; i < 3; ++i)
+    if (std::strcmp(name, names[i]) == 0) {
+      g_simd_cap.store(i);
+      return true;
+    }
+  return false;
+}
+const char* simd_path() {
+  switch (simd_level()) {
+    case kAvx512: return "avx512";
+    case kAvx2: return "avx2";
+    default: return "portable";
+  }
+}
 
 void set_num_threads(int n) {
 #ifdef LWE_HAVE_OPENMP
@@ -72,12 +106,6 @@ int get_num_threads() {
   return 1;
 #endif
 }
-
-#if LWE_HAVE_AVX2_BUILD
-#define LWE_ROUTE(fn, ...) (simd_enabled() ? avx2::fn(__VA_ARGS__) : portable::fn(__VA_ARGS__))
-#else
-#define LWE_ROUTE(fn, ...) portable::fn(__VA_ARGS__)
-#endif
 
 #define LWE_ROUTE_INNER(T)                                                                         \
   void cross_inner(const T* q_z, const double* q_beta, const index_t* q_off, index_t Q, const T* z, \

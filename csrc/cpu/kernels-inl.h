@@ -229,8 +229,8 @@ void gram_impl(const T* z, const double* beta, const index_t* off, index_t N, in
 // added first, so that G_ij == G_ji and bit-identical points give bit-identical rows (the QP merges
 // those).  Lanes run over j; every dot product is one FMA chain over the coordinates in order.
 inline void point_gram_impl(const double* z, index_t K, index_t d, double gamma, double* G) {
-  using V = f64x4;
-  const index_t Kp = round_up(K, 4);
+  using V = vf64;
+  const index_t Kp = round_up(K, kW64);
   std::vector<double> zT(static_cast<size_t>(d * Kp), 0.0), zn(static_cast<size_t>(Kp), 0.0);
   for (index_t j = 0; j < K; ++j) {
     double s = 0.0;
@@ -240,15 +240,15 @@ inline void point_gram_impl(const double* z, index_t K, index_t d, double gamma,
     }
     zn[j] = s;
   }
-  double row[4];
+  double row[kW64];
   for (index_t i = 0; i < K; ++i) {
     const double* zi = z + i * d;
     const V ni = vbroadcast<V>(zn[i]);
-    for (index_t j0 = 0; j0 < Kp; j0 += 4) {
+    for (index_t j0 = 0; j0 < Kp; j0 += kW64) {
       V acc = V{};
       for (index_t k = 0; k < d; ++k) acc += vbroadcast<V>(zi[k]) * vload<V>(&zT[k * Kp + j0]);
       vstore(row, gauss_from_sqdist(sqdist_gram(ni, vload<V>(&zn[j0]), acc), gamma, VExp{}));
-      for (index_t j = j0; j < std::min(K, j0 + 4); ++j) G[i * K + j] = row[j - j0];
+      for (index_t j = j0; j < std::min(K, j0 + kW64); ++j) G[i * K + j] = row[j - j0];
     }
   }
 }
@@ -263,8 +263,8 @@ constexpr index_t kBlockZ = 64;
 template <int R, int NV>
 inline void zx_chunk(const double* zr, index_t d, const double* zn, const double* xT, const double* xn,
                      index_t j0, double gamma, double* E, index_t ldE) {
-  using V = f64x4;
-  constexpr int W = 4;
+  using V = vf64;
+  constexpr int W = kW64;
   V acc[R][NV];
   _Pragma("GCC unroll 8")
   for (int r = 0; r < R; ++r)
@@ -295,7 +295,7 @@ inline void zx_chunk(const double* zr, index_t d, const double* zn, const double
 // tp[r * d + k] += sum_j e[r * kTileX + j] xT[k * kTileX + j] for R rows of the kernel block
 template <int R>
 inline void zx_t_block(const double* e, const double* xT, index_t d, index_t mp, double* tp) {
-  using V = f64x4;
+  using V = vf64;
   index_t k = 0;
   for (; k + 2 <= d; k += 2) {
     V a[R][2];
@@ -303,7 +303,7 @@ inline void zx_t_block(const double* e, const double* xT, index_t d, index_t mp,
     for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = V{};
     const double* x0 = xT + k * kTileX;
     const double* x1 = x0 + kTileX;
-    for (index_t j = 0; j < mp; j += 4) {
+    for (index_t j = 0; j < mp; j += kW64) {
       const V xv0 = vload<V>(x0 + j), xv1 = vload<V>(x1 + j);
       _Pragma("GCC unroll 4")
       for (int r = 0; r < R; ++r) {
@@ -323,7 +323,7 @@ inline void zx_t_block(const double* e, const double* xT, index_t d, index_t mp,
     _Pragma("GCC unroll 4")
     for (int r = 0; r < R; ++r) a[r] = V{};
     const double* x0 = xT + k * kTileX;
-    for (index_t j = 0; j < mp; j += 4) {
+    for (index_t j = 0; j < mp; j += kW64) {
       const V xv0 = vload<V>(x0 + j);
       _Pragma("GCC unroll 4")
       for (int r = 0; r < R; ++r) a[r] += vload<V>(e + r * kTileX + j) * xv0;
@@ -336,7 +336,7 @@ inline void zx_t_block(const double* e, const double* xT, index_t d, index_t mp,
 template <class Tx>
 void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t d, double gamma,
                      double* C, double* Tout) {
-  using V = f64x4;
+  using V = vf64;
   const index_t ntiles = (n + kTileX - 1) / kTileX;
   const index_t P = Tout ? K * (1 + d) : K;
   const index_t NC = std::max<index_t>(1, std::min<index_t>({ntiles, 64, (index_t(1) << 22) / P}));
@@ -355,7 +355,7 @@ void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t
       double* pc = part.data() + c * P;
       const index_t t0 = c * ntiles / NC, t1 = (c + 1) * ntiles / NC;
       for (index_t t = t0; t < t1; ++t) {
-        const index_t r0 = t * kTileX, m = std::min(kTileX, n - r0), mp = round_up(m, 8);
+        const index_t r0 = t * kTileX, m = std::min(kTileX, n - r0), mp = round_up(m, 2 * kW64);
         std::fill(xT.begin(), xT.end(), 0.0);
         for (index_t j = 0; j < m; ++j) {
           double s = 0.0;
@@ -371,18 +371,18 @@ void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t
           const index_t kb = std::min(kBlockZ, K - i0);
           index_t r = 0;
           for (; r + 4 <= kb; r += 4)
-            for (index_t j = 0; j < mp; j += 8)
+            for (index_t j = 0; j < mp; j += 2 * kW64)
               zx_chunk<4, 2>(z + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j, gamma,
                              E.data() + r * kTileX, kTileX);
           for (; r < kb; ++r)
-            for (index_t j = 0; j < mp; j += 8)
+            for (index_t j = 0; j < mp; j += 2 * kW64)
               zx_chunk<1, 2>(z + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j, gamma,
                              E.data() + r * kTileX, kTileX);
           for (index_t rr = 0; rr < kb; ++rr) {
             double* e = E.data() + rr * kTileX;
             for (index_t j = m; j < mp; ++j) e[j] = 0.0;
             V s = V{};
-            for (index_t j = 0; j < mp; j += 4) s += vload<V>(e + j);
+            for (index_t j = 0; j < mp; j += kW64) s += vload<V>(e + j);
             pc[i0 + rr] += hsum<double>(s);
           }
           if (Tout) {  // T rows += E x: register blocks of 4 z rows x 2 coordinates
@@ -428,20 +428,20 @@ inline double probe_fma_impl(double seconds) {
   double total = 0.0;
 #pragma omp parallel reduction(+ : total)
   {
-    f32x8 a[10];
-    for (int i = 0; i < 10; ++i) a[i] = vbroadcast<f32x8>(1.0f + 1e-3f * i);
-    const f32x8 m = vbroadcast<f32x8>(0.999999f), c = vbroadcast<f32x8>(1e-7f);
+    vf32 a[10];
+    for (int i = 0; i < 10; ++i) a[i] = vbroadcast<vf32>(1.0f + 1e-3f * i);
+    const vf32 m = vbroadcast<vf32>(0.999999f), c = vbroadcast<vf32>(1e-7f);
     double flops = 0.0;
     const double t0 = now_s();
     double t = t0;
     do {
       for (int it = 0; it < 4096; ++it)
         for (int i = 0; i < 10; ++i) a[i] = a[i] * m + c;
-      flops += 4096.0 * 10 * 8 * 2;
+      flops += 4096.0 * 10 * kW32 * 2;
       t = now_s();
     } while (t - t0 < seconds);
-    float sink[8];
-    f32x8 s = a[0];
+    float sink[kW32];
+    vf32 s = a[0];
     for (int i = 1; i < 10; ++i) s += a[i];
     vstore(sink, s);
     total += flops / (t - t0) + (sink[0] == 12345.0f ? 1.0 : 0.0);
@@ -454,10 +454,10 @@ inline double probe_exp_impl(double seconds) {
   double total = 0.0;
 #pragma omp parallel reduction(+ : total)
   {
-    f32x8 x[8], s[8];
+    vf32 x[8], s[8];
     for (int i = 0; i < 8; ++i) {
-      x[i] = vbroadcast<f32x8>(-0.5f - 0.1f * i);
-      s[i] = f32x8{};
+      x[i] = vbroadcast<vf32>(-0.5f - 0.1f * i);
+      s[i] = vf32{};
     }
     double count = 0.0;
     const double t0 = now_s();
@@ -468,11 +468,11 @@ inline double probe_exp_impl(double seconds) {
           s[i] += exp2_f32(x[i]);
           x[i] = x[i] - 1e-7f;
         }
-      count += 1024.0 * 8 * 8;
+      count += 1024.0 * 8 * kW32;
       t = now_s();
     } while (t - t0 < seconds);
-    float sink[8];
-    f32x8 acc = s[0];
+    float sink[kW32];
+    vf32 acc = s[0];
     for (int i = 1; i < 8; ++i) acc += s[i];
     vstore(sink, acc);
     total += count / (t - t0) + (sink[0] == 12345.0f ? 1.0 : 0.0);

@@ -27,40 +27,40 @@
 namespace lwe {
 namespace LWE_ISA {
 
-constexpr index_t kKmRows = 16;  // rows per scoring tile (two vectors of 8 lanes)
+constexpr index_t kKmRows = 2 * kW32;  // rows per scoring tile (two vectors of lanes)
 constexpr int kKmCols = 6;       // centroids per register block
 
 template <>
-inline i32x8 vbroadcast<i32x8, std::int32_t>(std::int32_t s) {
-  i32x8 v = {};
+inline vi32 vbroadcast<vi32, std::int32_t>(std::int32_t s) {
+  vi32 v = {};
   return v + s;
 }
 
-// Best/second scores and best index for 16 rows (lanes) against centroids [j0, j0 + C).
+// Best/second scores and best index for kKmRows rows (lanes) against centroids [j0, j0 + C).
 template <int C>
 inline void km_block(const float* xT, index_t d, const float* c, index_t j0, const float* cn,
-                     const f32x8* xnf, f32x8* b1, f32x8* b2, i32x8* i1, i32x8* nan) {
-  f32x8 acc[2][C];
+                     const vf32* xnf, vf32* b1, vf32* b2, vi32* i1, vi32* nan) {
+  vf32 acc[2][C];
   _Pragma("GCC unroll 8")
-  for (int j = 0; j < C; ++j) acc[0][j] = acc[1][j] = f32x8{};
+  for (int j = 0; j < C; ++j) acc[0][j] = acc[1][j] = vf32{};
   const float* cj = c + j0 * d;
   for (index_t k = 0; k < d; ++k) {
-    const f32x8 x0 = vload<f32x8>(xT + k * kKmRows), x1 = vload<f32x8>(xT + k * kKmRows + 8);
+    const vf32 x0 = vload<vf32>(xT + k * kKmRows), x1 = vload<vf32>(xT + k * kKmRows + kW32);
     _Pragma("GCC unroll 8")
     for (int j = 0; j < C; ++j) {
-      const f32x8 cb = vbroadcast<f32x8>(cj[j * d + k]);
+      const vf32 cb = vbroadcast<vf32>(cj[j * d + k]);
       acc[0][j] += x0 * cb;
       acc[1][j] += x1 * cb;
     }
   }
   _Pragma("GCC unroll 8")
   for (int j = 0; j < C; ++j) {
-    const f32x8 cnj = vbroadcast<f32x8>(cn[j0 + j]);
-    const i32x8 idx = vbroadcast<i32x8>(static_cast<std::int32_t>(j0 + j));
+    const vf32 cnj = vbroadcast<vf32>(cn[j0 + j]);
+    const vi32 idx = vbroadcast<vi32>(static_cast<std::int32_t>(j0 + j));
     _Pragma("GCC unroll 2")
     for (int v = 0; v < 2; ++v) {
-      const f32x8 s = (2.0f * acc[v][j] - xnf[v]) - cnj;
-      const i32x8 gt = s > b1[v];
+      const vf32 s = (2.0f * acc[v][j] - xnf[v]) - cnj;
+      const vi32 gt = s > b1[v];
       nan[v] |= (s != s);
       b2[v] = gt ? b1[v] : vmax(s, b2[v]);
       b1[v] = gt ? s : b1[v];
@@ -69,7 +69,7 @@ inline void km_block(const float* xT, index_t d, const float* c, index_t j0, con
   }
 }
 
-// Score the rows rows[0..m) (m <= 16) against all k centroids: best label, best and second score.
+// Score the rows rows[0..m) (m <= kKmRows) against all k centroids: best label, best and second score.
 inline void km_score_tile(const float* x, index_t d, const index_t* rows, index_t m, const float* c,
                           index_t k, const float* cn, const float* xnf_all, float* xT,
                           std::int64_t* label, float* best, float* second, bool* has_nan) {
@@ -81,10 +81,10 @@ inline void km_score_tile(const float* x, index_t d, const index_t* rows, index_
     xnf_buf[r] = xnf_all[rows[r]];
   }
   const float ninf = -std::numeric_limits<float>::infinity();
-  f32x8 xnf[2] = {vload<f32x8>(xnf_buf), vload<f32x8>(xnf_buf + 8)};
-  f32x8 b1[2] = {vbroadcast<f32x8>(ninf), vbroadcast<f32x8>(ninf)};
-  f32x8 b2[2] = {b1[0], b1[1]};
-  i32x8 i1[2] = {i32x8{}, i32x8{}}, nan[2] = {i32x8{}, i32x8{}};
+  vf32 xnf[2] = {vload<vf32>(xnf_buf), vload<vf32>(xnf_buf + kW32)};
+  vf32 b1[2] = {vbroadcast<vf32>(ninf), vbroadcast<vf32>(ninf)};
+  vf32 b2[2] = {b1[0], b1[1]};
+  vi32 i1[2] = {vi32{}, vi32{}}, nan[2] = {vi32{}, vi32{}};
   index_t j0 = 0;
   for (; j0 + kKmCols <= k; j0 += kKmCols) km_block<kKmCols>(xT, d, c, j0, cn, xnf, b1, b2, i1, nan);
   switch (k - j0) {
@@ -98,10 +98,10 @@ inline void km_score_tile(const float* x, index_t d, const index_t* rows, index_
   float b1s[kKmRows], b2s[kKmRows];
   std::int32_t i1s[kKmRows], nans[kKmRows];
   for (int v = 0; v < 2; ++v) {
-    vstore(b1s + 8 * v, b1[v]);
-    vstore(b2s + 8 * v, b2[v]);
-    vstore(i1s + 8 * v, i1[v]);
-    vstore(nans + 8 * v, nan[v]);
+    vstore(b1s + kW32 * v, b1[v]);
+    vstore(b2s + kW32 * v, b2[v]);
+    vstore(i1s + kW32 * v, i1[v]);
+    vstore(nans + kW32 * v, nan[v]);
   }
   for (index_t r = 0; r < m; ++r) {
     label[r] = i1s[r];

@@ -22,6 +22,10 @@ namespace avx2 {
 LWE_NNGP_DECL(float)
 LWE_NNGP_DECL(double)
 }
+namespace avx512 {
+LWE_NNGP_DECL(float)
+LWE_NNGP_DECL(double)
+}
 #undef LWE_NNGP_DECL
 
 }  // namespace lwe

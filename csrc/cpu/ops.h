@@ -8,10 +8,15 @@
 namespace lwe {
 
 // ---- dispatch (dispatch.cpp)
+// SIMD paths, widest last; the kernels are compiled once per path (kernels-inl.h, nngp-inl.h).
+enum SimdPath : int { kPortable = 0, kAvx2 = 1, kAvx512 = 2 };
 bool cpu_has_avx2_fma();          // the CPU supports AVX2 and FMA
-bool simd_enabled();              // the AVX2 path will be used for the next call
-void set_simd(bool enabled);      // user toggle (the LWE_DISABLE_AVX2=1 env var also disables it)
-const char* simd_path();          // "avx2" or "portable"
+bool cpu_has_avx512();            // the CPU supports AVX-512 F, DQ, VL and BW (and the build has the path)
+SimdPath simd_level();            // the path the next call takes (cap, CPU, LWE_DISABLE_AVX2/AVX512)
+bool simd_enabled();              // simd_level() > kPortable
+void set_simd(bool enabled);      // user toggle: the widest path, or portable
+bool set_simd_path(const char* name);  // cap at "avx512", "avx2" or "portable"; false: unknown name
+const char* simd_path();          // "avx512", "avx2" or "portable"
 void set_num_threads(int n);
 int get_num_threads();
 
@@ -52,6 +57,22 @@ void simplex_qp_batch(const double* Gs, const double* cs, index_t B, index_t n, 
 double peak_fma_f32(double seconds);
 double peak_exp_f32(double seconds);
 
+// Calls fn in the namespace of the active path (portable, avx2, avx512), chosen once per call.
+#if LWE_HAVE_AVX512_BUILD
+#define LWE_ROUTE(fn, ...)                                        \
+  [&] {                                                           \
+    switch (simd_level()) {                                       \
+      case kAvx512: return avx512::fn(__VA_ARGS__);               \
+      case kAvx2: return avx2::fn(__VA_ARGS__);                   \
+      default: return portable::fn(__VA_ARGS__);                  \
+    }                                                             \
+  }()
+#elif LWE_HAVE_AVX2_BUILD
+#define LWE_ROUTE(fn, ...) (simd_level() == kAvx2 ? avx2::fn(__VA_ARGS__) : portable::fn(__VA_ARGS__))
+#else
+#define LWE_ROUTE(fn, ...) portable::fn(__VA_ARGS__)
+#endif
+
 // Per-ISA implementations (kernels-inl.h compiled once per ISA).
 #define LWE_ISA_DECL(ns)                                                                          \
   namespace ns {                                                                                  \
@@ -64,5 +85,6 @@ double peak_exp_f32(double seconds);
   }
 LWE_ISA_DECL(portable)
 LWE_ISA_DECL(avx2)
+LWE_ISA_DECL(avx512)
 
 }  // namespace lwe

@@ -1,9 +1,11 @@
 // Width-agnostic SIMD helpers on GCC/Clang vector extensions (CPU only, never included by CUDA).
 //
-// The same source compiles to SSE2 in the portable translation units and to AVX2+FMA in the
-// *_avx2.cpp ones (fixed 32-byte vectors: 8 floats or 4 doubles).  Every file that includes this
-// header must first define LWE_ISA (the namespace that keeps the two instantiations apart, so the
-// linker never merges an AVX2 copy into the portable path).
+// The same source compiles to SSE2 in the portable translation units, to AVX2+FMA in the
+// *_avx2.cpp ones (32-byte vectors: 8 floats or 4 doubles) and to AVX-512 in the *_avx512.cpp
+// ones (64-byte vectors: 16 floats or 8 doubles).  Code names the vectors vf32 / vi32 / vf64 /
+// vi64 and their lane counts Simd<T>::W, never a width.  Every file that includes this header must
+// first define LWE_ISA (the namespace that keeps the instantiations apart, so the linker never
+// merges a wide copy into a narrower path).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -13,28 +15,36 @@
 #endif
 
 #ifndef LWE_ISA
-#error "define LWE_ISA (portable or avx2) before including simd.h"
+#error "define LWE_ISA (portable, avx2 or avx512) before including simd.h"
+#endif
+
+#if defined(__AVX512F__)
+#define LWE_VBYTES 64
+#else
+#define LWE_VBYTES 32
 #endif
 
 namespace lwe {
 namespace LWE_ISA {
 
-typedef float f32x8 __attribute__((vector_size(32)));
-typedef std::int32_t i32x8 __attribute__((vector_size(32)));
-typedef double f64x4 __attribute__((vector_size(32)));
-typedef std::int64_t i64x4 __attribute__((vector_size(32)));
+typedef float vf32 __attribute__((vector_size(LWE_VBYTES)));
+typedef std::int32_t vi32 __attribute__((vector_size(LWE_VBYTES)));
+typedef double vf64 __attribute__((vector_size(LWE_VBYTES)));
+typedef std::int64_t vi64 __attribute__((vector_size(LWE_VBYTES)));
 
 template <class T> struct Simd;
 template <> struct Simd<float> {
-  using V = f32x8;
-  using I = i32x8;
-  static constexpr int W = 8;
+  using V = vf32;
+  using I = vi32;
+  static constexpr int W = LWE_VBYTES / 4;
 };
 template <> struct Simd<double> {
-  using V = f64x4;
-  using I = i64x4;
-  static constexpr int W = 4;
+  using V = vf64;
+  using I = vi64;
+  static constexpr int W = LWE_VBYTES / 8;
 };
+constexpr int kW32 = Simd<float>::W;   // float lanes per vector
+constexpr int kW64 = Simd<double>::W;  // double lanes per vector
 
 template <class V, class T>
 inline V vload(const T* p) {
@@ -48,8 +58,13 @@ inline void vstore(T* p, V v) {
 }
 template <class V, class T>
 inline V vbroadcast(T s) {
-#if defined(__AVX__)
+#if defined(__AVX512F__)
   // one vbroadcast instruction (the generic form below adds 0.0 first)
+  if constexpr (sizeof(T) == 4)
+    return (V)_mm512_set1_ps(s);
+  else
+    return (V)_mm512_set1_pd(s);
+#elif defined(__AVX__)
   if constexpr (sizeof(T) == 4)
     return (V)_mm256_set1_ps(s);
   else
@@ -60,16 +75,20 @@ inline V vbroadcast(T s) {
 #endif
 }
 // min/max with one instruction on AVX (the ternary form costs a compare and a blend)
-inline f32x8 vmax(f32x8 a, f32x8 b) {
-#if defined(__AVX__)
-  return (f32x8)_mm256_max_ps((__m256)a, (__m256)b);
+inline vf32 vmax(vf32 a, vf32 b) {
+#if defined(__AVX512F__)
+  return (vf32)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__)
+  return (vf32)_mm256_max_ps((__m256)a, (__m256)b);
 #else
   return a > b ? a : b;
 #endif
 }
-inline f32x8 vmin(f32x8 a, f32x8 b) {
-#if defined(__AVX__)
-  return (f32x8)_mm256_min_ps((__m256)a, (__m256)b);
+inline vf32 vmin(vf32 a, vf32 b) {
+#if defined(__AVX512F__)
+  return (vf32)_mm512_min_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__)
+  return (vf32)_mm256_min_ps((__m256)a, (__m256)b);
 #else
   return a < b ? a : b;
 #endif
@@ -83,62 +102,65 @@ inline To bitcast(From v) {
 }
 template <class T>
 inline T hsum(typename Simd<T>::V v) {
-  // fixed pairwise order: identical for every call, on every path
+  // fixed order, identical for every call of one path: lane i + lane i + W/2, then a pairwise
+  // tree over adjacent partials (W = 8: ((b0+b4)+(b1+b5)) + ((b2+b6)+(b3+b7)))
   constexpr int W = Simd<T>::W;
   T buf[W];
   vstore(buf, v);
-  if constexpr (W == 8) {
-    return ((buf[0] + buf[4]) + (buf[1] + buf[5])) + ((buf[2] + buf[6]) + (buf[3] + buf[7]));
-  } else {
-    return (buf[0] + buf[2]) + (buf[1] + buf[3]);
-  }
+  for (int i = 0; i < W / 2; ++i) buf[i] = buf[i] + buf[i + W / 2];
+  for (int w = W / 2; w > 1; w /= 2)
+    for (int i = 0; i < w / 2; ++i) buf[i] = buf[2 * i] + buf[2 * i + 1];
+  return buf[0];
 }
 
-// exp for 8 floats: Cephes expf (range reduction by ln2 in two parts, degree-6 polynomial),
+// exp for W floats: Cephes expf (range reduction by ln2 in two parts, degree-6 polynomial),
 // about 1 ulp on [-87.3, 88.3]; arguments below -87.33 give exactly 0 (no float subnormals),
 // above 88.37 are clamped (the RKME kernel only sees such values from rounding noise).
-inline f32x8 exp_f32(f32x8 x) {
-  const f32x8 lo = vbroadcast<f32x8>(-87.33654f), hi = vbroadcast<f32x8>(88.37626f);
-  const i32x8 under = x < lo;
+inline vf32 exp_f32(vf32 x) {
+  const vf32 lo = vbroadcast<vf32>(-87.33654f), hi = vbroadcast<vf32>(88.37626f);
+  const vi32 under = x < lo;
   x = x < lo ? lo : x;
   x = x > hi ? hi : x;
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
-  const f32x8 t = x * 1.44269504088896341f + magic;
-  const f32x8 n = t - magic;
-  f32x8 r = x - n * 0.693359375f;
+  const vf32 t = x * 1.44269504088896341f + magic;
+  const vf32 n = t - magic;
+  vf32 r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
-  f32x8 y = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  vf32 y = r * 1.9875691500e-4f + 1.3981999507e-3f;
   y = y * r + 8.3334519073e-3f;
   y = y * r + 4.1665795894e-2f;
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
   y = y * (r * r) + r + 1.0f;
-  const i32x8 ni = bitcast<i32x8>(t) - bitcast<std::int32_t>(magic);
-  const f32x8 pow2 = bitcast<f32x8>((ni + 127) << 23);
-  const f32x8 res = y * pow2;
-  return under ? vbroadcast<f32x8>(0.0f) : res;
+  const vi32 ni = bitcast<vi32>(t) - bitcast<std::int32_t>(magic);
+  const vf32 pow2 = bitcast<vf32>((ni + 127) << 23);
+  const vf32 res = y * pow2;
+  return under ? vbroadcast<vf32>(0.0f) : res;
 }
 
-// exp for 4 doubles: range reduction by ln2 (fdlibm split), degree-13 Taylor polynomial on
+// exp for W doubles: range reduction by ln2 (fdlibm split), degree-13 Taylor polynomial on
 // |r| <= ln2/2 (truncation < 5e-18 relative), at most ~1 ulp from std::exp.  Lanes outside
 // [-708.3, 709.7] (subnormal results, overflow) are recomputed with std::exp.
-inline f64x4 exp_f64(f64x4 x) {
-  const f64x4 lo = vbroadcast<f64x4>(-708.3), hi = vbroadcast<f64x4>(709.7);
-  const i64x4 out = (x < lo) | (x > hi);
-#if defined(__AVX__)
+inline vf64 exp_f64(vf64 x) {
+  const vf64 lo = vbroadcast<vf64>(-708.3), hi = vbroadcast<vf64>(709.7);
+  const vi64 out = (x < lo) | (x > hi);
+#if defined(__AVX512F__)
   // max(lo, x) / min(hi, x) return x when x is NaN: the same values as the selects below
-  f64x4 xc = (f64x4)_mm256_max_pd((__m256d)lo, (__m256d)x);
-  xc = (f64x4)_mm256_min_pd((__m256d)hi, (__m256d)xc);
+  vf64 xc = (vf64)_mm512_max_pd((__m512d)lo, (__m512d)x);
+  xc = (vf64)_mm512_min_pd((__m512d)hi, (__m512d)xc);
+#elif defined(__AVX__)
+  vf64 xc = (vf64)_mm256_max_pd((__m256d)lo, (__m256d)x);
+  xc = (vf64)_mm256_min_pd((__m256d)hi, (__m256d)xc);
 #else
-  f64x4 xc = x < lo ? lo : x;
+  vf64 xc = x < lo ? lo : x;
   xc = xc > hi ? hi : xc;
 #endif
   const double magic = 6755399441055744.0;  // 1.5 * 2^52
-  const f64x4 t = xc * 1.4426950408889634 + magic;
-  const f64x4 n = t - magic;
-  f64x4 r = xc - n * 6.93147180369123816490e-01;
+  const vf64 t = xc * 1.4426950408889634 + magic;
+  const vf64 n = t - magic;
+  vf64 r = xc - n * 6.93147180369123816490e-01;
   r = r - n * 1.90821492927058770002e-10;
-  f64x4 y = r * (1.0 / 6227020800.0) + (1.0 / 479001600.0);
+  vf64 y = r * (1.0 / 6227020800.0) + (1.0 / 479001600.0);
   y = y * r + (1.0 / 39916800.0);
   y = y * r + (1.0 / 3628800.0);
   y = y * r + (1.0 / 362880.0);
@@ -150,28 +172,33 @@ inline f64x4 exp_f64(f64x4 x) {
   y = y * r + (1.0 / 6.0);
   y = y * r + 0.5;
   y = y * (r * r) + r + 1.0;
-  const i64x4 ni = bitcast<i64x4>(t) - bitcast<std::int64_t>(magic);
-  const f64x4 pow2 = bitcast<f64x4>((ni + 1023) << 52);
-  f64x4 res = y * pow2;
-  std::int64_t m[4];
-#if defined(__AVX__)
-  if (!_mm256_testz_si256((__m256i)out, (__m256i)out)) {  // one test instead of a store and 4 loads
+  const vi64 ni = bitcast<vi64>(t) - bitcast<std::int64_t>(magic);
+  const vf64 pow2 = bitcast<vf64>((ni + 1023) << 52);
+  vf64 res = y * pow2;
+  std::int64_t m[kW64];
+#if defined(__AVX512F__)
+  if (_mm512_test_epi64_mask((__m512i)out, (__m512i)out)) {  // one test instead of a store and W loads
+    vstore(m, out);
+#elif defined(__AVX__)
+  if (!_mm256_testz_si256((__m256i)out, (__m256i)out)) {
     vstore(m, out);
 #else
   vstore(m, out);
-  if (m[0] | m[1] | m[2] | m[3]) {
+  std::int64_t any = 0;
+  for (int l = 0; l < kW64; ++l) any |= m[l];
+  if (any) {
 #endif
-    double xs[4], rs[4];
+    double xs[kW64], rs[kW64];
     vstore(xs, x);
     vstore(rs, res);
-    for (int l = 0; l < 4; ++l)
+    for (int l = 0; l < kW64; ++l)
       if (m[l]) rs[l] = std::exp(xs[l]);
-    res = vload<f64x4>(rs);
+    res = vload<vf64>(rs);
   }
   return res;
 }
 
-// 2^u for 8 floats (u = log2(e) * arg, folded into the caller's constants): u = n + f with
+// 2^u for W floats (u = log2(e) * arg, folded into the caller's constants): u = n + f with
 // |f| <= 1/2, degree-6 Taylor polynomial of 2^f (truncation 1.2e-7 relative, about 2 ulp overall;
 // nearly unbiased, so the errors of many pairs cancel in the sums -- a minimax polynomial of
 // degree 5 was as accurate per value but biased the sums 20x more), the exponent added to the
@@ -179,25 +206,25 @@ inline f64x4 exp_f64(f64x4 x) {
 // u < -126 gives exactly 0, -126 <= u < -125.5 may give a wrong value below 2^-126 (an absolute
 // error under 2^-126); u is never large and positive for the RKME kernel (arg <= 0 up to
 // rounding), u > 127 is clamped.
-inline f32x8 exp2_f32(f32x8 u) {
-  const f32x8 lo = vbroadcast<f32x8>(-126.0f), hi = vbroadcast<f32x8>(127.0f);
-  const i32x8 keep = u >= lo;
+inline vf32 exp2_f32(vf32 u) {
+  const vf32 lo = vbroadcast<vf32>(-126.0f), hi = vbroadcast<vf32>(127.0f);
+  const vi32 keep = u >= lo;
   u = vmin(vmax(u, lo), hi);
   const float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to the nearest integer
-  const f32x8 t = u + magic;
-  const f32x8 f = u - (t - magic);
-  f32x8 y = f * 1.5403530393381606e-4f + 1.3333558146428443e-3f;
+  const vf32 t = u + magic;
+  const vf32 f = u - (t - magic);
+  vf32 y = f * 1.5403530393381606e-4f + 1.3333558146428443e-3f;
   y = y * f + 9.6181291076284772e-3f;
   y = y * f + 5.5504108664821580e-2f;
   y = y * f + 2.4022650695910071e-1f;
   y = y * f + 6.9314718055994531e-1f;
   y = y * f + 1.0f;
-  const i32x8 ni = bitcast<i32x8>(t) - bitcast<std::int32_t>(magic);
-  return bitcast<f32x8>((bitcast<i32x8>(y) + (ni << 23)) & keep);
+  const vi32 ni = bitcast<vi32>(t) - bitcast<std::int32_t>(magic);
+  return bitcast<vf32>((bitcast<vi32>(y) + (ni << 23)) & keep);
 }
 
-inline f32x8 vexp(f32x8 x) { return exp_f32(x); }
-inline f64x4 vexp(f64x4 x) { return exp_f64(x); }
+inline vf32 vexp(vf32 x) { return exp_f32(x); }
+inline vf64 vexp(vf64 x) { return exp_f64(x); }
 
 // The exp functors the shared per-pair functions (lwengine/kernels/pair.h) are called with.
 struct VExp {
@@ -205,7 +232,7 @@ struct VExp {
   V operator()(V x) const { return vexp(x); }
 };
 struct VExp2 {
-  f32x8 operator()(f32x8 u) const { return exp2_f32(u); }
+  vf32 operator()(vf32 u) const { return exp2_f32(u); }
 };
 
 }  // namespace LWE_ISA
