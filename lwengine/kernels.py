@@ -34,6 +34,7 @@ from .validate import (
     as_backend,
     as_device,
     as_gamma,
+    as_indices,
     as_offsets,
     as_points,
     as_qp,
@@ -214,15 +215,23 @@ def _store_checked(z, beta, offsets, q=None):
     return (q_z, q_beta, q_offsets), (z, beta, offsets)
 
 
-def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma, *, device: str = "auto",
+def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma, *, specs=None, device: str = "auto",
                 backend: str = "auto"):
     """Inner products of query specs with store specs, shape (Q, N), float64.
 
     ``out[q, i] = sum_a sum_b q_beta_a beta_b exp(-gamma |q_z_a - z_b|^2)``.  The query is cast to
     the store's dtype (float32 store: bulk screening; float64 store: reference fidelity).
+    ``specs``: store spec indices; column i is then spec ``specs[i]`` (N = len(specs)), read in
+    place on the CPU (the other routes gather those specs' rows first).
     """
     dev = resolve_device(device, (q_z, q_beta, z, beta), backend=backend)
     g = as_gamma(gamma)
+    if specs is not None:
+        n_store = int(np.shape(offsets)[0]) - 1
+        specs = as_indices(specs, "specs", max(n_store, 0))
+        if dev != "cpu" or backend not in ("auto", "native"):
+            z, beta, offsets = _gather_specs(z, beta, offsets, specs)
+            specs = None
     if _native_cuda_direct("cross_inner", backend, dev):
         _record("cross_inner", "cuda")
         return cuda_backend.cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, g)
@@ -230,15 +239,30 @@ def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma, *, device: str 
     out_shape = (q[2].shape[0] - 1, s[2].shape[0] - 1)
     shape = {"Q": out_shape[0], "N": out_shape[1], "rows": s[0].shape[0], "d": s[0].shape[1], "dtype": str(s[0].dtype)}
     if _pick_backend("cross_inner", backend, dev, shape) == "triton":
+        if specs is not None:
+            s = _gather_specs(*s, specs)
         return _triton("cross_inner", dev)(*q, *s, g, device=dev)
     if dev == "cuda":
         _record("cross_inner", "cuda")
         return cuda_backend.cross_inner(*q, *s, g)
     _record("cross_inner", "cpu")
+    if specs is not None:
+        out_shape = (out_shape[0], specs.shape[0])
     out = np.zeros(out_shape, dtype=np.float64)
     if out.size and s[0].shape[0] and q[0].shape[0]:
-        _native("cross_inner")(*q, *s, g, out)
+        _native("cross_inner")(*q, *s, g, out, specs)
     return out
+
+
+def _gather_specs(z, beta, offsets, specs):
+    """The packed sub-store ``(z, beta, offsets)`` of the store specs ``specs`` (in that order)."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    starts = offsets[specs]
+    lens = offsets[specs + 1] - starts
+    offs = np.zeros(len(specs) + 1, dtype=np.int64)
+    np.cumsum(lens, out=offs[1:])
+    rows = np.repeat(starts - offs[:-1], lens) + np.arange(offs[-1], dtype=np.int64)
+    return np.ascontiguousarray(np.asarray(z)[rows]), np.ascontiguousarray(np.asarray(beta)[rows]), offs
 
 
 def _store_op(op: str, z, beta, offsets, gamma, device, backend):

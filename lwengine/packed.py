@@ -184,11 +184,10 @@ class PackedGroup:
 
         ``screened=True`` scans the float32 copy of the rows (bulk screening; error bound in
         :func:`lwengine.kernels.cross_inner_f32_bound`).  ``specs``: local indices to compute only
-        those (columns in that order), gathered from the float64 rows.  ``device``: None for the store's."""
+        those (columns in that order), read from the store's rows.  ``device``: None for the store's."""
         device = device or self.device
         if specs is not None:
-            z, beta, offsets = self.gather(specs)
-            return self.family.scan(self, q_z, q_beta, q_offsets, z=z, beta=beta, offsets=offsets, device=device)
+            return self.family.scan(self, q_z, q_beta, q_offsets, specs=specs, device=device)
         if not screened:
             return self.family.scan(self, q_z, q_beta, q_offsets, device=device)
         n, r = self.n, int(self.offsets[self.n])

@@ -39,7 +39,7 @@ def convert_dist_to_score(dist_list, *, dist_ratio: float = DIST_RATIO, min_scor
     ``eps = dist_ratio * mean`` moved so that the best score is 1 (``min < eps``) or exactly
     ``min_score``, and scores below ``improve_score`` lifted to ``min(sqrt(s), improve_score)``.
     """
-    d = [float(x) for x in dist_list]
+    d = _floats(dist_list)
     if not d:
         return []
     lo, hi = min(d), max(d)
@@ -56,6 +56,13 @@ def convert_dist_to_score(dist_list, *, dist_ratio: float = DIST_RATIO, min_scor
     lift = (s < improve_score) & (s >= 0)
     s[lift] = np.minimum(np.sqrt(s[lift]), improve_score)
     return s.tolist()
+
+
+def _floats(values) -> list:
+    """``values`` as a list of Python floats (one ``tolist`` for a numpy array)."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64, copy=False).ravel().tolist()
+    return [float(x) for x in values]
 
 
 def image_transform(dists):
@@ -139,14 +146,14 @@ def postprocess(sorted_dists, mixture_dist=None, *, mixture_len: int = 0, image:
     :class:`lwengine.specs.SpecType`), applied to the singles and the mixture before scoring;
     ``image=True`` is the image transform.
     """
-    dists = [float(x) for x in sorted_dists]
+    dists = _floats(sorted_dists)
     dropped = None
     if mixture_dist is not None and mixture_len <= 1:
         mixture_dist, dropped = None, "length_1"
     if image:
         transform = image_transform
     if transform is not None:
-        dists = [float(x) for x in transform(dists)]
+        dists = _floats(transform(dists))
         if mixture_dist is not None:
             mixture_dist = float(transform([mixture_dist])[0])
     if mixture_dist is None:

@@ -564,21 +564,23 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
             prefix_R = min(len(sel), 4 * prefix_R)
             order, sorted_d = rank_prefix(prefix_R)
     else:
-        pp = postprocess(sorted_d.tolist(), mix_dist, mixture_len=len(mix_ids), transform=transform)
+        pp = postprocess(sorted_d, mix_dist, mixture_len=len(mix_ids), transform=transform)
     while refiner is not None and certified < min(len(order), pp.n_single + 1):
         # the reported singles and the first rejected one must be exact too (the pool stays as it is:
         # more refinement only changes distances beyond the certified prefix)
         certified = refiner.certify(d, cand, max(2 * certified, pp.n_single + 1))
         order, sorted_d = rank()
         final["order"], result.dists = order, sorted_d
-        pp = postprocess(sorted_d.tolist(), mix_dist, mixture_len=len(mix_ids), transform=transform)
+        pp = postprocess(sorted_d, mix_dist, mixture_len=len(mix_ids), transform=transform)
     if refiner is not None:
         result.exact_recomputed = refiner.recomputed
     result.scores_before_filter = pp.scores_before_filter
     if result.mixture_dropped is None:
         result.mixture_dropped = pp.mixture_dropped
-    result.single = [SingleResult(ident(order[i]), float(sorted_d[i]), float(pp.single_scores[i]))
-                     for i in range(pp.n_single)]
+    top = order[: pp.n_single]
+    result.single = [SingleResult(groups[g].ids[i], dist, float(score)) for g, i, dist, score in
+                     zip(gi_all[top].tolist(), li_all[top].tolist(), sorted_d[: pp.n_single].tolist(),
+                         pp.single_scores)]
     if pp.mixture_kept:
         result.mixture = MixtureResult(mix_ids, [float(w) for w in mix_w], float(mix_dist), float(pp.mixture_score))
     return result

@@ -76,6 +76,19 @@ def as_vector(a, name: str, length: int | None = None) -> np.ndarray:
     return a
 
 
+def as_indices(idx, name: str, n: int) -> np.ndarray:
+    """A C-contiguous int64 vector of indices in ``[0, n)`` (no wrap-around of negative values)."""
+    a = to_numpy(idx, name)
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        raise TypeError(f"{name} must hold integers, got dtype {a.dtype}")
+    if a.ndim > 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {a.shape}")
+    a = np.ascontiguousarray(a, dtype=np.int64).reshape(-1)
+    if a.size and (int(a.min()) < 0 or int(a.max()) >= n):
+        raise ValueError(f"{name} must hold indices in [0, {n}), got values from {int(a.min())} to {int(a.max())}")
+    return a
+
+
 def as_offsets(offsets, name: str, num_rows: int) -> np.ndarray:
     """CSR offsets: int64, ``offsets[0] == 0``, non-decreasing, ``offsets[-1] == num_rows``."""
     o = to_numpy(offsets, name)

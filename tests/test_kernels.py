@@ -357,3 +357,36 @@ def test_cpu_info_and_probe():
     assert info["max_threads"] == core.get_num_threads() >= 1
     probe = core.peak_probe(0.01)
     assert probe["fma_f32_flops"] > 0 and probe["exp_f32_per_s"] > 0
+
+
+# ------------------------------------------------------------------ subsets of a store, in place
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cross_inner_specs_subset_equals_the_gathered_store(simd, dtype):
+    rng = np.random.default_rng(5)
+    z, b, o = make_store(rng, [7, 0, 12, 3, 9, 1], 5)
+    z = z.astype(dtype)
+    q, qb, qo = make_store(rng, [4, 6], 5)
+    q = q.astype(dtype)
+    full = kernels.cross_inner(q, qb, qo, z, b, o, 0.3)
+    specs = np.array([4, 0, 4, 1, 5, 2], dtype=np.int64)  # repeats, an empty spec, any order
+    sub = kernels.cross_inner(q, qb, qo, z, b, o, 0.3, specs=specs)
+    assert sub.shape == (2, len(specs))
+    assert np.array_equal(sub, full[:, specs])  # bit for bit: each column depends on its spec only
+    assert kernels.cross_inner(q, qb, qo, z, b, o, 0.3, specs=[]).shape == (2, 0)
+
+
+@pytest.mark.parametrize("bad, err", [([6], ValueError), ([-1], ValueError), ([[0, 1]], ValueError),
+                                      ([0.5], TypeError)])
+def test_cross_inner_specs_out_of_range_is_a_clear_error(bad, err):
+    rng = np.random.default_rng(6)
+    z, b, o = make_store(rng, [2, 3, 1, 4, 2, 2], 3)
+    with pytest.raises(err, match="specs"):
+        kernels.cross_inner(z, b, o, z, b, o, 0.1, specs=bad)
+
+
+def test_native_cross_inner_checks_specs_itself():
+    rng = np.random.default_rng(7)
+    z, b, o = make_store(rng, [2, 3], 3)
+    out = np.zeros((2, 1))
+    with pytest.raises(ValueError, match=r"specs must hold store spec indices in \[0, 2\)"):
+        core.cross_inner(z, b, o, z, b, o, 0.1, out, np.array([2], dtype=np.int64))

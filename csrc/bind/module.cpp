@@ -30,7 +30,7 @@ using lwe::bind::points_are_f32;
 template <class T>
 void cross_inner_t(const py::object& q_z_o, const py::object& q_beta_o, const py::object& q_off_o,
                    const py::object& z_o, const py::object& beta_o, const py::object& off_o, double gamma,
-                   const py::object& out_o) {
+                   const py::object& out_o, const py::object& specs_o) {
   py::array q_z = checked<T>(q_z_o, "q_z", 2), z = checked<T>(z_o, "z", 2);
   const index_t Mq = q_z.shape(0), M = z.shape(0), d = z.shape(1);
   if (q_z.shape(1) != d)
@@ -41,7 +41,19 @@ void cross_inner_t(const py::object& q_z_o, const py::object& q_beta_o, const py
   const index_t* qo = checked_offsets(q_off_o, "q_offsets", Mq);
   const index_t* o = checked_offsets(off_o, "offsets", M);
   const index_t Q = py::reinterpret_borrow<py::array>(q_off_o).shape(0) - 1;
-  const index_t N = py::reinterpret_borrow<py::array>(off_o).shape(0) - 1;
+  const index_t Nstore = py::reinterpret_borrow<py::array>(off_o).shape(0) - 1;
+  const index_t* sel = nullptr;
+  index_t N = Nstore;
+  py::array specs;
+  if (!specs_o.is_none()) {  // a subset of the store's specs, by index, scanned in place
+    specs = checked<std::int64_t>(specs_o, "specs", 1);
+    sel = static_cast<const index_t*>(specs.data());
+    N = specs.shape(0);
+    for (index_t i = 0; i < N; ++i)
+      if (sel[i] < 0 || sel[i] >= Nstore)
+        fail("specs must hold store spec indices in [0, " + std::to_string(Nstore) + "), got " +
+             std::to_string(sel[i]) + " at position " + std::to_string(i));
+  }
   py::array out = checked<double>(out_o, "out", 2, true);
   expect_dim(out, "out", 0, Q, "rows");
   expect_dim(out, "out", 1, N, "columns");
@@ -52,17 +64,18 @@ void cross_inner_t(const py::object& q_z_o, const py::object& q_beta_o, const py
   const double* b = static_cast<const double*>(beta.data());
   double* outp = static_cast<double*>(out.mutable_data());
   py::gil_scoped_release nogil;
-  lwe::cross_inner(qz, qb, qo, Q, zp, b, o, N, d, gamma, outp);
+  lwe::cross_inner(qz, qb, qo, Q, zp, b, o, sel, N, d, gamma, outp);
 }
 
 void cross_inner(const py::object& q_z, const py::object& q_beta, const py::object& q_off, const py::object& z,
-                 const py::object& beta, const py::object& off, double gamma, const py::object& out) {
+                 const py::object& beta, const py::object& off, double gamma, const py::object& out,
+                 const py::object& specs) {
   const bool f32 = points_are_f32(z, "z");
   if (points_are_f32(q_z, "q_z") != f32) lwe::bind::fail_type("q_z and z must have the same dtype (float32 or float64)");
   if (f32)
-    cross_inner_t<float>(q_z, q_beta, q_off, z, beta, off, gamma, out);
+    cross_inner_t<float>(q_z, q_beta, q_off, z, beta, off, gamma, out, specs);
   else
-    cross_inner_t<double>(q_z, q_beta, q_off, z, beta, off, gamma, out);
+    cross_inner_t<double>(q_z, q_beta, q_off, z, beta, off, gamma, out, specs);
 }
 
 template <class T, bool Gram>
@@ -306,8 +319,9 @@ PYBIND11_MODULE(_core, m) {
   m.attr("has_openmp") = false;
 #endif
   m.def("cross_inner", &cross_inner, py::arg("q_z"), py::arg("q_beta"), py::arg("q_offsets"), py::arg("z"),
-        py::arg("beta"), py::arg("offsets"), py::arg("gamma"), py::arg("out"),
-        "out[q, i] = sum_ab q_beta_a beta_b exp(-gamma |q_z_a - z_b|^2) over query spec q and store spec i.");
+        py::arg("beta"), py::arg("offsets"), py::arg("gamma"), py::arg("out"), py::arg("specs") = py::none(),
+        "out[q, i] = sum_ab q_beta_a beta_b exp(-gamma |q_z_a - z_b|^2) over query spec q and store spec i "
+        "(specs: int64 store spec indices, column i is spec specs[i]; None: every spec).");
   m.def("self_inner", &store_op<false>, py::arg("z"), py::arg("beta"), py::arg("offsets"), py::arg("gamma"),
         py::arg("out"), "out[i] = <mu_i, mu_i> for every spec of a packed store.");
   m.def("gram", &store_op<true>, py::arg("z"), py::arg("beta"), py::arg("offsets"), py::arg("gamma"),

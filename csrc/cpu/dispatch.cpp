@@ -109,9 +109,9 @@ int get_num_threads() {
 
 #define LWE_ROUTE_INNER(T)                                                                         \
   void cross_inner(const T* q_z, const double* q_beta, const index_t* q_off, index_t Q, const T* z, \
-                   const double* beta, const index_t* off, index_t N, index_t d, double gamma,      \
-                   double* out) {                                                                   \
-    LWE_ROUTE(cross_inner, q_z, q_beta, q_off, Q, z, beta, off, N, d, gamma, out);                 \
+                   const double* beta, const index_t* off, const index_t* sel, index_t N, index_t d,  \
+                   double gamma, double* out) {                                                     \
+    LWE_ROUTE(cross_inner, q_z, q_beta, q_off, Q, z, beta, off, sel, N, d, gamma, out);            \
   }                                                                                                 \
   void self_inner(const T* z, const double* beta, const index_t* off, index_t N, index_t d,         \
                   double gamma, double* out) {                                                      \

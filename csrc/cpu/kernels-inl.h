@@ -179,8 +179,8 @@ double spec_inner(const QueryPack<T>& P, const T* z, const double* beta, index_t
 
 template <class T>
 void cross_inner_impl(const T* q_z, const double* q_beta, const index_t* q_off, index_t Q, const T* z,
-                      const double* beta, const index_t* off, index_t N, index_t d, double gamma,
-                      double* out) {
+                      const double* beta, const index_t* off, const index_t* sel, index_t N, index_t d,
+                      double gamma, double* out) {
   std::vector<QueryPack<T>> packs(static_cast<size_t>(Q));
 #pragma omp parallel for schedule(dynamic, 8)
   for (index_t q = 0; q < Q; ++q)
@@ -188,7 +188,7 @@ void cross_inner_impl(const T* q_z, const double* q_beta, const index_t* q_off, 
   const index_t total = Q * N;
 #pragma omp parallel for schedule(static, 16)
   for (index_t t = 0; t < total; ++t) {
-    const index_t q = t / N, i = t % N;
+    const index_t q = t / N, i = sel ? sel[t % N] : t % N;
     out[t] = spec_inner(packs[q], z + off[i] * d, beta + off[i], off[i + 1] - off[i], gamma);
   }
 }
@@ -483,9 +483,9 @@ inline double probe_exp_impl(double seconds) {
 // ------------------------------------------------------------------ exported per-ISA entry points
 #define LWE_INNER_DEF(T)                                                                           \
   void cross_inner(const T* q_z, const double* q_beta, const index_t* q_off, index_t Q, const T* z, \
-                   const double* beta, const index_t* off, index_t N, index_t d, double gamma,      \
-                   double* out) {                                                                   \
-    cross_inner_impl<T>(q_z, q_beta, q_off, Q, z, beta, off, N, d, gamma, out);                     \
+                   const double* beta, const index_t* off, const index_t* sel, index_t N, index_t d,  \
+                   double gamma, double* out) {                                                     \
+    cross_inner_impl<T>(q_z, q_beta, q_off, Q, z, beta, off, sel, N, d, gamma, out);                \
   }                                                                                                 \
   void self_inner(const T* z, const double* beta, const index_t* off, index_t N, index_t d,         \
                   double gamma, double* out) {                                                      \

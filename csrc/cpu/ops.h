@@ -21,10 +21,12 @@ void set_num_threads(int n);
 int get_num_threads();
 
 // ---- RKME inner products over packed stores (CSR offsets)
+// cross_inner: out (Q, N); column i is the store spec sel[i] (sel == nullptr: spec i), so a subset
+// of a store is scanned in place, without gathering its rows.
 #define LWE_INNER_DECL(T)                                                                           \
   void cross_inner(const T* q_z, const double* q_beta, const index_t* q_off, index_t Q, const T* z, \
-                   const double* beta, const index_t* off, index_t N, index_t d, double gamma,      \
-                   double* out);                                                                    \
+                   const double* beta, const index_t* off, const index_t* sel, index_t N, index_t d,  \
+                   double gamma, double* out);                                                      \
   void self_inner(const T* z, const double* beta, const index_t* off, index_t N, index_t d,         \
                   double gamma, double* out);                                                       \
   void gram(const T* z, const double* beta, const index_t* off, index_t N, index_t d, double gamma,  \

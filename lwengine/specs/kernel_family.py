@@ -98,14 +98,16 @@ class KernelFamily:
         """(n, n): ``spec_a.inner_prod(spec_b)`` with ``param`` (diagonal: the one-object path)."""
         return kernels.gram(z, beta, offsets, param, device=device)
 
-    def scan(self, group, q_z, q_beta, q_off, *, z=None, beta=None, offsets=None, device="auto") -> np.ndarray:
+    def scan(self, group, q_z, q_beta, q_off, *, z=None, beta=None, offsets=None, specs=None,
+             device="auto") -> np.ndarray:
         """(Q, n): ``stored_i.inner_prod(query_q)`` with the group's parameter, the stored spec as the
-        caller; ``z, beta, offsets``: the stored (sub-)store to scan (default: the whole group)."""
+        caller; ``z, beta, offsets``: the stored (sub-)store to scan (default: the whole group);
+        ``specs``: only those specs of it (local indices, columns in that order)."""
         n = group.n
         if z is None:
             r = int(group.offsets[n])
             z, beta, offsets = group.z[:r], group.beta[:r], group.offsets[: n + 1]
-        return kernels.cross_inner(q_z, q_beta, q_off, z, beta, offsets, group.gamma, device=device)
+        return kernels.cross_inner(q_z, q_beta, q_off, z, beta, offsets, group.gamma, specs=specs, device=device)
 
 
 GAUSSIAN = KernelFamily()

@@ -224,9 +224,12 @@ class NNGPFamily(KernelFamily):
         M[np.diag_indices_from(M)] = self.self_inner(z, beta, offsets, param, shape)
         return M
 
-    def scan(self, group, q_z, q_beta, q_off, *, z=None, beta=None, offsets=None, device="auto") -> np.ndarray:
+    def scan(self, group, q_z, q_beta, q_off, *, z=None, beta=None, offsets=None, specs=None,
+             device="auto") -> np.ndarray:
         n = group.n
-        if z is None:
+        if specs is not None:
+            z, beta, offsets = group.gather(specs)
+        elif z is None:
             r = int(group.offsets[n])
             z, beta, offsets = group.z[:r], group.beta[:r], group.offsets[: n + 1]
         offsets = np.asarray(offsets, dtype=np.int64)
