@@ -138,7 +138,50 @@ inline vf32 exp_f32(vf32 x) {
   return under ? vbroadcast<vf32>(0.0f) : res;
 }
 
-// exp for W doubles: range reduction by ln2 (fdlibm split), degree-13 Taylor polynomial on
+// exp for W doubles.
+#if defined(__AVX512F__)
+// AVX-512: x = (16 n' + j) ln2/16 + r with |r| <= ln2/32, e^x = 2^n' * 2^(j/16) * e^r: the 16-entry
+// table 2^(j/16) is one two-register permute (vpermi2pd), e^r a degree-7 Taylor polynomial
+// (truncation < 2e-18 relative), 2^n' one vscalefpd; at most ~1 ulp from std::exp (the table
+// entries are correctly rounded, t + t (e^r - 1) is one FMA).  Lanes with
+// |x| > 708.3 or NaN (overflow, subnormal results) are recomputed with std::exp, as below.
+inline vf64 exp_f64(vf64 x) {
+  static constexpr double kTable[16] = {
+      1.0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
+      0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0,
+      0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0, 0x1.8ace5422aa0dbp+0, 0x1.9c49182a3f090p+0,
+      0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0, 0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0};
+  const __m512d xv = (__m512d)x;
+  const __mmask8 out = _mm512_cmp_pd_mask(_mm512_abs_pd(xv), _mm512_set1_pd(708.3), _CMP_NLE_UQ);
+  const __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(xv, _mm512_set1_pd(23.083120654223414)),  // 16/ln2
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // ln2/16 in two parts (the high part has 32 significant bits: k * hi is exact for |k| < 2^21)
+  __m512d r = _mm512_fnmadd_pd(k, _mm512_set1_pd(6.93147180369123816490e-01 / 16), xv);
+  r = _mm512_fnmadd_pd(k, _mm512_set1_pd(1.90821492927058770002e-10 / 16), r);
+  const vf64 rv = (vf64)r;
+  vf64 y = rv * (1.0 / 5040.0) + (1.0 / 720.0);
+  y = y * rv + (1.0 / 120.0);
+  y = y * rv + (1.0 / 24.0);
+  y = y * rv + (1.0 / 6.0);
+  y = y * rv + 0.5;
+  y = y * (rv * rv) + rv;  // e^r - 1
+  const __m512i ki = _mm512_cvtpd_epi64(k);
+  const __m512d t = _mm512_permutex2var_pd(_mm512_loadu_pd(kTable), _mm512_and_si512(ki, _mm512_set1_epi64(15)),
+                                           _mm512_loadu_pd(kTable + 8));
+  const __m512d e = _mm512_cvtepi64_pd(_mm512_srai_epi64(ki, 4));
+  vf64 res = (vf64)_mm512_scalef_pd(_mm512_fmadd_pd(t, (__m512d)y, t), e);  // t + t (e^r - 1): one rounding
+  if (out) {
+    double xs[kW64], rs[kW64];
+    vstore(xs, x);
+    vstore(rs, res);
+    for (int l = 0; l < kW64; ++l)
+      if ((out >> l) & 1) rs[l] = std::exp(xs[l]);
+    res = vload<vf64>(rs);
+  }
+  return res;
+}
+#else
+// AVX2 / portable: range reduction by ln2 (fdlibm split), degree-13 Taylor polynomial on
 // |r| <= ln2/2 (truncation < 5e-18 relative), at most ~1 ulp from std::exp.  Lanes outside
 // [-708.3, 709.7] (subnormal results, overflow) are recomputed with std::exp.
 inline vf64 exp_f64(vf64 x) {
@@ -197,6 +240,8 @@ inline vf64 exp_f64(vf64 x) {
   }
   return res;
 }
+
+#endif
 
 // 2^u for W floats (u = log2(e) * arg, folded into the caller's constants): u = n + f with
 // |f| <= 1/2, degree-6 Taylor polynomial of 2^f (truncation 1.2e-7 relative, about 2 ulp overall;
