@@ -69,6 +69,8 @@ __all__ = [
     "last_route",
     "backend_scope",
     "check_packed_store",
+    "spec_balls",
+    "ball_bound",
     "nngp_kernel",
 ]
 
@@ -345,6 +347,36 @@ def _point_gram_cpu(z, g):
     if z.shape[0]:
         _native("point_gram")(z, g, G)
     return G
+
+
+def spec_balls(z, offsets):
+    """Covering balls of a packed store's specs: ``(centers (N, d), radii (N,))``, the row mean and a
+    radius >= the largest distance of a row from it (rigorous in float64; CPU)."""
+    z = as_points(z, "z")
+    offsets = as_offsets(offsets, "offsets", z.shape[0])
+    n = offsets.shape[0] - 1
+    centers, radii = np.zeros((n, z.shape[1])), np.zeros(n)
+    if n:
+        _record("spec_balls", "cpu")
+        _native("spec_balls")(z, offsets, centers, radii)
+    return centers, radii
+
+
+def ball_bound(q_z, q_w, q_offsets, centers, radii, gamma):
+    """(Q, N): ``sum_a q_w_a exp(-gamma max(0, |a - c_i| - r_i)^2)`` over the points a of query q, an
+    upper bound (rigorous in float64) on ``sum_a q_w_a max_b k(a, z_b)`` for any points z_b of the
+    ball (c_i, r_i); ``q_w >= 0``.  With ``q_w = |q_beta|`` and ``sum_b |beta_b|`` of spec i it
+    bounds ``|<query q, spec i>|`` (the search's far-spec pruning; CPU)."""
+    q_z = as_points(q_z, "q_z", np.float64)
+    centers = as_points(centers, "centers", np.float64)
+    q_w = as_vector(q_w, "q_w", q_z.shape[0])
+    radii = as_vector(radii, "radii", centers.shape[0])
+    q_offsets = as_offsets(q_offsets, "q_offsets", q_z.shape[0])
+    out = np.zeros((q_offsets.shape[0] - 1, centers.shape[0]))
+    if out.size:
+        _record("ball_bound", "cpu")
+        _native("ball_bound")(q_z, q_w, q_offsets, centers, radii, as_gamma(gamma), out)
+    return out
 
 
 def point_gram(z, gamma):

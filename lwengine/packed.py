@@ -11,6 +11,7 @@ import hashlib
 
 import numpy as np
 
+from . import kernels
 from .specs import registry
 
 __all__ = ["PackedGroup", "grow", "digest"]
@@ -60,6 +61,7 @@ class PackedGroup:
         self.sketch = None  # lwengine.scale.sketch.NystromSketch, built on demand (see SpecIndex.topk)
         self.ann = {}  # faiss indexes over the sketches, by sketch kind (not persisted)
         self.screen_cache = None  # (z32, beta_l1, r2max), see screen()
+        self.balls_cache = None  # (centers, radii), see balls()
 
     @property
     def key(self):
@@ -118,6 +120,7 @@ class PackedGroup:
         self.rows += new_rows
         self.dups_cache = None
         self.screen_cache = None
+        self.balls_cache = None
         return list(range(n0, n0 + k))
 
     def kill(self, local: int) -> None:
@@ -141,6 +144,7 @@ class PackedGroup:
         self.n, self.rows, self.n_dead = len(keep), len(rows), 0
         self.dups_cache = None
         self.screen_cache = None
+        self.balls_cache = None
         if self.sketch is not None:
             self.sketch.compact(keep)
         self.ann = {}
@@ -178,21 +182,27 @@ class PackedGroup:
                     self.dups_cache = (live[mask], src[mask])
         return self.dups_cache
 
+    def balls(self):
+        """``(centers (n, dim), radii (n,))``: a covering ball of every stored spec's rows
+        (:func:`lwengine.kernels.spec_balls`; the search's far-spec bound).  Cached."""
+        if self.balls_cache is None or len(self.balls_cache[1]) != self.n:
+            r = int(self.offsets[self.n])
+            self.balls_cache = kernels.spec_balls(np.asarray(self.z[:r]), self.offsets[: self.n + 1])
+        return self.balls_cache
+
     def cross(self, q_z, q_beta, q_offsets, *, screened: bool = False, specs=None, device=None) -> np.ndarray:
         """``stored_i.inner_prod(query_q)`` (this group's kernel parameter) for Q queries x the stored
         specs: (Q, n), through the type's kernel family.
 
         ``screened=True`` scans the float32 copy of the rows (bulk screening; error bound in
         :func:`lwengine.kernels.cross_inner_f32_bound`).  ``specs``: local indices to compute only
-        those (columns in that order), read from the store's rows.  ``device``: None for the store's."""
+        those (columns in that order), read in place.  ``device``: None for the store's."""
         device = device or self.device
-        if specs is not None:
-            return self.family.scan(self, q_z, q_beta, q_offsets, specs=specs, device=device)
         if not screened:
-            return self.family.scan(self, q_z, q_beta, q_offsets, device=device)
+            return self.family.scan(self, q_z, q_beta, q_offsets, specs=specs, device=device)
         n, r = self.n, int(self.offsets[self.n])
         return self.family.scan(self, q_z, q_beta, q_offsets, z=self.screen()[0][:r], beta=self.beta[:r],
-                                offsets=self.offsets[: n + 1], device=device)
+                                offsets=self.offsets[: n + 1], specs=specs, device=device)
 
     def gather(self, local, dtype=None):
         """The packed sub-store ``(z, beta, offsets)`` of the specs ``local`` (in that order); ``z`` in

@@ -21,7 +21,7 @@ from . import device as devices
 from . import kernels
 from .distances import finish, prepare_user
 from .packed import digest
-from .scores import postprocess, postprocess_prefix
+from .scores import DIST_RATIO, MIN_SCORE, postprocess, postprocess_prefix
 from .semantic import semantic_filter
 from .specs import registry
 from .specs.kernel_family import GAUSSIAN
@@ -61,7 +61,9 @@ class SearchResult:
     candidate ids), ``nonfinite_dropped``, ``mixture_search`` (the mixture search's raw output: ids,
     weights, mmd2), ``mixture_dropped`` (None, "length_1", "same_score_2dp", "not_called"),
     ``greedy_rounds``, ``auto_pool_weights``, ``pool_K`` / ``pool_C``, ``scores_before_filter``,
-    ``exact_recomputed`` (distances recomputed in float64 after the float32 screening scan).
+    ``exact_recomputed`` (distances recomputed in float64 after the float32 screening scan),
+    ``pruned`` (specs whose distance the scan bounded by their covering ball instead of scanning them;
+    ``ranking`` / ``dists`` / ``scores_before_filter`` scan them on first use).
     """
 
     single: list
@@ -75,13 +77,21 @@ class SearchResult:
     auto_pool_weights: np.ndarray | None = None
     pool_K: np.ndarray | None = None
     pool_C: np.ndarray | None = None
-    scores_before_filter: list = field(default_factory=list)
+    _scores_before_filter: list = field(default_factory=list, repr=False)
     exact_recomputed: int = 0
+    pruned: int = 0
     _ranking_fn: object = field(default=None, repr=False)
+    _complete: object = field(default=None, repr=False)  # fills in distances the search did not need
+
+    def _completed(self) -> None:
+        if self._complete is not None:
+            fn, self._complete = self._complete, None
+            fn(self)
 
     @property
     def dists(self) -> np.ndarray:
         """Every ranked distance, ascending (sorted on first use for large searches)."""
+        self._completed()
         if callable(self._dists):
             self._dists = self._dists()
         return self._dists
@@ -93,7 +103,18 @@ class SearchResult:
     @property
     def ranking(self) -> list:
         """Every ranked id (ascending distance, ties in list order)."""
+        self._completed()
         return [] if self._ranking_fn is None else self._ranking_fn()
+
+    @property
+    def scores_before_filter(self) -> list:
+        """The score of every ranked distance before the 0.6 filter."""
+        self._completed()
+        return self._scores_before_filter
+
+    @scores_before_filter.setter
+    def scores_before_filter(self, value) -> None:
+        self._scores_before_filter = value
 
     def to_dict(self) -> dict:
         return {
@@ -298,6 +319,9 @@ def search_batch(index, user_specs, max_search_num: int = 5, method: str | None 
             refiner = None
             if E[row].any():
                 refiner = backend.refiner(groups, gi_all, li_all, rep_all, E[row], z2, u.beta, us)
+                pruned = getattr(backend, "pruned", None)  # specs the scan bounded instead of scanning
+                if pruned is not None:
+                    refiner.pruned = np.flatnonzero(pruned)
             results[q] = _finish(groups, D[row], key_u, gi_all, li_all, u, z2, us, max_search_num, method, refiner,
                                  pack=backend.pack, device=dev)
     return results
@@ -327,7 +351,9 @@ class LocalBackend:
         return semantic_filter([(i, index.semantic_of(i)) for i in listed], semantic)
 
     def scan(self, kind, users, screen):
-        return scan_groups(self.index, kind, users, screen, device=self.device)
+        out = scan_groups(self.index, kind, users, screen, device=self.device, prune=PRUNE_FAR)
+        self.pruned = out[7] if PRUNE_FAR else None
+        return out[:7]
 
     def refiner(self, groups, gi_all, li_all, rep_all, err, user_z2, user_beta, user_self):
         return Refiner(groups, gi_all, li_all, rep_all, err, user_z2, user_beta, user_self, device=self.device)
@@ -349,10 +375,16 @@ def comparable_groups(index, kind) -> list:
             if g.n_alive and registry.lookup(g.spec_type) is entry and entry.match_key(g.shape) == want]
 
 
-def scan_groups(index, kind, users, screen, *, device: str | None = None):
+def scan_groups(index, kind, users, screen, *, device: str | None = None, prune: bool = False):
     """Every alive spec comparable with ``kind = (spec type, trailing shape)`` against ``users`` (list of
     ``(q, spec, z2, self_ip)``); see :class:`LocalBackend`.  ``screen`` may be a dict {group key: bool
-    or None}; ``device``: None for each store's."""
+    or None}; ``device``: None for each store's.
+
+    ``prune=True`` (screened Gaussian groups on the CPU): a spec whose covering ball is so far from
+    every user that ``|<user, spec>| <= B`` (:func:`lwengine.kernels.ball_bound`) with ``2B`` within its
+    float32 screening bound is not scanned: its distance is ``self + <u,u>`` with error bound ``2B``.
+    Returns an 8th value then, the (Q, N) mask of those positions (None when nothing was pruned);
+    :meth:`Refiner.complete` scans them when the scores need every distance."""
     groups = comparable_groups(index, kind)
     qz = np.concatenate([z2 for _, _, z2, _ in users])
     qb = np.concatenate([u.beta for _, u, _, _ in users])
@@ -363,34 +395,53 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None):
     q_l1 = np.array([np.abs(u.beta).sum() for _, u, _, _ in users])
     q_r2 = np.array([float((z2 * z2).sum(1).max()) for _, _, z2, _ in users])
     q_K = np.array([u.K for _, u, _, _ in users], dtype=np.float64)
-    dists, errs, reps, seqs, gidx, lidx = [], [], [], [], [], []
+    dists, errs, reps, seqs, gidx, lidx, fars = [], [], [], [], [], [], []
+    any_far = False
     base = 0
     for gi, g in enumerate(groups):
         n = g.n
         screened = _screens(g, screen.get(g.key) if isinstance(screen, dict) else screen)
-        cross = g.cross(qz, qb, qo, screened=screened, device=device)
-        d = finish(g.self_terms()[None, :], cross, uself[:, None])
-        err = np.zeros(d.shape)  # calloc: untouched pages cost nothing
+        far = None
         if screened:
             _, bl1, r2 = g.screen()
             err = 2.0 * kernels.cross_inner_f32_bound(q_l1[:, None], bl1[None, :n], q_K[:, None], g.dim,
                                                       g.gamma, np.maximum(r2[None, :n], q_r2[:, None]))
+            if prune and g.family is GAUSSIAN and (device or g.device) == "cpu":
+                bound, far = _far_specs(g, qz, qb, qo, err)
+                far = far if far.any() else None
+        if far is None:
+            cross = g.cross(qz, qb, qo, screened=screened, device=device)
+        else:
+            near = np.flatnonzero(~far)
+            cross = np.zeros((len(users), n))
+            cross[:, near] = g.cross(qz, qb, qo, screened=True, specs=near, device=device)
+            err[:, far] = bound[:, far]
+        d = finish(g.self_terms()[None, :], cross, uself[:, None])
+        if not screened:
+            err = np.zeros(d.shape)  # calloc: untouched pages cost nothing
         rep = np.arange(n)
         dups = g.duplicates()
         if dups:  # bit-identical specs get bit-identical distances (exact ties, as the reference)
             d[:, dups[0]] = d[:, dups[1]]
             err[:, dups[0]] = err[:, dups[1]]
             rep[dups[0]] = dups[1]
+            if far is not None:
+                far[dups[0]] = far[dups[1]]
         for row, (_, u, _, _) in enumerate(users):  # p.dist(p) == 0.0 exactly, as the reference
             if g.family.copy_dist_zero and uparam[row] == g.gamma:
                 same = np.flatnonzero((np.asarray(g.digest[:n]) == udig[row]).all(axis=1))
                 d[row, same] = 0.0
                 err[row, same] = 0.0
+        if far is None:
+            far = np.zeros(n, dtype=bool)
+        else:
+            any_far = True
         if g.n_dead == 0:  # every spec alive: no gathers
             live = np.arange(n)
             dists.append(d)
             errs.append(err)
             reps.append(rep + base if base else rep)
+            fars.append(far)
         else:
             live = np.flatnonzero(g.alive[:n])
             pos_of = np.full(n, -1, dtype=np.int64)
@@ -398,6 +449,7 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None):
             dists.append(d[:, live])
             errs.append(err[:, live])
             reps.append(pos_of[rep[live]])
+            fars.append(far[live])
         seqs.append(np.asarray(g.seq[live]) if g.n_dead else np.asarray(g.seq[:n]))
         gidx.append(np.full(len(live), gi, dtype=np.int64))
         lidx.append(live)
@@ -410,10 +462,26 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None):
     else:
         D = E = np.empty((len(users), 0))
         seq = gi_all = li_all = rep_all = np.empty(0, dtype=np.int64)
-    return groups, D, E, rep_all, seq, gi_all, li_all
+    if not prune:
+        return groups, D, E, rep_all, seq, gi_all, li_all
+    pruned = np.concatenate(fars) if any_far else None
+    return groups, D, E, rep_all, seq, gi_all, li_all, pruned
+
+
+def _far_specs(g, qz, qb, qo, err):
+    """``(2B, far)``: ``2B`` (Q, n) bounds ``2 |<user q, spec i>|`` by the specs' covering balls, ``far``
+    (n,) the specs where ``2B <= err`` (the float32 screening bound) for every user."""
+    n = g.n
+    centers, radii = g.balls()
+    _, bl1, _ = g.screen()
+    # 2 |cross| <= 2 sum_a |qb_a| sum_b |beta_b| k(a, z_b); plus the float64 kernel's own rounding
+    two_b = 2.0 * kernels.ball_bound(qz, np.abs(qb), qo, centers, radii, g.gamma) * bl1[None, :n]
+    two_b = two_b * (1.0 + 1e-9) + 1e-14 * np.abs(qb).sum() * bl1[None, :n]
+    return two_b, (two_b <= err).all(axis=0)
 
 
 SCREEN_MIN_SPECS = 256
+PRUNE_FAR = True  # LocalBackend: bound far specs by their covering balls instead of scanning them
 PREFIX_MIN = 65536  # above this many candidates only the needed sorted prefix is ranked eagerly
 
 
@@ -441,6 +509,7 @@ class Refiner:
         self.user = (np.ascontiguousarray(user_z2), user_beta, np.array([0, len(user_beta)], dtype=np.int64))
         self.user_self = user_self
         self.recomputed = 0
+        self.pruned = None  # positions whose distance is a ball-bound estimate (not scanned), see complete()
 
     def certify(self, d, cand, R: int) -> int:
         """Make ``d`` exact where needed for the first ``R`` ranks (in place); returns the certified length."""
@@ -460,6 +529,35 @@ class Refiner:
             err[todo] = 0.0
             self.recomputed += len(todo)
         return int(np.count_nonzero(d[pos] <= T))
+
+    def mean_interval(self, d, cand):
+        """``(lo, hi)`` bounds on the mean of ``d[cand]`` (exact distances within ``err``)."""
+        pos = np.flatnonzero(cand)
+        v, e = d[pos], self.err[pos]
+        slack = 1e-12 * float(np.abs(v).sum() + e.sum())  # rounding of the two sums
+        return (float((v - e).sum()) - slack) / len(pos), (float((v + e).sum()) + slack) / len(pos)
+
+    def complete(self, d) -> None:
+        """Scan the pruned positions after all (float32 screening, as every other position): ``d`` and
+        the error bounds become those of an unpruned search."""
+        pos, self.pruned = self.pruned, None
+        if pos is None:
+            return
+        pos = pos[self.err[pos] > 0]  # positions certify() already made exact keep their value
+        for gi in np.unique(self.gi[pos]):
+            at = pos[self.gi[pos] == gi]
+            g = self.groups[gi]
+            _, bl1, r2 = g.screen()
+            lis = self.li[at]
+            cross = g.cross(*self.user, screened=True, specs=lis, device=self.device)[0]
+            z2, beta = self.user[0], self.user[1]
+            q_r2 = float((z2 * z2).sum(1).max())
+            d[at] = finish(g.self_terms(lis), cross, self.user_self)
+            self.err[at] = 2.0 * kernels.cross_inner_f32_bound(np.abs(beta).sum(), bl1[lis], len(beta), g.dim,
+                                                               g.gamma, np.maximum(r2[lis], q_r2))
+        dup = np.flatnonzero(self.rep != np.arange(len(self.rep)))  # duplicates follow their representative
+        d[dup] = d[self.rep[dup]]
+        self.err[dup] = self.err[self.rep[dup]]
 
     def exact(self, todo) -> np.ndarray:
         """float64 distances of the positions ``todo`` (one gathered kernel call per group); backends
@@ -496,6 +594,7 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
     certified = len(sel)
     if refiner is not None:  # the pool must be exact before the mixture search
         d = d.copy()
+        n_pruned = 0 if refiner.pruned is None else len(refiner.pruned)
         certified = refiner.certify(d, cand, max(1, m * m))
 
     def rank():
@@ -564,6 +663,11 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
             prefix_R = min(len(sel), 4 * prefix_R)
             order, sorted_d = rank_prefix(prefix_R)
     else:
+        if refiner is not None and refiner.pruned is not None and not _mean_free(
+                d, cand, refiner, sorted_d[0], mix_dist if len(mix_ids) > 1 else None, transform):
+            refiner.complete(d)  # the scores depend on the mean of every distance: scan the pruned specs
+            order, sorted_d = rank()
+            final["order"], result.dists = order, sorted_d
         pp = postprocess(sorted_d, mix_dist, mixture_len=len(mix_ids), transform=transform)
     while refiner is not None and certified < min(len(order), pp.n_single + 1):
         # the reported singles and the first rejected one must be exact too (the pool stays as it is:
@@ -573,8 +677,16 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
         final["order"], result.dists = order, sorted_d
         pp = postprocess(sorted_d, mix_dist, mixture_len=len(mix_ids), transform=transform)
     if refiner is not None:
-        result.exact_recomputed = refiner.recomputed
+        result.exact_recomputed, result.pruned = refiner.recomputed, n_pruned
     result.scores_before_filter = pp.scores_before_filter
+    if refiner is not None and refiner.pruned is not None:
+        def complete(res):  # the extras (every distance, ranking, score) as an unpruned search has them
+            refiner.complete(d)
+            res.exact_recomputed = refiner.recomputed
+            final["order"], res.dists = rank()
+            res.scores_before_filter = postprocess(res.dists, mix_dist, mixture_len=len(mix_ids),
+                                                   transform=transform).scores_before_filter
+        result._complete = complete
     if result.mixture_dropped is None:
         result.mixture_dropped = pp.mixture_dropped
     top = order[: pp.n_single]
@@ -584,6 +696,31 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
     if pp.mixture_kept:
         result.mixture = MixtureResult(mix_ids, [float(w) for w in mix_w], float(mix_dist), float(pp.mixture_score))
     return result
+
+
+def _mean_free(d, cand, refiner, lo, mix_dist, transform) -> bool:
+    """True when the scores of this search do not depend on the mean of the distances beyond what
+    their error bounds decide: the score's eps is the smallest distance (it is below a tenth of every
+    possible mean) or set from the smallest and largest (the max score is below MIN_SCORE for every
+    possible mean), never the mean itself.  ``lo`` and the largest candidate are exact here."""
+    if transform is not None:
+        return False
+    m_lo, m_hi = refiner.mean_interval(d, cand)
+    hi = float(d[cand].max())
+    lo = float(lo)
+    n = int(np.count_nonzero(cand))
+    if mix_dist is not None:  # the mixture's distance is one more entry of the scored list
+        m_lo, m_hi = (m_lo * n + mix_dist) / (n + 1), (m_hi * n + mix_dist) / (n + 1)
+        lo, hi = min(lo, mix_dist), max(hi, mix_dist)
+    if lo == hi:
+        return True
+    tight = 1e-9  # margin for the rounding of postprocess's own comparisons
+    eps_lo, eps_hi = DIST_RATIO * m_lo, DIST_RATIO * m_hi
+    if lo < eps_lo * (1 - tight):
+        return True
+    if lo >= eps_hi * (1 + tight) and hi > eps_hi:
+        return (hi - lo) / (hi - eps_hi) < MIN_SCORE * (1 - tight)
+    return False
 
 
 def pack_pool(groups, gis, lis):

@@ -78,6 +78,61 @@ void cross_inner(const py::object& q_z, const py::object& q_beta, const py::obje
     cross_inner_t<double>(q_z, q_beta, q_off, z, beta, off, gamma, out, specs);
 }
 
+// ------------------------------------------------------------------ search pruning
+template <class T>
+void spec_balls_t(const py::object& z_o, const py::object& off_o, const py::object& c_o, const py::object& r_o) {
+  py::array z = checked<T>(z_o, "z", 2);
+  const index_t M = z.shape(0), d = z.shape(1);
+  const index_t* o = checked_offsets(off_o, "offsets", M);
+  const index_t N = py::reinterpret_borrow<py::array>(off_o).shape(0) - 1;
+  py::array c = checked<double>(c_o, "centers", 2, true), r = checked<double>(r_o, "radii", 1, true);
+  expect_dim(c, "centers", 0, N, "rows");
+  expect_dim(c, "centers", 1, d, "columns");
+  expect_dim(r, "radii", 0, N, "length");
+  const T* zp = static_cast<const T*>(z.data());
+  double* cp = static_cast<double*>(c.mutable_data());
+  double* rp = static_cast<double*>(r.mutable_data());
+  py::gil_scoped_release nogil;
+  lwe::spec_balls<T>(zp, o, N, d, cp, rp);
+}
+
+void spec_balls(const py::object& z, const py::object& off, const py::object& c, const py::object& r) {
+  if (points_are_f32(z, "z"))
+    spec_balls_t<float>(z, off, c, r);
+  else
+    spec_balls_t<double>(z, off, c, r);
+}
+
+void ball_bound(const py::object& q_z_o, const py::object& q_w_o, const py::object& q_off_o, const py::object& c_o,
+                const py::object& r_o, double gamma, const py::object& out_o) {
+  py::array q_z = checked<double>(q_z_o, "q_z", 2), c = checked<double>(c_o, "centers", 2);
+  const index_t Mq = q_z.shape(0), N = c.shape(0), d = c.shape(1);
+  if (q_z.shape(1) != d)
+    fail("q_z has dimension " + std::to_string(q_z.shape(1)) + " but centers have dimension " + std::to_string(d));
+  py::array q_w = checked<double>(q_w_o, "q_w", 1), r = checked<double>(r_o, "radii", 1);
+  expect_dim(q_w, "q_w", 0, Mq, "length");
+  expect_dim(r, "radii", 0, N, "length");
+  const double* w = static_cast<const double*>(q_w.data());
+  const double* rp = static_cast<const double*>(r.data());
+  for (index_t a = 0; a < Mq; ++a)
+    if (!(w[a] >= 0) || !std::isfinite(w[a])) fail("q_w must be finite and >= 0");
+  for (index_t i = 0; i < N; ++i)
+    if (!(rp[i] >= 0) || !std::isfinite(rp[i])) fail("radii must be finite and >= 0");
+  check_finite(static_cast<const double*>(q_z.data()), Mq * d, "q_z");
+  check_finite(static_cast<const double*>(c.data()), N * d, "centers");
+  const index_t* qo = checked_offsets(q_off_o, "q_offsets", Mq);
+  const index_t Q = py::reinterpret_borrow<py::array>(q_off_o).shape(0) - 1;
+  py::array out = checked<double>(out_o, "out", 2, true);
+  expect_dim(out, "out", 0, Q, "rows");
+  expect_dim(out, "out", 1, N, "columns");
+  checked_gamma(gamma);
+  const double* qz = static_cast<const double*>(q_z.data());
+  const double* cp = static_cast<const double*>(c.data());
+  double* outp = static_cast<double*>(out.mutable_data());
+  py::gil_scoped_release nogil;
+  lwe::ball_bound(qz, w, qo, Q, cp, rp, N, d, gamma, outp);
+}
+
 template <class T, bool Gram>
 void store_op_t(const py::object& z_o, const py::object& beta_o, const py::object& off_o, double gamma,
                 const py::object& out_o) {
@@ -322,6 +377,11 @@ PYBIND11_MODULE(_core, m) {
         py::arg("beta"), py::arg("offsets"), py::arg("gamma"), py::arg("out"), py::arg("specs") = py::none(),
         "out[q, i] = sum_ab q_beta_a beta_b exp(-gamma |q_z_a - z_b|^2) over query spec q and store spec i "
         "(specs: int64 store spec indices, column i is spec specs[i]; None: every spec).");
+  m.def("spec_balls", &spec_balls, py::arg("z"), py::arg("offsets"), py::arg("centers"), py::arg("radii"),
+        "Per spec of a packed store: centers (N, d) = row mean, radii (N) >= the largest row distance from it.");
+  m.def("ball_bound", &ball_bound, py::arg("q_z"), py::arg("q_w"), py::arg("q_offsets"), py::arg("centers"),
+        py::arg("radii"), py::arg("gamma"), py::arg("out"),
+        "out[q, i] = sum_a q_w_a exp(-gamma max(0, |a - c_i| - r_i)^2) (a rigorous upper bound, q_w >= 0).");
   m.def("self_inner", &store_op<false>, py::arg("z"), py::arg("beta"), py::arg("offsets"), py::arg("gamma"),
         py::arg("out"), "out[i] = <mu_i, mu_i> for every spec of a packed store.");
   m.def("gram", &store_op<true>, py::arg("z"), py::arg("beta"), py::arg("offsets"), py::arg("gamma"),

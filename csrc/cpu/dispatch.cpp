@@ -137,6 +137,11 @@ void point_gram(const double* z, index_t K, index_t d, double gamma, double* G) 
   LWE_ROUTE(point_gram, z, K, d, gamma, G);
 }
 
+void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, index_t Q, const double* c,
+                const double* r, index_t N, index_t d, double gamma, double* out) {
+  LWE_ROUTE(ball_bound, q_z, q_w, q_off, Q, c, r, N, d, gamma, out);
+}
+
 int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol) {
   return LWE_ROUTE(kmeans, x, n, d, c, k, max_iter, tol);
 }

@@ -224,6 +224,71 @@ void gram_impl(const T* z, const double* beta, const index_t* off, index_t N, in
     }
 }
 
+// ------------------------------------------------------------------ far-spec bound (search pruning)
+// out[q * N + i] = sum_{a in query q} w_a exp(-gamma max(0, |a - c_i| - r_i)^2), an upper bound on
+// sum_a w_a max_b k(a, z_b) over every point z_b of the ball (c_i, r_i) (w_a >= 0), rigorous in
+// float64: |a - c|^2 through the expansion minus a rounding margin (2d + 8) u (|a|^2 + |c|^2)
+// (dot product, norms and the two additions), r_i widened by 4u, the exp and the sum over a
+// covered by a relative 1e-10, underflow by an absolute K 1e-300.  Lanes run over the specs.
+constexpr index_t kBallTile = 256;
+
+inline void ball_bound_impl(const double* qz, const double* qw, const index_t* qoff, index_t Q, const double* c,
+                            const double* r, index_t N, index_t d, double gamma, double* out) {
+  using V = vf64;
+  constexpr int W = kW64;
+  constexpr double u = 1.1102230246251565e-16;  // 2^-53
+  const double coef = (2.0 * static_cast<double>(d) + 8.0) * u;
+  const index_t Mq = qoff[Q];
+  std::vector<double> qn(static_cast<size_t>(Mq));
+  for (index_t a = 0; a < Mq; ++a) {
+    double s = 0.0;
+    for (index_t k = 0; k < d; ++k) s += qz[a * d + k] * qz[a * d + k];
+    qn[a] = s;
+  }
+  const index_t ntiles = (N + kBallTile - 1) / kBallTile;
+#pragma omp parallel
+  {
+    std::vector<double> cT(static_cast<size_t>(d * kBallTile)), cn(kBallTile), rr(kBallTile);
+    double lane[W];
+#pragma omp for schedule(static)
+    for (index_t t = 0; t < ntiles; ++t) {
+      const index_t i0 = t * kBallTile, m = std::min(kBallTile, N - i0), mp = round_up(m, W);
+      std::fill(cT.begin(), cT.end(), 0.0);
+      for (index_t j = 0; j < mp; ++j) {  // padding lanes: zero centre and radius, never stored
+        double s = 0.0;
+        if (j < m)
+          for (index_t k = 0; k < d; ++k) {
+            const double v = c[(i0 + j) * d + k];
+            cT[k * kBallTile + j] = v;
+            s += v * v;
+          }
+        cn[j] = s;
+        rr[j] = j < m ? r[i0 + j] * (1.0 + 4.0 * u) : 0.0;
+      }
+      for (index_t q = 0; q < Q; ++q) {
+        const index_t a0 = qoff[q], a1 = qoff[q + 1];
+        for (index_t j0 = 0; j0 < mp; j0 += W) {
+          const V cnv = vload<V>(&cn[j0]), rv = vload<V>(&rr[j0]);
+          V acc = V{};
+          for (index_t a = a0; a < a1; ++a) {
+            V dot = V{};
+            for (index_t k = 0; k < d; ++k) dot += vbroadcast<V>(qz[a * d + k]) * vload<V>(&cT[k * kBallTile + j0]);
+            const V nrm = cnv + qn[a];
+            V sq = (nrm - dot * 2) - nrm * coef;
+            sq = sq > V{} ? sq : V{};
+            V gap = vsqrt(sq) - rv;
+            gap = gap > V{} ? gap : V{};
+            acc += qw[a] * exp_f64(-gamma * (gap * gap));
+          }
+          vstore(lane, acc);
+          for (index_t j = j0; j < std::min(m, j0 + W); ++j)
+            out[q * N + i0 + j] = lane[j - j0] * (1.0 + 1e-10) + static_cast<double>(a1 - a0) * 1e-300;
+        }
+      }
+    }
+  }
+}
+
 // ------------------------------------------------------------------ self-Gram of single points
 // G_ij = exp(-gamma ((|z_i|^2 + |z_j|^2) - 2 z_i.z_j)) in float64: the expansion with the two norms
 // added first, so that G_ij == G_ji and bit-identical points give bit-identical rows (the QP merges
@@ -508,6 +573,10 @@ void point_gram(const double* z, index_t K, index_t d, double gamma, double* G) 
 }
 int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol) {
   return kmeans_lloyd_impl(x, n, d, c, k, max_iter, tol);
+}
+void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, index_t Q, const double* c,
+                const double* r, index_t N, index_t d, double gamma, double* out) {
+  ball_bound_impl(q_z, q_w, q_off, Q, c, r, N, d, gamma, out);
 }
 double probe_fma_f32(double seconds) { return probe_fma_impl(seconds); }
 double probe_exp_f32(double seconds) { return probe_exp_impl(seconds); }

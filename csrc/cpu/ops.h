@@ -36,6 +36,15 @@ int get_num_threads();
 LWE_INNER_DECL(float)
 LWE_INNER_DECL(double)
 
+// ---- search pruning (balls.cpp, kernels-inl.h)
+// spec_balls: per spec i a centre c_i (the row mean) and a radius r_i >= max_b |z_b - c_i| (rigorous
+// in float64); ball_bound: out (Q, N) = sum_a w_a exp(-gamma max(0, |a - c_i| - r_i)^2) >= the
+// weighted largest kernel value of each query point against spec i (w >= 0).
+template <class T>
+void spec_balls(const T* z, const index_t* off, index_t N, index_t d, double* centers, double* radii);
+void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, index_t Q, const double* c,
+                const double* r, index_t N, index_t d, double gamma, double* out);
+
 // ---- k-means (Lloyd, float32, reference rules); returns the number of iterations run
 int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol);
 
@@ -82,6 +91,8 @@ double peak_exp_f32(double seconds);
   LWE_INNER_DECL(double)                                                                          \
   int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol); \
   void point_gram(const double* z, index_t K, index_t d, double gamma, double* G);                \
+  void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, index_t Q,          \
+                  const double* c, const double* r, index_t N, index_t d, double gamma, double* out); \
   double probe_fma_f32(double seconds);                                                           \
   double probe_exp_f32(double seconds);                                                           \
   }

@@ -93,6 +93,16 @@ inline vf32 vmin(vf32 a, vf32 b) {
   return a < b ? a : b;
 #endif
 }
+inline vf64 vsqrt(vf64 a) {
+#if defined(__AVX512F__)
+  return (vf64)_mm512_sqrt_pd((__m512d)a);
+#elif defined(__AVX__)
+  return (vf64)_mm256_sqrt_pd((__m256d)a);
+#else
+  for (int l = 0; l < int(sizeof(vf64) / sizeof(double)); ++l) a[l] = std::sqrt(a[l]);
+  return a;
+#endif
+}
 template <class To, class From>
 inline To bitcast(From v) {
   static_assert(sizeof(To) == sizeof(From), "size");
