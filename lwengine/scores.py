@@ -39,7 +39,12 @@ def convert_dist_to_score(dist_list, *, dist_ratio: float = DIST_RATIO, min_scor
     ``eps = dist_ratio * mean`` moved so that the best score is 1 (``min < eps``) or exactly
     ``min_score``, and scores below ``improve_score`` lifted to ``min(sqrt(s), improve_score)``.
     """
-    d = _floats(dist_list)
+    return _convert(_floats(dist_list), dist_ratio, min_score, improve_score)
+
+
+def _convert(d: list, dist_ratio: float = DIST_RATIO, min_score: float = MIN_SCORE,
+             improve_score: float = IMPROVE_SCORE) -> list:
+    """:func:`convert_dist_to_score` of a list of Python floats."""
     if not d:
         return []
     lo, hi = min(d), max(d)
@@ -157,10 +162,10 @@ def postprocess(sorted_dists, mixture_dist=None, *, mixture_len: int = 0, image:
         if mixture_dist is not None:
             mixture_dist = float(transform([mixture_dist])[0])
     if mixture_dist is None:
-        scores = convert_dist_to_score(dists)
+        scores = _convert(dists)
         mix_score = None
     else:
-        merged = convert_dist_to_score(dists + [float(mixture_dist)])
+        merged = _convert(dists + [float(mixture_dist)])
         scores, mix_score = merged[:-1], merged[-1]
     before = list(scores)
     mix_before = mix_score
