@@ -126,3 +126,14 @@ def test_ball_bound_rejects_bad_input(bad, match):
     args.update(bad)
     with pytest.raises(ValueError, match=match):
         kernels.ball_bound(**args)
+
+
+def test_pruned_batch_with_removed_specs_equals_float64():
+    index, centres, rng = _market(11, n=SCREEN_MIN_SPECS + 400)
+    for i in range(0, 600, 7):
+        index.remove(f"{i:08d}")
+    users = [RKMESpec(centres[j] + rng.normal(size=(8, 6)), np.full(8, 1 / 8), 0.1) for j in (0, 3)]
+    fast = index.search_batch(users)
+    for u, f in zip(users, fast):
+        assert f.pruned > 0
+        _same_answer(f, index.search(u, screen=False))
