@@ -19,6 +19,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 
 import numpy as np
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 _BIG = float(2 ** 63)  # orjson returns integer literals beyond 64 bits as floats at least this large
 _MIN_PARALLEL = 2048  # fewer files than this are read in this process (a worker starts in ~0.3 s)
 _MIN_SHARE = 256  # at least this many files per worker
+_OWN_EXTRA = 0.5  # this process's share is 1.5 workers' (a worker's start and its pickled reply)
 # the worker takes its paths (and this process's sys.path, so that it imports this same lwengine)
 # before importing anything, so the parent's write never waits on that
 _WORKER = ("import pickle, sys; sys.path[:], paths = pickle.load(sys.stdin.buffer); "
@@ -62,7 +64,7 @@ def _fast_spec(data: bytes, source: str):
         arr = np.array(d[key])  # what the spec classes' from_dict do; it copies this array back unchanged
         if arr.dtype.kind not in "iuf":
             return None  # ragged, nested wrongly, or non-numbers: the stdlib path words the error
-        if arr.dtype.kind == "f" and arr.size and not float(np.abs(arr).max()) < _BIG:
+        if arr.dtype.kind == "f" and arr.size and not max(float(arr.max()), -float(arr.min())) < _BIG:
             return None
         arrays[key] = arr
     d = dict(d, **arrays)
@@ -146,13 +148,42 @@ def read_spec_files(paths, *, workers: int | None = None) -> list:
     if workers <= 1:
         out = _read_chunk(paths)
     else:
-        bounds = np.linspace(0, len(paths), workers + 1).astype(int)
+        # this process reads the first share, larger by what a worker spends starting and sending
+        # its results back (measured: docs/benchmarks.md); a thread per worker drains its pipe as it
+        # writes, so no worker waits for this process to finish its own share
+        weights = np.array([1.0 + _OWN_EXTRA] + [1.0] * (workers - 1))
+        bounds = np.concatenate([[0], np.cumsum(weights / weights.sum() * len(paths))]).round().astype(int)
         shares = [paths[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        procs = [_start_worker(share) for share in shares[1:]]  # this process reads the first share
+        procs = [_start_worker(share) for share in shares[1:]]
+        readers = [_PipeReader(proc) for proc in procs]
         out = _read_chunk(shares[0])
-        for share, proc in zip(shares[1:], procs):
-            out.extend(_finish_worker(proc, share))
+        for share, proc, reader in zip(shares[1:], procs, readers):
+            out.extend(_finish_worker(proc, share, reader))
     return out
+
+
+class _PipeReader:
+    """Reads a worker's stdout to the end in a background thread (blocking reads release the GIL)."""
+
+    def __init__(self, proc):
+        self.data, self.error = b"", None
+        self.thread = None
+        if proc is not None:
+            self.thread = threading.Thread(target=self._run, args=(proc.stdout,), daemon=True)
+            self.thread.start()
+
+    def _run(self, stream):
+        try:
+            self.data = stream.read()
+        except Exception as exc:  # noqa: BLE001 - reported by _finish_worker
+            self.error = exc
+
+    def result(self) -> bytes:
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.data
 
 
 def _start_worker(paths):
@@ -173,11 +204,11 @@ def _start_worker(paths):
         return None
 
 
-def _finish_worker(proc, paths):
+def _finish_worker(proc, paths, reader):
     """The worker's results for ``paths``, or this process's own reading if the worker failed."""
     if proc is not None:
         try:
-            out = pickle.load(proc.stdout)
+            out = pickle.loads(reader.result())
             proc.stdout.close()
             if proc.wait() == 0 and isinstance(out, list) and len(out) == len(paths):
                 return out

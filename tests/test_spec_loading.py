@@ -232,3 +232,33 @@ def test_package_spec_file_uses_fast_path_same_errors(tmp_path):
     p.write_text(json.dumps({"z": [[1.0]], "beta": [1.0], "gamma": 0.1}))
     with pytest.raises(PackageError, match="missing key"):
         pkg_read(p)
+
+
+def test_specs_pickle_without_a_second_copy_of_z():
+    """Worker processes send specs back pickled: z once (not its 2-D view too), every field kept."""
+    import pickle
+
+    from lwengine import RKMESpec
+    from lwengine.specs.text import RKMETextSpec
+
+    rng = np.random.default_rng(0)
+    table = RKMESpec(rng.normal(size=(300, 20)), np.full(300, 1 / 300), 0.25, 1234)
+    text = RKMETextSpec.from_parts(rng.normal(size=(4, 6)), np.full(4, 0.25), 0.1, 9, language=["en", "zh"])
+    for spec in (table, text):
+        back = pickle.loads(pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL))
+        assert type(back) is type(spec)
+        assert np.array_equal(back.z, spec.z) and np.array_equal(back.beta, spec.beta)
+        assert (back.gamma, back.num_points, back.extra()) == (spec.gamma, spec.num_points, spec.extra())
+        assert back._z2d.base is back.z or back._z2d.base is back.z.base  # a view again
+    assert len(pickle.dumps(table, protocol=pickle.HIGHEST_PROTOCOL)) < 1.2 * table.z.nbytes
+
+
+def test_large_store_arrays_are_ordinary_writable_arrays():
+    from lwengine.packed import empty, grow
+
+    a = empty((1 << 21, 3), np.float64)  # 48 MB: an anonymous mapping
+    assert a.shape == (1 << 21, 3) and a.dtype == np.float64 and a.flags.writeable and a.flags.c_contiguous
+    a[:] = 2.0
+    b = grow(a[:10], 1 << 22)
+    assert b.shape[0] >= 1 << 22 and np.all(b[:10] == 2.0)
+    assert empty((5,), np.int64).shape == (5,)

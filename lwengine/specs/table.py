@@ -44,7 +44,7 @@ def _to_numpy(a, name: str) -> np.ndarray:
         arr = np.asarray(a)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a rectangular array of numbers: {exc}") from exc
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if arr.dtype.kind not in "iuf":  # integers or floats (not bool, complex, object, strings)
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
     return arr
 
@@ -137,6 +137,17 @@ class RKMESpec:
         _limits.check_spec_values(self.z, self.num_points)  # int64 num_points, |z| that cannot overflow
         self.fit_info: FitInfo | None = None
         self._z2d = z.reshape(K, -1)
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self):
+        """Every slot but ``_z2d`` (a view of ``z``: pickled, it would be a second copy of z)."""
+        return {name: getattr(self, name) for cls in type(self).__mro__ for name in getattr(cls, "__slots__", ())
+                if name != "_z2d" and hasattr(self, name)}
+
+    def __setstate__(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
+        self._z2d = self.z.reshape(self.z.shape[0], -1)
 
     # ------------------------------------------------------------------ shape
     @property
@@ -393,7 +404,7 @@ def _json_array(value, name: str) -> np.ndarray:
         raise ValueError(f"{name} is ragged or malformed: {exc}") from exc
     if arr.dtype == object:
         raise ValueError(f"{name} is ragged or holds non-numbers")
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+    if arr.dtype.kind not in "iuf":  # integers or floats (not bool, complex, strings)
         raise ValueError(f"{name} must hold numbers, got {arr.dtype} values")
     return arr
 
