@@ -71,6 +71,7 @@ __all__ = [
     "check_packed_store",
     "spec_balls",
     "ball_bound",
+    "float_array",
     "nngp_kernel",
 ]
 
@@ -377,6 +378,13 @@ def ball_bound(q_z, q_w, q_offsets, centers, radii, gamma):
         _record("ball_bound", "cpu")
         _native("ball_bound")(q_z, q_w, q_offsets, centers, radii, as_gamma(gamma), out)
     return out
+
+
+def float_array(obj):
+    """A decoded JSON value as a float64 array when it is a list of numbers or a list of equal-length
+    lists of numbers (exact ``float`` / ``int`` objects only), else None (the caller then takes
+    ``numpy.array``, whose result it matches value for value on the lists it accepts)."""
+    return _native("float_array")(obj)
 
 
 def point_gram(z, gamma):

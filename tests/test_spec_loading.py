@@ -216,7 +216,7 @@ def test_parallel_workers_env(monkeypatch):
     with pytest.raises(ValueError, match="LWE_LOAD_WORKERS"):
         spec_loading.parallel_workers()
     monkeypatch.delenv("LWE_LOAD_WORKERS")
-    assert 1 <= spec_loading.parallel_workers() <= 8
+    assert spec_loading.parallel_workers() == 1  # in-process unless asked (workers do not pay: docstring)
 
 
 def test_package_spec_file_uses_fast_path_same_errors(tmp_path):
@@ -262,3 +262,26 @@ def test_large_store_arrays_are_ordinary_writable_arrays():
     b = grow(a[:10], 1 << 22)
     assert b.shape[0] >= 1 << 22 and np.all(b[:10] == 2.0)
     assert empty((5,), np.int64).shape == (5,)
+
+
+@pytest.mark.parametrize("value", [
+    [1.5, 2, -3.25], [[1.0, 2.0], [3, 4]], [[1, 2]], [[1.0, float("nan")], [float("inf"), -0.0]], [2 ** 62, -7],
+    [[0.1] * 20] * 100,
+])
+def test_float_array_matches_numpy_where_it_takes_the_lists(value):
+    from lwengine import kernels
+
+    got = kernels.float_array(value)
+    want = np.array(value)
+    assert got is not None and got.dtype == np.float64 and got.shape == want.shape
+    assert got.tobytes() == want.astype(np.float64).tobytes()
+
+
+@pytest.mark.parametrize("value", [
+    [], [[]], [[1.0], [2.0, 3.0]], [[True, 1.0]], [True], [[1.0, "a"]], ["1.5"], [[1.0, None]], [[[1.0]]],
+    [1.0, [2.0]], [[1.0], 2.0], 5, "z", {"a": 1}, (1.0, 2.0),
+])
+def test_float_array_declines_everything_else(value):
+    from lwengine import kernels
+
+    assert kernels.float_array(value) is None  # numpy.array (and the spec checks) decide those

@@ -337,6 +337,50 @@ int kmeans(const py::object& x_o, const py::object& c_o, int max_iter, double to
   return lwe::kmeans(xp, n, d, cp, k, max_iter, tol);
 }
 
+// ------------------------------------------------------------------ decoded JSON -> arrays
+// A list of numbers (1-D) or a list of equal-length lists of numbers (2-D) as a float64 array, or
+// None whenever numpy.array might have given anything else: only exact float and int objects (no bool,
+// no subclass), at least one value per row; the caller checks magnitudes (ints beyond float range).
+py::object float_array(const py::handle& obj) {
+  PyObject* o = obj.ptr();
+  if (!PyList_CheckExact(o) || PyList_GET_SIZE(o) < 1) return py::none();
+  const Py_ssize_t K = PyList_GET_SIZE(o);
+  auto as_double = [](PyObject* v, double* out) {
+    if (PyFloat_CheckExact(v)) {
+      *out = PyFloat_AS_DOUBLE(v);
+      return true;
+    }
+    if (PyLong_CheckExact(v)) {
+      *out = PyLong_AsDouble(v);
+      if (*out == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return false;
+      }
+      return true;
+    }
+    return false;
+  };
+  PyObject* first = PyList_GET_ITEM(o, 0);
+  if (!PyList_CheckExact(first)) {  // 1-D
+    py::array_t<double> out(K);
+    double* p = out.mutable_data();
+    for (Py_ssize_t i = 0; i < K; ++i)
+      if (!as_double(PyList_GET_ITEM(o, i), p + i)) return py::none();
+    return std::move(out);
+  }
+  const Py_ssize_t d = PyList_GET_SIZE(first);
+  if (d < 1) return py::none();
+  py::array_t<double> out({K, d});
+  double* p = out.mutable_data();
+  for (Py_ssize_t i = 0; i < K; ++i) {
+    PyObject* row = PyList_GET_ITEM(o, i);
+    if (!PyList_CheckExact(row) || PyList_GET_SIZE(row) != d) return py::none();
+    for (Py_ssize_t j = 0; j < d; ++j)
+      if (!as_double(PyList_GET_ITEM(row, j), p + i * d + j)) return py::none();
+  }
+  return std::move(out);
+}
+
 py::dict cpu_info() {
   py::dict info;
   bool avx2 = false, fma = false;
@@ -403,6 +447,8 @@ PYBIND11_MODULE(_core, m) {
         py::arg("objs_out"), "simplex_qp over a batch (OpenMP over problems).");
   m.def("kmeans", &kmeans, py::arg("x"), py::arg("c"), py::arg("max_iter"), py::arg("tol"),
         "Lloyd k-means in float32 (reference rules); c holds the initial centroids and is updated in place.");
+  m.def("float_array", &float_array, py::arg("obj"),
+        "A decoded JSON list of numbers (1-D) or of equal-length lists of numbers (2-D) as float64, else None.");
   m.def("cpu_info", &cpu_info, "CPU features, SIMD path in use and OpenMP threads.");
   m.def("set_simd", &lwe::set_simd, py::arg("enabled"),
         "Enable the widest SIMD path the CPU has, or use the portable one (LWE_DISABLE_AVX2=1 / "
