@@ -383,8 +383,8 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
     ``prune=True`` (screened Gaussian groups on the CPU): a spec whose covering ball is so far from
     every user that ``|<user, spec>| <= B`` (:func:`lwengine.kernels.ball_bound`) with ``2B`` within its
     float32 screening bound is not scanned: its distance is ``self + <u,u>`` with error bound ``2B``.
-    Returns an 8th value then, the (Q, N) mask of those positions (None when nothing was pruned);
-    :meth:`Refiner.complete` scans them when the scores need every distance."""
+    Returns an 8th value then, the (N,) mask of those positions, pruned for every user (None when
+    nothing was pruned); :meth:`Refiner.complete` scans them when the scores need every distance."""
     groups = comparable_groups(index, kind)
     qz = np.concatenate([z2 for _, _, z2, _ in users])
     qb = np.concatenate([u.beta for _, u, _, _ in users])
