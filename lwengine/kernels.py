@@ -72,6 +72,7 @@ __all__ = [
     "spec_balls",
     "ball_bound",
     "float_array",
+    "gather_specs",
     "nngp_kernel",
 ]
 
@@ -233,7 +234,7 @@ def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma, *, specs=None, 
         n_store = int(np.shape(offsets)[0]) - 1
         specs = as_indices(specs, "specs", max(n_store, 0))
         if dev != "cpu" or backend not in ("auto", "native"):
-            z, beta, offsets = _gather_specs(z, beta, offsets, specs)
+            z, beta, offsets = gather_specs(z, beta, offsets, specs)
             specs = None
     if _native_cuda_direct("cross_inner", backend, dev):
         _record("cross_inner", "cuda")
@@ -243,7 +244,7 @@ def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma, *, specs=None, 
     shape = {"Q": out_shape[0], "N": out_shape[1], "rows": s[0].shape[0], "d": s[0].shape[1], "dtype": str(s[0].dtype)}
     if _pick_backend("cross_inner", backend, dev, shape) == "triton":
         if specs is not None:
-            s = _gather_specs(*s, specs)
+            s = gather_specs(*s, specs)
         return _triton("cross_inner", dev)(*q, *s, g, device=dev)
     if dev == "cuda":
         _record("cross_inner", "cuda")
@@ -257,9 +258,11 @@ def cross_inner(q_z, q_beta, q_offsets, z, beta, offsets, gamma, *, specs=None, 
     return out
 
 
-def _gather_specs(z, beta, offsets, specs):
-    """The packed sub-store ``(z, beta, offsets)`` of the store specs ``specs`` (in that order)."""
+def gather_specs(z, beta, offsets, specs):
+    """The packed sub-store ``(z, beta, offsets)`` of the store specs ``specs`` (int64 indices, in that
+    order; rows copied, offsets from 0)."""
     offsets = np.asarray(offsets, dtype=np.int64)
+    specs = np.asarray(specs, dtype=np.int64)
     starts = offsets[specs]
     lens = offsets[specs + 1] - starts
     offs = np.zeros(len(specs) + 1, dtype=np.int64)

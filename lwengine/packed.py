@@ -224,14 +224,8 @@ class PackedGroup:
     def gather(self, local, dtype=None):
         """The packed sub-store ``(z, beta, offsets)`` of the specs ``local`` (in that order); ``z`` in
         ``dtype`` (default: the store's)."""
-        local = np.asarray(local, dtype=np.int64)
-        starts = np.asarray(self.offsets[local], dtype=np.int64)
-        lens = np.asarray(self.offsets[local + 1], dtype=np.int64) - starts
-        offs = np.zeros(len(local) + 1, dtype=np.int64)
-        np.cumsum(lens, out=offs[1:])
-        rows = np.repeat(starts - offs[:-1], lens) + np.arange(offs[-1], dtype=np.int64)
-        z = np.asarray(self.z[rows], dtype=dtype or self.z.dtype)
-        return np.ascontiguousarray(z), np.ascontiguousarray(self.beta[rows]), offs
+        z, beta, offs = kernels.gather_specs(self.z, self.beta, self.offsets, local)
+        return (z if dtype is None else np.ascontiguousarray(z, dtype=dtype)), beta, offs
 
     def screen(self):
         """``(z32, beta_l1, r2max)``: the float32 copy of the rows and, per spec, sum |beta| and the
