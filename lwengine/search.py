@@ -403,9 +403,7 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
         screened = _screens(g, screen.get(g.key) if isinstance(screen, dict) else screen)
         far = None
         if screened:
-            _, bl1, r2 = g.screen()
-            err = 2.0 * kernels.cross_inner_f32_bound(q_l1[:, None], bl1[None, :n], q_K[:, None], g.dim,
-                                                      g.gamma, np.maximum(r2[None, :n], q_r2[:, None]))
+            err = _screen_err(g, q_l1[:, None], q_K[:, None], q_r2[:, None], slice(0, n))
             if prune and g.family is GAUSSIAN and (device or g.device) == "cpu":
                 bound, far = _far_specs(g, qz, qb, qo, err)
                 far = far if far.any() else None
@@ -466,6 +464,14 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
         return groups, D, E, rep_all, seq, gi_all, li_all
     pruned = np.concatenate(fars) if any_far else None
     return groups, D, E, rep_all, seq, gi_all, li_all, pruned
+
+
+def _screen_err(g, q_l1, q_K, q_r2, specs):
+    """Bound on the error of screened distances (twice the float32 cross bound) for users with
+    ``sum |beta|`` ``q_l1``, size ``q_K``, largest squared row norm ``q_r2`` (broadcast) against the
+    group's specs ``specs`` (a slice or local indices)."""
+    _, bl1, r2 = g.screen()
+    return 2.0 * kernels.cross_inner_f32_bound(q_l1, bl1[specs], q_K, g.dim, g.gamma, np.maximum(r2[specs], q_r2))
 
 
 def _far_specs(g, qz, qb, qo, err):
@@ -544,17 +550,15 @@ class Refiner:
         if pos is None:
             return
         pos = pos[self.err[pos] > 0]  # positions certify() already made exact keep their value
+        z2, beta = self.user[0], self.user[1]
+        q_l1, q_r2 = float(np.abs(beta).sum()), float((z2 * z2).sum(1).max())
         for gi in np.unique(self.gi[pos]):
             at = pos[self.gi[pos] == gi]
             g = self.groups[gi]
-            _, bl1, r2 = g.screen()
             lis = self.li[at]
             cross = g.cross(*self.user, screened=True, specs=lis, device=self.device)[0]
-            z2, beta = self.user[0], self.user[1]
-            q_r2 = float((z2 * z2).sum(1).max())
             d[at] = finish(g.self_terms(lis), cross, self.user_self)
-            self.err[at] = 2.0 * kernels.cross_inner_f32_bound(np.abs(beta).sum(), bl1[lis], len(beta), g.dim,
-                                                               g.gamma, np.maximum(r2[lis], q_r2))
+            self.err[at] = _screen_err(g, q_l1, len(beta), q_r2, lis)
         dup = np.flatnonzero(self.rep != np.arange(len(self.rep)))  # duplicates follow their representative
         d[dup] = d[self.rep[dup]]
         self.err[dup] = self.err[self.rep[dup]]
