@@ -59,7 +59,8 @@ def run_one(regime, d, n, K, queries, m, pools, seed=0, approx=True, rff=True, c
            "sketch_build_s": t_build, "regime_decision": sk.regime,
            "resid_share_median": sk.resid_share_median, "z_float32_bytes": z_bytes,
            "clusters": sk.clusters.count if sk.clusters is not None else 0,
-           "sketch_bytes": int(sk.s[: sk.n].nbytes + 32 * sk.n) if sk.projected else 0,
+           "sketch_dtype": str(sk.s.dtype),
+           "sketch_bytes": int(sk.s[: sk.n].nbytes + 8 * len(sk.SPEC_ARRAYS[1:]) * sk.n) if sk.projected else 0,
            "index_bytes": idx.memory_bytes(),
            "peak_rss_market_bytes": rss_market, "peak_rss_bytes": _peak_rss()}
     brute_t, cert_t, cert_ev, scanned, exact = [], [], [], [], []

@@ -43,6 +43,8 @@ _DTYPES = {"float64": np.float64, "float32": np.float32}
 _MAGIC = b"LWEIDX\x00\x01"
 _ALIGN = 64
 _KEEP = object()  # replace(): keep the current semantic spec
+_SLOT_BITS = 24  # SpecIndex._where codes: local index << _SLOT_BITS | group slot
+_SLOT_MASK = (1 << _SLOT_BITS) - 1
 
 
 def _is_finite_spec(spec) -> bool:
@@ -89,7 +91,8 @@ class SpecIndex:
         self.last_route: dict | None = None  # {op: "device/backend"} of the last search's / topk's kernels
         self._np_dtype = _DTYPES[dtype]
         self._groups: dict = {}
-        self._where: dict = {}  # id -> (group, local index)
+        self._where: dict = {}  # id -> location code (local index << _SLOT_BITS | group slot): one int
+        self._slots: list = []  # group slot -> PackedGroup (None once its group is gone)
         self._semantic: dict = {}
         self._nonfinite: dict = {}  # id -> original (z, beta) of specs stored inert
         self._extra: dict = {}  # id -> the spec's extra fields (e.g. a text spec's language), when any
@@ -109,7 +112,7 @@ class SpecIndex:
 
     def ids(self) -> list:
         """All ids in insertion order (the order that breaks ranking ties)."""
-        pairs = [(int(g.seq[l]), i) for i, (g, l) in self._where.items()]
+        pairs = [(int(self._slots[c & _SLOT_MASK].seq[c >> _SLOT_BITS]), i) for i, c in self._where.items()]
         pairs.sort()
         return [i for _, i in pairs]
 
@@ -165,10 +168,32 @@ class SpecIndex:
             self._semantic[id] = check_semantic_dict(semantic)
 
     def _locate(self, id):
+        """``(group, local index)`` of ``id``."""
         try:
-            return self._where[id]
+            c = self._where[id]
         except KeyError:
             raise KeyError(f"no spec with id {id!r} in the index") from None
+        return self._slots[c & _SLOT_MASK], c >> _SLOT_BITS
+
+    def _place(self, ids, g, locals_) -> None:
+        """Record where ``ids`` live (a location code per id instead of a (group, index) tuple: at
+        10⁶ specs that tuple alone was 72 MB)."""
+        slot, where = g.slot, self._where
+        for i, local in zip(ids, locals_):
+            where[i] = (local << _SLOT_BITS) | slot
+
+    def _new_group(self, key):
+        g = self._groups[key] = PackedGroup(*key, self._np_dtype, device=self.device)
+        self._register(g)
+        return g
+
+    def _register(self, g) -> None:
+        free = next((k for k, x in enumerate(self._slots) if x is None), len(self._slots))
+        if free > _SLOT_MASK:
+            raise ValueError(f"more than {_SLOT_MASK + 1} (spec type, shape, gamma) groups in one index")
+        if free == len(self._slots):
+            self._slots.append(None)
+        self._slots[free], g.slot = g, free
 
     # ------------------------------------------------------------------ mutation
     def add(self, id, spec, semantic=None) -> None:
@@ -213,13 +238,13 @@ class SpecIndex:
         for key, rows in by_group.items():
             g = self._groups.get(key)
             if g is None:
-                g = self._groups[key] = PackedGroup(*key, self._np_dtype, device=self.device)
+                g = self._new_group(key)
             finite = [_is_finite_spec(s) for _, s, _, _ in rows]
             locals_ = g.append([r[0] for r in rows], [r[1] for r in rows], [r[3] for r in rows], finite)
             if g.sketch is not None and g.sketch.projected:  # keep the landmarks, project the new specs
                 g.sketch.extend(g)
-            for (id, s, sem, _), local, ok in zip(rows, locals_, finite):
-                self._where[id] = (g, local)
+            self._place([r[0] for r in rows], g, locals_)
+            for (id, s, sem, _), ok in zip(rows, finite):
                 if sem is not None:
                     self._semantic[id] = sem
                 extra = s.extra()
@@ -264,14 +289,13 @@ class SpecIndex:
         key = (TABLE_TYPE, (z.shape[1],), float(gamma))
         g = self._groups.get(key)
         if g is None:
-            g = self._groups[key] = PackedGroup(*key, self._np_dtype, device=self.device)
+            g = self._new_group(key)
         seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
         self._next_seq += n
         npts = np.diff(offsets) if num_points is None else np.asarray(num_points, dtype=np.int64)
         locals_ = g.append_packed(ids, z if z.dtype == self._np_dtype else z.astype(self._np_dtype), beta,
                                   offsets, self_ip, seqs, npts, digests)
-        for i, local in zip(ids, locals_):
-            self._where[i] = (g, local)
+        self._place(ids, g, locals_)
         if g.sketch is not None and g.sketch.projected:
             g.sketch.extend(g)
 
@@ -311,13 +335,12 @@ class SpecIndex:
         key = (entry.type, shape, param)
         g = self._groups.get(key)
         if g is None:
-            g = self._groups[key] = PackedGroup(*key, self._np_dtype, device=self.device)
+            g = self._new_group(key)
         seqs = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
         self._next_seq += n
         locals_ = g.append_packed(ids, z.astype(self._np_dtype, copy=False), beta, offsets, self_ip, seqs,
                                   np.diff(offsets), digests)
-        for i, local in zip(ids, locals_):
-            self._where[i] = (g, local)
+        self._place(ids, g, locals_)
 
     def remove(self, id) -> None:
         """Remove ``id`` (KeyError if absent)."""
@@ -329,9 +352,10 @@ class SpecIndex:
         self._nonfinite.pop(id, None)
         if g.n_alive == 0:
             del self._groups[g.key]
+            self._slots[g.slot] = None
         elif g.n_dead > 64 and g.n_dead * 2 > g.n:
-            for i, local in g.compact().items():
-                self._where[i] = (g, local)
+            moved = g.compact()
+            self._place(moved.keys(), g, moved.values())
 
     def replace(self, id, spec, semantic=_KEEP) -> None:
         """Replace the spec of an existing id, keeping its place in the insertion order."""
@@ -422,8 +446,8 @@ class SpecIndex:
         groups, arrays = [], []
         for g in self._groups.values():
             if g.n_dead:
-                for i, local in g.compact().items():
-                    self._where[i] = (g, local)
+                moved = g.compact()
+                self._place(moved.keys(), g, moved.values())
             entry = {"spec_type": g.spec_type, "shape": list(g.shape), "gamma": g.gamma, "n": g.n,
                      "rows": g.rows, "ids": g.ids, "arrays": {}}
             for name in ("z", "beta", "offsets", "self_ip", "seq", "num_points", "digest"):
@@ -535,8 +559,8 @@ class SpecIndex:
                     raise ValueError(f"{path}: corrupt index file: bad sketch state "
                                      f"({safe_io.short_repr(str(exc))})") from None
             index._groups[g.key] = g
-            for local, i in enumerate(g.ids):
-                index._where[i] = (g, local)
+            index._register(g)
+            index._place(g.ids, g, range(g.n))
         index._semantic = dict(header.get("semantic", {}))
         index._extra = dict(header.get("extra", {}))
         try:
@@ -667,7 +691,7 @@ def _sketch_state(sk, g):
             "resid_share_median": sk.resid_share_median, "regime": sk.regime, "sizing": sk.sizing}
     arrays = {"sketch.landmarks": sk.landmarks, "sketch.basis": sk.basis}
     if sk.projected:
-        for name in ("s", "sq", "resid", "self_stored", "abs_beta"):
+        for name in sk.SPEC_ARRAYS:
             arrays["sketch." + name] = getattr(sk, name)[: sk.n]
     if sk.clusters is not None:
         arrays.update({"sketch.clusters." + k: v for k, v in sk.clusters.state(sk, g).items()})
@@ -675,15 +699,25 @@ def _sketch_state(sk, g):
 
 
 def _sketch_restore(g, meta, arrays):
-    sk = NystromSketch(g.gamma, arrays["sketch.landmarks"], arrays["sketch.basis"],
-                       SketchParams(**meta["params"]), device=g.device)
+    # files written before the float16 sketch have float32 vectors and no dtype/scale/delta
+    params = SketchParams(**{"dtype": "float32", **meta["params"]})
+    sk = NystromSketch(g.gamma, arrays["sketch.landmarks"], arrays["sketch.basis"], params, device=g.device)
     sk.R2, sk.projected = float(meta["R2"]), bool(meta["projected"])
     sk.resid_share_median, sk.regime = float(meta["resid_share_median"]), meta["regime"]
     sk.sizing = list(meta.get("sizing", []))
     if sk.projected:
-        for name in ("s", "sq", "resid", "self_stored", "abs_beta"):
-            setattr(sk, name, arrays["sketch." + name])
-        sk.n = int(meta["n"])
+        n = int(meta["n"])
+        if "sketch.scale" not in arrays:  # float32 vectors: rounding ≤ 2⁻²⁴‖s‖ per vector (2x margin)
+            arrays["sketch.scale"] = np.ones(n)
+            arrays["sketch.delta"] = 2.0 ** -23 * np.sqrt(np.abs(np.asarray(arrays["sketch.sq"], dtype=np.float64)))
+        for name in sk.SPEC_ARRAYS:
+            a = arrays["sketch." + name]
+            if a.shape[0] != n or (name == "s" and (a.ndim != 2 or a.shape[1] != sk.r)):
+                raise ValueError(f"sketch.{name} has shape {list(a.shape)} for {n} specs of rank {sk.r}")
+            setattr(sk, name, a)
+        if sk.s.dtype != np.dtype(params.dtype):
+            raise ValueError(f"sketch.s has dtype {sk.s.dtype}, the sketch's parameters say {params.dtype}")
+        sk.n = n
     if "sketch.clusters.centroids" in arrays:
         pre = "sketch.clusters."
         sk.clusters = SketchClusters.restore({k[len(pre):]: v for k, v in arrays.items() if k.startswith(pre)}, g)

@@ -71,6 +71,7 @@ class PackedGroup:
         self.num_points = np.empty(0, dtype=np.int64)
         self.digest = np.empty((0, 16), dtype=np.uint8)
         self.ids: list = []
+        self.slot = -1  # its slot in the SpecIndex that holds it (SpecIndex._where codes)
         self.n = 0  # specs stored (alive or not)
         self.rows = 0
         self.n_dead = 0

@@ -69,15 +69,22 @@ def _rand_spec(rng, K, d, gamma, scale):
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), K=st.sampled_from([1, 3, 7]), d=st.sampled_from([1, 3, 5]),
        m=st.sampled_from([1, 4, 16, 64]), dtype=st.sampled_from(["float64", "float32"]),
-       scale=st.sampled_from([0.3, 1.0, 4.0]))
-def test_bounds_contain_exact_dist_mixed_gamma(seed, K, d, m, dtype, scale):
+       scale=st.sampled_from([0.3, 1.0, 4.0]), sketch_dtype=st.sampled_from(["int16", "float16", "float32"]),
+       weight=st.sampled_from([1.0, 1e-6, 1e6]))
+def test_bounds_contain_exact_dist_mixed_gamma(seed, K, d, m, dtype, scale, sketch_dtype, weight):
+    """lower <= exact <= upper for every pair; ``weight`` scales every β (sketch vectors far outside
+    float16's range without the per-vector scale, or in its subnormals)."""
     rng = np.random.default_rng(seed)
     idx = SpecIndex(dtype=dtype)
-    specs = {f"{i:03d}": _rand_spec(rng, int(rng.integers(1, K + 1)), d, [0.1, 0.5][i % 2], scale)
-             for i in range(40)}
+    specs = {}
+    for i in range(40):
+        sp = _rand_spec(rng, int(rng.integers(1, K + 1)), d, [0.1, 0.5][i % 2], scale)
+        specs[f"{i:03d}"] = RKMESpec(sp.z, sp.beta * weight, sp.gamma, sp.num_points)
     idx.add_many(list(specs.items()))
-    idx.build_sketch(m=m, brute_share=1.0)
+    idx.build_sketch(m=m, brute_share=1.0, dtype=sketch_dtype)
+    assert all(g.sketch.s.dtype == sketch_dtype for g in idx._groups.values())
     user = _rand_spec(rng, K, d, float(rng.choice([0.1, 0.3, 0.5])), scale)
+    user = RKMESpec(user.z, user.beta * weight, user.gamma, user.num_points)
     from lwengine.distances import UserQuery as _User
 
     u = _User(user)
@@ -88,7 +95,8 @@ def test_bounds_contain_exact_dist_mixed_gamma(seed, K, d, m, dtype, scale):
         for l, a, b in zip(live, lo, hi):
             sid = g.ids[l]
             exact = _ref_dist(specs[sid], user)
-            assert a <= exact + 1e-12 and exact <= b + 1e-12, (a, exact, b)
+            tol = 1e-12 * weight ** 2
+            assert a <= exact + tol and exact <= b + tol, (a, exact, b)
             assert a <= brute[sid] <= b  # the computed distance (what certified compares) too
         assert np.all(lo <= hi)
 
@@ -333,3 +341,77 @@ def test_approx_over_clusters():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="nprobe"):
             idx.topk(qs[0], 5, "approx", nprobe=bad)
+
+
+def test_compact_sketch_vectors_and_their_storage_error():
+    """int16 / float16 vectors with a per-vector scale (no overflow at any magnitude), δ = the exact
+    storage error, half the bytes of float32; certified top-k equals brute force with every dtype."""
+    from lwengine.scale.sketch import stored_vectors
+
+    rng = np.random.default_rng(3)
+    s64 = rng.normal(size=(50, 30)) * np.logspace(-30, 30, 50)[:, None]
+    s64[0] = 0.0
+    s64[1, 3] = np.nan
+    norms = np.linalg.norm(s64, axis=1)
+    for dtype, rel in (("int16", 2.0 ** -16 * np.sqrt(30)), ("float16", 2.0 ** -11), ("float32", 2.0 ** -24)):
+        h, scale, delta, sq = stored_vectors(s64, dtype)
+        ok = np.r_[0, 2:50]
+        assert h.dtype == dtype and np.isfinite(h[ok]).all()
+        assert np.isnan(delta[1]) and np.isnan(sq[1])  # a non-finite vector has no bound
+        back = h[ok].astype(np.float64) * scale[ok, None]
+        exact = np.linalg.norm(back - s64[ok], axis=1)
+        assert np.all(delta[ok] >= exact) and np.all(delta[ok] <= exact * (1 + 1e-9) + 1e-15 * norms[ok])
+        assert np.all(exact <= rel * norms[ok])
+        np.testing.assert_allclose(sq[ok], np.einsum("ij,ij->i", back, back))
+        if dtype == "int16":
+            assert np.all(np.abs(h[2:]).max(axis=1) == 32767)  # the top coordinate uses the full range
+        if dtype == "float16":
+            assert np.all(np.abs(h[2:]).max(axis=1) >= 2.0 ** 13)
+
+    idx, mk = make_market(3000, 8, 10, "families", seed=4)
+    qs = make_queries(mk, 3, seed=5)
+    sizes = {}
+    for sketch_dtype in ("int16", "float16", "float32"):
+        idx.build_sketch(m=64, brute_share=1.0, dtype=sketch_dtype)
+        sizes[sketch_dtype] = next(iter(idx._groups.values())).sketch.s.nbytes
+        for q in qs:
+            _same_topk(idx.topk(q, 5, "certified"), idx.topk(q, 5, "brute"))
+    assert sizes["int16"] == sizes["float16"] and sizes["float16"] * 2 == sizes["float32"]
+    assert SketchParams().dtype == "int16"
+    with pytest.raises(ValueError, match="dtype"):
+        SketchParams(dtype="float64")
+
+
+def test_index_files_with_float32_sketches_still_load(tmp_path):
+    """A file written before the float16 sketch (float32 vectors, no scale/delta/dtype) loads, answers
+    exactly, and keeps float32 vectors for specs added later."""
+    import json
+
+    from lwengine import index as index_mod
+
+    idx, mk = make_market(400, 6, 5, "families", seed=6)
+    idx.build_sketch(m=32, brute_share=1.0, dtype="float32", clusters=4)
+    state = index_mod._sketch_state
+
+    def legacy_state(sk, g):  # what the previous format wrote
+        meta, arrays = state(sk, g)
+        del meta["params"]["dtype"]
+        for name in ("sketch.scale", "sketch.delta", "sketch.clusters.view.delta_max"):
+            arrays.pop(name)
+        return meta, arrays
+
+    index_mod._sketch_state = legacy_state
+    try:
+        idx.save(tmp_path / "old.lwe")
+    finally:
+        index_mod._sketch_state = state
+    raw = (tmp_path / "old.lwe").read_bytes()
+    assert b'"sketch.delta"' not in raw and b'"dtype": "float16"' not in raw
+    back = SpecIndex.load(tmp_path / "old.lwe")
+    sk = next(iter(back._groups.values())).sketch
+    assert sk.s.dtype == np.float32 and sk.params.dtype == "float32"
+    for q in make_queries(mk, 3, seed=7):
+        _same_topk(back.topk(q, 5, "certified"), idx.topk(q, 5, "brute"))
+    back.add("late", make_queries(mk, 1, seed=8)[0])
+    assert sk.s.dtype == np.float32 and sk.n == len(back)
+    json.dumps(sk.sizing)

@@ -50,11 +50,13 @@ def test_grows_until_the_sketch_prunes_and_stays_exact():
 
 def test_memory_budget_and_m_max_stop_growth():
     idx, _ = _point_cloud_market(1500)
-    idx.build_sketch(m=32, probe=300, brute_share=0.5, grow_gain=0.1, memory_budget=0.1)
-    sk = _group(idx).sketch
-    assert sk.regime == "brute" and "memory budget" in sk.sizing[-1]["decision"]
-    z_bytes = _group(idx).z.nbytes
-    assert all(4 * 1500 * s["m"] <= 0.1 * z_bytes for s in sk.sizing if "r" in s)
+    for dtype, itemsize, budget in (("float32", 4, 0.1), ("float16", 2, 0.05)):  # the same bytes
+        idx.build_sketch(m=32, probe=300, brute_share=0.5, grow_gain=0.1, memory_budget=budget, dtype=dtype)
+        sk = _group(idx).sketch
+        assert sk.regime == "brute" and "memory budget" in sk.sizing[-1]["decision"]
+        assert sk.s.dtype == dtype
+        z_bytes = _group(idx).z.nbytes
+        assert all(itemsize * 1500 * s["m"] <= budget * z_bytes for s in sk.sizing if "r" in s)
     idx.build_sketch(m=32, probe=300, brute_share=0.5, grow_gain=0.1, m_max=64)
     sk = _group(idx).sketch  # 64 is tried; 128 would be needed at its rate of fall: not reachable
     assert sk.regime == "brute" and sk.landmarks.shape[0] == 32 and [s["m"] for s in sk.sizing][:2] == [32, 64]

@@ -64,7 +64,7 @@ class AnnIndex:
 
 
 def nystrom_vectors(sk, start=0, stop=None):
-    return sk.lifted(slice(start, sk.n if stop is None else stop)).astype(np.float32)
+    return sk.lifted(slice(start, sk.n if stop is None else stop), np.float32)
 
 
 def ann_for(index, g, sketch):

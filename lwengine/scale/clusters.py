@@ -1,14 +1,14 @@
 """Clusters of a group's lifted sketch vectors, so that certified top-k need not scan every sketch.
 
-Lift every projected spec to ``a_i = [s̃_i, √r_i]`` (its stored float32 sketch and the square root of
+Lift every projected spec to ``a_i = [s̃_i, √r_i]`` (its stored sketch vector and the square root of
 its residual; ``‖a_u − a_i‖²`` is the slack-free Nyström lower bound).  The specs are partitioned by
 k-means centroids ``c`` of a sample of the ``a_i``; each spec keeps ``e_i = ‖a_i − c‖`` (float64) and
 the members of a cluster are sorted by ``e``.  For a user ``a_u`` with ``q = ‖a_u − c‖`` the triangle
 inequality gives ``‖a_u − a_i‖ ≥ |q − e_i|``, so for a threshold ``T`` on the distance only the
 members with ``e_i ∈ [q − ρ_T, q + ρ_T]`` -- one contiguous slice per cluster -- can have a lower bound
 ``≤ T``.  The per-spec slack terms of :meth:`NystromSketch.bounds` are replaced by their maxima over
-the cluster (see :meth:`SketchClusters.slices`), so the pruning is never tighter than the per-spec
-bound it stands for.
+the cluster (see :meth:`SketchClusters.slices`; the storage errors δ_i by their maximum, added to η),
+so the pruning is never tighter than the per-spec bound it stands for.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ __all__ = ["SketchClusters"]
 
 # relative error allowed for the float64 distances ‖a − c‖ (r + 1 ≤ 1025 terms: ~1e-13 worst case)
 LIFT_DELTA = 1e-10
-_ASSIGN_CELLS = 1 << 22
+_ASSIGN_CELLS = 1 << 20  # (chunk, C) float64 score block of the assignment: 8 MB
 TAIL_MIN, TAIL_FRACTION = 4096, 0.05
 
 
@@ -45,16 +45,19 @@ class SketchClusters:
         return self.centroids.shape[0]
 
     @classmethod
-    def fit(cls, sk, n_clusters, *, seed=0, sample_per_cluster=40, kmeans_iter=10):
-        """k-means on a sample of the lifted vectors of ``sk`` (float32, native), then assign all."""
+    def fit(cls, sk, n_clusters, *, seed=0, sample_per_cluster=20, kmeans_iter=10):
+        """k-means on a sample of the lifted vectors of ``sk`` (float32, native), then assign all.
+        20 sample rows per cluster (40 before): the same certified cost on the 10⁶-spec benchmark
+        market (docs/benchmarks.md) with half the transient sample (41 MB at 10⁶ specs, r = 254)."""
         n = sk.n
         ok = np.flatnonzero(np.isfinite(sk.sq[:n]) & np.isfinite(sk.resid[:n]))
         C = int(max(1, min(n_clusters, len(ok))))
         rng = np.random.default_rng([int(seed), 7])
         take = np.sort(rng.choice(ok, size=min(len(ok), sample_per_cluster * C), replace=False)) if len(ok) \
             else np.empty(0, dtype=np.int64)
-        x = sk.lifted(take).astype(np.float32) if len(take) else np.zeros((1, sk.r + 1), np.float32)
+        x = sk.lifted(take, np.float32) if len(take) else np.zeros((1, sk.r + 1), np.float32)
         cent, _ = kernels.kmeans(x, min(C, len(x)), max_iter=kmeans_iter, seed=seed)
+        del x  # (80 MB at 10⁶ specs) before the assignment pass allocates its blocks
         cl = cls(cent.astype(np.float64))
         cl.extend(sk)
         return cl
@@ -125,13 +128,14 @@ class SketchClusters:
             "rho": seg_max(self.e[:n], 0.0),
             "self_max": seg_max(np.abs(sk.self_stored[:n]), 0.0),
             "absb_max": seg_max(sk.abs_beta[:n], 0.0),
+            "delta_max": seg_max(sk.delta[:n], 0.0),
             "shift_min": -seg_max(-shift, -np.inf),
             "shift_max": seg_max(shift, -np.inf),
         }
         v["alive"] = self._alive_counts(v, group)
         return v
 
-    VIEW_ARRAYS = ("order", "starts", "e", "rho", "self_max", "absb_max", "shift_min", "shift_max")
+    VIEW_ARRAYS = ("order", "starts", "e", "rho", "self_max", "absb_max", "delta_max", "shift_min", "shift_max")
 
     def state(self, sk, group):
         """Arrays to persist (the sorted view included, so a reopened index does not re-sort)."""
@@ -146,7 +150,7 @@ class SketchClusters:
         cl = cls(arrays["centroids"])
         cl.assign, cl.e = arrays["assign"], arrays["e"]
         cl.n = len(cl.assign)
-        if "view.order" in arrays:
+        if all("view." + name in arrays for name in cls.VIEW_ARRAYS):  # else rebuilt on first use
             v = cl._view = {name: arrays["view." + name] for name in cls.VIEW_ARRAYS}
             v["n"], v["n_dead"] = cl.n, group.n_dead
             v["alive"] = cls._alive_counts(v, group)
@@ -173,6 +177,7 @@ class SketchClusters:
             (|q − e_i| − η − margin)₊² − slack + shift_min > T.
         """
         s_add, eta = slack(v["self_max"], v["absb_max"])
+        eta = eta + v["delta_max"]  # the members' storage error, in distance units like η
         Tc = T + s_add - v["shift_min"]
         with np.errstate(invalid="ignore"):
             rad = np.sqrt(np.maximum(Tc, 0.0)) + eta + margin
@@ -193,6 +198,7 @@ class SketchClusters:
         """Per-cluster ``(count, lower, upper)`` of the members' ``d`` (for the mean/max statistics):
         lower from ``(q − ρ)₊``, upper from the distance ``q_hi`` to ``[s_u, −√r_u]``."""
         s_add, eta = slack(v["self_max"], v["absb_max"])
+        eta = eta + v["delta_max"]
         counts = v["alive"]
         lo = np.maximum(q - v["rho"] - eta - margin, 0.0) ** 2 - s_add + v["shift_min"] + shift_u
         hi = (q_hi + v["rho"] + eta + margin) ** 2 + s_add + v["shift_max"] + shift_u

@@ -33,6 +33,10 @@ EPS64 = 2.0 ** -52
 # measured ~1e-13 on ill-conditioned Grams (tests), so this keeps three orders of magnitude of margin
 BASIS_DELTA = 1e-10
 _MAX_A_BYTES = 1 << 28  # bound on the (m, chunk) float64 block of k(C, Z) β
+SKETCH_DTYPES = ("int16", "float16", "float32")
+_F16_TOP = 15  # float16 vectors are scaled so that their largest |coordinate| is in [2^14, 2^15)
+_I16_TOP = 32767.0  # int16 vectors: the largest |coordinate| is stored as ±32767
+_GEMV_ROWS = 1 << 14  # rows of an int16 / float16 sketch converted at a time
 
 
 @dataclass(frozen=True)
@@ -46,9 +50,13 @@ class SketchParams:
     stay brute without the cost of trying), m doubles (up to ``m_max``) as long as the median
     residual share falls by at least ``grow_gain`` (relative), the rate of fall can reach
     ``brute_share`` within the reachable m, and the sketch vectors
-    (n·m float32) stay within ``memory_budget`` times the group's stored Z; the decisions are kept in
-    ``NystromSketch.sizing`` (and ``last_stats["regimes"]``).  A group that passes at ``m`` is built
-    exactly as without growth."""
+    (n·m of ``dtype``) stay within ``memory_budget`` times the group's stored Z; the decisions are kept
+    in ``NystromSketch.sizing`` (and ``last_stats["regimes"]``).  A group that passes at ``m`` is built
+    exactly as without growth.
+
+    ``dtype``: how the sketch vectors are stored -- ``"int16"`` (default: half the bytes of float32,
+    fixed point scaled per vector), ``"float16"`` or ``"float32"``; each vector's exact storage error
+    is kept and the bounds add it (docs/scale.md)."""
 
     m: int = 256
     sample_rows: int = 20000
@@ -64,6 +72,7 @@ class SketchParams:
     memory_budget: float = 1.5
     grow_gain: float = 0.2
     grow_from: float = 2.0
+    dtype: str = "int16"
 
     def __post_init__(self):
         if int(self.m) < 1:
@@ -86,6 +95,8 @@ class SketchParams:
             raise ValueError(f"grow_gain must be in [0, 1), got {self.grow_gain}")
         if not float(self.grow_from) >= 1:
             raise ValueError(f"grow_from must be >= 1, got {self.grow_from}")
+        if self.dtype not in SKETCH_DTYPES:
+            raise ValueError(f"dtype must be one of {SKETCH_DTYPES}, got {self.dtype!r}")
 
     def n_clusters(self, n: int) -> int:
         """Clusters of the lifted sketches for ``n`` projected specs (0: scan them all)."""
@@ -108,9 +119,11 @@ def _chunks(n, max_specs):
 
 class NystromSketch:
     """The sketch of one group (see the module docstring).  Arrays aligned with the group's local
-    indices: ``s`` (n, r) float32, ``sq`` = ‖s̃_i‖² of the stored float32 vectors (float64),
-    ``resid`` (float64, ≥ 0), ``self_stored`` = ‖μ_i‖² of the *stored* (possibly float32-rounded)
-    values, ``abs_beta`` = Σ|β|, plus the group-wide ``R2`` = max ‖z‖²."""
+    indices: ``s`` (n, r) of ``params.dtype`` and ``scale`` (float64; the stored vector is
+    ``s̃_i = scale_i · s[i]``, see :func:`stored_vectors`), ``delta`` = ‖s̃_i − s_i‖ (the storage error,
+    rounded up; NaN for a non-finite projection), ``sq`` = ‖s̃_i‖²
+    (float64), ``resid`` (float64, ≥ 0), ``self_stored`` = ‖μ_i‖² of the *stored* (possibly
+    float32-rounded) values, ``abs_beta`` = Σ|β|, plus the group-wide ``R2`` = max ‖z‖²."""
 
     def __init__(self, gamma, landmarks, basis, params: SketchParams, *, device: str = "cpu"):
         self.gamma = float(gamma)
@@ -120,7 +133,9 @@ class NystromSketch:
         self.params = params
         self.r = self.basis.shape[1]
         self.n = 0
-        self.s = np.empty((0, self.r), dtype=np.float32)
+        self.s = np.empty((0, self.r), dtype=params.dtype)
+        self.scale = np.empty(0)
+        self.delta = np.empty(0)
         self.sq = np.empty(0)
         self.resid = np.empty(0)
         self.self_stored = np.empty(0)
@@ -159,8 +174,9 @@ class NystromSketch:
             if m_next <= m:
                 sk.sizing.append({"m": m_next, "decision": "stop: m_max or sample rows reached"})
                 break
-            if 4.0 * group.n * m_next > budget:
-                sk.sizing.append({"m": m_next, "decision": f"stop: sketch {4.0 * group.n * m_next / 2**20:.0f} MiB "
+            vec_bytes = np.dtype(params.dtype).itemsize * group.n * m_next
+            if vec_bytes > budget:
+                sk.sizing.append({"m": m_next, "decision": f"stop: sketch {vec_bytes / 2**20:.0f} MiB "
                                   f"over the memory budget {budget / 2**20:.0f} MiB"})
                 break
             rng.bit_generator.state = probe_state
@@ -172,7 +188,7 @@ class NystromSketch:
             if not ok:
                 break
             if cand.regime == "brute":  # at this rate of fall, can the share reach brute_share in reach?
-                m_cap = min(params.m_max, len(x), budget / (4.0 * max(1, group.n)))
+                m_cap = min(params.m_max, len(x), budget / (np.dtype(params.dtype).itemsize * max(1, group.n)))
                 rate = cand.resid_share_median / sk.resid_share_median
                 steps = np.ceil(np.log(params.brute_share / cand.resid_share_median) / np.log(rate)) \
                     if 0 < rate < 1 and cand.resid_share_median > 0 else np.inf
@@ -205,7 +221,7 @@ class NystromSketch:
             self.resid_share_median = 0.0
             return
         pick = np.sort(rng.choice(alive, size=min(len(alive), self.params.probe), replace=False))
-        s, sq, resid, self_st, _ = self.project_subset(group, pick)
+        _, resid, self_st, _ = self.project_subset(group, pick)
         share = resid / np.maximum(self_st, np.finfo(float).tiny)
         self.resid_share_median = float(np.median(share))
         self.regime = "brute" if self.resid_share_median > self.params.brute_share else "sketch"
@@ -218,7 +234,7 @@ class NystromSketch:
                                    np.arange(m + 1, dtype=np.int64), self.gamma, device=self.device)
 
     def project_packed(self, z, beta, offsets, self_stored=None):
-        """``(s (n, r) float32, sq, resid, self_stored, abs_beta)`` for a packed float64 store."""
+        """``(s (n, r) float64, resid, self_stored, abs_beta)`` for a packed float64 store."""
         z = np.ascontiguousarray(z, dtype=np.float64)
         beta = np.asarray(beta, dtype=np.float64)
         A = self._kernel_block(z, beta, offsets)
@@ -232,12 +248,9 @@ class NystromSketch:
             log.warning("Nystrom residual below its error bound for %d spec(s) (min %.3g)",
                         int(bad.sum()), float(resid.min()))
         resid = np.maximum(resid, 0.0)
-        s = s64.astype(np.float32)
-        s64r = s.astype(np.float64)
-        sq = np.einsum("ij,ij->i", s64r, s64r)
         abs_beta = np.add.reduceat(np.abs(beta), offsets[:-1]) if len(beta) else np.zeros(len(offsets) - 1)
         abs_beta[np.diff(offsets) == 0] = 0.0
-        return s, sq, resid, self_stored, abs_beta
+        return s64, resid, self_stored, abs_beta
 
     def project_subset(self, group, local):
         z, beta, offs = gather(group, local)
@@ -256,15 +269,14 @@ class NystromSketch:
         if progress:
             from tqdm import tqdm
             it = tqdm(chunks, desc=f"sketching gamma={self.gamma:g}", unit="chunk")
-        self.s = grow(self.s, stop)
-        for name in ("sq", "resid", "self_stored", "abs_beta"):
+        for name in self.SPEC_ARRAYS:
             setattr(self, name, grow(getattr(self, name), stop))
         for a, b in it:
             local = np.arange(start + a, start + b)
-            s, sq, resid, self_st, absb = self.project_subset(group, local)
+            s64, resid, self_st, absb = self.project_subset(group, local)
             sl = slice(start + a, start + b)
-            self.s[sl], self.sq[sl], self.resid[sl], self.self_stored[sl], self.abs_beta[sl] = \
-                s, sq, resid, self_st, absb
+            self.s[sl], self.scale[sl], self.delta[sl], self.sq[sl] = stored_vectors(s64, self.s.dtype)
+            self.resid[sl], self.self_stored[sl], self.abs_beta[sl] = resid, self_st, absb
             z = np.asarray(group.z[int(group.offsets[start + a]): int(group.offsets[start + b])], dtype=np.float64)
             r2 = np.einsum("ij,ij->i", z, z)
             r2 = r2[np.isfinite(r2)]
@@ -279,9 +291,12 @@ class NystromSketch:
             if C > 0:
                 self.clusters = SketchClusters.fit(self, C, seed=self.params.seed)
 
+    # per-spec arrays (aligned with the group's local indices), saved with the index
+    SPEC_ARRAYS = ("s", "scale", "delta", "sq", "resid", "self_stored", "abs_beta")
+
     def compact(self, keep):
         if self.projected:
-            for name in ("s", "sq", "resid", "self_stored", "abs_beta"):
+            for name in self.SPEC_ARRAYS:
                 setattr(self, name, np.ascontiguousarray(getattr(self, name)[keep]))
             self.n = len(keep)
             if self.clusters is not None:
@@ -293,17 +308,23 @@ class NystromSketch:
         ``uz_store`` already rounded to the store's dtype."""
         z = np.ascontiguousarray(uz_store, dtype=np.float64)
         offs = np.array([0, len(ubeta)], dtype=np.int64)
-        s, sq, resid, self_st, absb = self.project_packed(z, ubeta, offs)
-        return s[0], float(sq[0]), float(resid[0]), float(self_st[0]), float(absb[0]), \
+        s64, resid, self_st, absb = self.project_packed(z, ubeta, offs)
+        s = s64[0].astype(np.float32)
+        s_back = s.astype(np.float64)
+        return s, float(s_back @ s_back), float(resid[0]), float(self_st[0]), float(absb[0]), \
             float(np.einsum("ij,ij->i", z, z).max())
 
-    def lifted(self, rows):
-        """``[s̃_i, √r_i]`` (float64) of the specs ``rows`` (a slice or local indices): the vectors
-        whose squared distance to the user's ``[s̃_u, √r_u]`` is the slack-free lower bound."""
-        s = self.s[rows]
-        a = np.empty((s.shape[0], self.r + 1))
-        a[:, :-1] = s
+    def lifted(self, rows, dtype=np.float64):
+        """``[s̃_i, √r_i]`` of the specs ``rows`` (a slice or local indices), written straight into a
+        ``dtype`` array (float64: exact): the vectors whose squared distance to the user's
+        ``[s̃_u, √r_u]`` is the slack-free lower bound."""
+        rows = np.arange(self.n)[rows] if isinstance(rows, slice) else np.asarray(rows)
+        a = np.empty((len(rows), self.r + 1), dtype=dtype)
+        for c in range(0, len(rows), _GEMV_ROWS):  # by blocks: no gathered copy of every row
+            sel = rows[c:c + _GEMV_ROWS]
+            np.multiply(self.s[sel], self.scale[sel][:, None], out=a[c:c + _GEMV_ROWS, :-1], casting="same_kind")
         a[:, -1] = np.sqrt(self.resid[rows])
+        a[~np.isfinite(self.sq[rows])] = np.nan  # a non-finite projection stays non-finite
         return a
 
     @staticmethod
@@ -319,18 +340,27 @@ class NystromSketch:
 
     def sketch_dist(self, su, squ, idx=None):
         """``‖s̃_u − s̃_i‖²`` (float32 GEMM for the cross term, float64 norms) for ``idx`` or all."""
-        S = self.s[: self.n] if idx is None else self.s[idx]
-        sq = self.sq[: self.n] if idx is None else self.sq[idx]
-        dot = (S @ su).astype(np.float64)
-        return sq + squ - 2.0 * dot
+        rows = slice(None, self.n) if idx is None else idx
+        S = self.s[rows]
+        if S.dtype == np.float32:
+            dot = S @ su
+        else:  # int16 / float16 storage: converted (exactly) to float32 by blocks of rows
+            dot = np.empty(S.shape[0], dtype=np.float32)
+            for a in range(0, S.shape[0], _GEMV_ROWS):
+                dot[a:a + _GEMV_ROWS] = S[a:a + _GEMV_ROWS].astype(np.float32) @ su
+        return self.sq[rows] + squ - 2.0 * (dot.astype(np.float64) * self.scale[rows])
 
     def bounds(self, user, *, store_eps, user_K, idx=None):
         """Certified ``(lower, upper)`` of the *computed* MMD² of the stored values with the user
         (self terms in this group's gamma), for ``idx`` or every projected spec.
 
         Slack terms (all relative to ``T = ‖μ_u‖² + ‖μ_i‖²``):
-        * float32 sketch: storage rounding of s (2·2⁻²⁴ per vector) and the float32 dot product
+        * float32 sketch arithmetic: the user's float32 rounding (2·2⁻²⁴) and the float32 dot product
           (r·2⁻²⁴·‖s_u‖‖s_i‖) -> ``τ_s = (r + 8)·2⁻²³``, a 2x margin;
+        * the stored spec vectors: their exact rounding error ``δ_i = ‖s̃_i − s_i‖`` moves the
+          lifted distance by at most δ_i (triangle inequality), so the bounds are
+          ``(√L − δ_i)₊² − slack`` and ``(√(U + slack) + δ_i)² + slack`` (the first is valid because
+          ``(√x − δ)₊²`` grows with slope ≤ 1);
         * projection (eigensolver, accumulation): ``BASIS_DELTA`` on ‖s‖² and on the residuals, which
           moves √r by at most √(BASIS_DELTA·‖μ‖²);
         * the exact kernel that ranks (float32 store: docs/kernels.md bound
@@ -342,10 +372,13 @@ class NystromSketch:
         D = self.sketch_dist(su, squ, idx)
         ri = self.resid[idx_all]
         slack, eta = self.slack_terms(user, store_eps, user_K, self.self_stored[idx_all], self.abs_beta[idx_all])
+        delta = self.delta[idx_all]
         sru, sri = np.sqrt(ru), np.sqrt(ri)
         lo_res = np.maximum(np.abs(sru - sri) - eta, 0.0) ** 2
         hi_res = (sru + sri + eta) ** 2
-        return D + lo_res - slack, D + hi_res + slack
+        lo = np.maximum(np.sqrt(np.maximum(D + lo_res, 0.0)) - delta, 0.0) ** 2
+        hi = (np.sqrt(np.maximum(D + hi_res + slack, 0.0)) + delta) ** 2
+        return lo - slack, hi + slack
 
     def slack_terms(self, user, store_eps, user_K, self_i, abs_beta_i):
         """``(slack, η)`` of :meth:`bounds` for specs with ``‖μ_i‖² = self_i`` and ``Σ|β_i| = abs_beta_i``
@@ -357,7 +390,35 @@ class NystromSketch:
         d = self.landmarks.shape[1]
         R2 = max(self.R2, R2u)
         ker = 2.0 * store_eps * absbu * abs_beta_i * (4 + user_K + 4 * (d + 3) * self.gamma * R2)
-        return tau * T + ker + 8 * EPS64 * T, eta
+        return tau * T + ker + 16 * EPS64 * T, eta
+
+
+def stored_vectors(s64, dtype):
+    """``(stored, scale, delta, sq)`` of float64 sketch vectors ``s64`` (n, r) kept as ``dtype``: the
+    stored vector is ``scale_i · stored[i]`` -- int16: ``scale_i = max|s64_i| / 32767`` (fixed point
+    per vector); float16: the power of two that puts the largest |coordinate| in [2^14, 2^15) (no
+    overflow, small vectors keep their digits); float32: 1 --, ``delta_i`` its distance to ``s64_i``
+    (float64, rounded up) and ``sq_i`` its squared norm (NaN where ``s64_i`` is not finite)."""
+    dtype = np.dtype(dtype)
+    amax = np.max(np.abs(s64), axis=1) if s64.shape[1] else np.zeros(len(s64))
+    finite = np.isfinite(amax)
+    if dtype == np.int16:
+        scale = np.where(finite & (amax > 0), amax, 1.0) / _I16_TOP
+        stored = np.clip(np.rint(np.where(finite[:, None], s64, 0.0) / scale[:, None]), -_I16_TOP, _I16_TOP
+                         ).astype(np.int16)
+    elif dtype == np.float16:
+        scale = np.ldexp(1.0, np.frexp(np.where(finite, amax, 0.0))[1] - _F16_TOP)
+        stored = (s64 / scale[:, None]).astype(np.float16)
+    else:
+        scale = np.ones(len(s64))
+        stored = s64.astype(dtype)
+    back = stored.astype(np.float64) * scale[:, None]
+    err = back - s64
+    sq = np.einsum("ij,ij->i", back, back)
+    # float64 rounding of ‖err‖ ((r + 2)·2⁻⁵³ relative: 1e-12 covers r ≤ 4000) and of back (2⁻⁵³|back|)
+    delta = np.sqrt(np.einsum("ij,ij->i", err, err)) * (1.0 + 1e-12) + 2.0 ** -50 * np.sqrt(sq)
+    sq[~finite], delta[~finite] = np.nan, np.nan
+    return stored, scale, delta, sq
 
 
 def _point_gram(C, gamma):
