@@ -41,13 +41,15 @@ def _peak_rss():
 
 
 def run_one(regime, d, n, K, queries, m, pools, seed=0, approx=True, rff=True, cluster_min_specs=None,
-            save_index=None, grow=True):
+            save_index=None, grow=True, sketch_dtype=None):
     t = time.perf_counter()
     idx, mk = make_market(n, d, K, regime, seed=seed, dtype="float32")
     t_gen = time.perf_counter() - t
     rss_market = _peak_rss()
     t = time.perf_counter()
     extra = {} if cluster_min_specs is None else {"cluster_min_specs": cluster_min_specs}
+    if sketch_dtype is not None:
+        extra["dtype"] = sketch_dtype
     idx.build_sketch(m=m, progress=False, grow=grow, **extra)
     t_build = time.perf_counter() - t
     g = next(iter(idx._groups.values()))
@@ -259,6 +261,7 @@ def main(argv=None):
     p.add_argument("--from-json", nargs="+", help="tabulate/plot rows of earlier --json runs instead of running")
     p.add_argument("--save-index", help="save each market's index here, then time a fresh process serving it")
     p.add_argument("--serve", help=argparse.SUPPRESS)
+    p.add_argument("--sketch-dtype", help="SketchParams.dtype (default: the library's)")
     p.add_argument("--rff-max", type=int, default=100000,
                    help="largest N for the RFF comparison (a full feature pass + an HNSW build)")
     a = p.parse_args(argv)
@@ -288,7 +291,7 @@ def main(argv=None):
         for n in sizes:
             r = run_one(regime, dims[regime], n, K, a.queries, a.m, pools, approx=not a.no_approx,
                         rff=n <= a.rff_max, cluster_min_specs=a.cluster_min_specs, save_index=a.save_index,
-                        grow=not a.no_grow)
+                        grow=not a.no_grow, sketch_dtype=a.sketch_dtype)
             rows.append(r)
             print(describe(r), flush=True)
             if "serve" in r:

@@ -688,7 +688,8 @@ def _advise_random(a):
 
 def _sketch_state(sk, g):
     meta = {"params": dict(vars(sk.params)), "R2": sk.R2, "n": sk.n, "projected": sk.projected,
-            "resid_share_median": sk.resid_share_median, "regime": sk.regime, "sizing": sk.sizing}
+            "resid_share_median": sk.resid_share_median, "regime": sk.regime, "sizing": sk.sizing,
+            "dtype": sk.s.dtype.name, "int8_error_ratio": sk.int8_error_ratio}
     arrays = {"sketch.landmarks": sk.landmarks, "sketch.basis": sk.basis}
     if sk.projected:
         for name in sk.SPEC_ARRAYS:
@@ -699,12 +700,18 @@ def _sketch_state(sk, g):
 
 
 def _sketch_restore(g, meta, arrays):
-    # files written before the float16 sketch have float32 vectors and no dtype/scale/delta
+    # files written before the compact sketches have float32 vectors and no dtype/scale/delta
     params = SketchParams(**{"dtype": "float32", **meta["params"]})
     sk = NystromSketch(g.gamma, arrays["sketch.landmarks"], arrays["sketch.basis"], params, device=g.device)
     sk.R2, sk.projected = float(meta["R2"]), bool(meta["projected"])
     sk.resid_share_median, sk.regime = float(meta["resid_share_median"]), meta["regime"]
     sk.sizing = list(meta.get("sizing", []))
+    sk.int8_error_ratio = float(meta.get("int8_error_ratio", float("nan")))
+    dtype = meta.get("dtype", params.dtype)  # the vectors' dtype ("auto" resolved by the probe)
+    allowed = ("int8", "int16") if params.dtype == "auto" else (params.dtype,)
+    if dtype not in allowed:
+        raise ValueError(f"sketch dtype {safe_io.short_repr(dtype)} for sketch parameters dtype {params.dtype!r}")
+    sk.s = np.empty((0, sk.r), dtype=dtype)
     if sk.projected:
         n = int(meta["n"])
         if "sketch.scale" not in arrays:  # float32 vectors: rounding ≤ 2⁻²⁴‖s‖ per vector (2x margin)
@@ -715,8 +722,8 @@ def _sketch_restore(g, meta, arrays):
             if a.shape[0] != n or (name == "s" and (a.ndim != 2 or a.shape[1] != sk.r)):
                 raise ValueError(f"sketch.{name} has shape {list(a.shape)} for {n} specs of rank {sk.r}")
             setattr(sk, name, a)
-        if sk.s.dtype != np.dtype(params.dtype):
-            raise ValueError(f"sketch.s has dtype {sk.s.dtype}, the sketch's parameters say {params.dtype}")
+        if sk.s.dtype != np.dtype(dtype):
+            raise ValueError(f"sketch.s has dtype {sk.s.dtype}, the sketch's parameters say {dtype}")
         sk.n = n
     if "sketch.clusters.centroids" in arrays:
         pre = "sketch.clusters."

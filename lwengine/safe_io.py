@@ -25,7 +25,7 @@ _REPR_MAX = 120
 # dtypes an index file may declare (numpy dtype.str); object, void and structured dtypes are refused
 _CORE = {"z": ("<f8", "<f4"), "beta": ("<f8",), "offsets": ("<i8",), "self_ip": ("<f8",), "seq": ("<i8",),
          "num_points": ("<i8",), "digest": ("|u1",), "screen.z32": ("<f4",), "screen.beta_l1": ("<f8",),
-         "screen.r2max": ("<f8",), "sketch.s": ("<i2", "<f2", "<f4")}
+         "screen.r2max": ("<f8",), "sketch.s": ("|i1", "<i2", "<f2", "<f4")}
 _ANY = ("<f8", "<f4", "<i8", "<i4", "|u1", "|b1", "<u8", "<u4")
 
 

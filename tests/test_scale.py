@@ -69,7 +69,7 @@ def _rand_spec(rng, K, d, gamma, scale):
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), K=st.sampled_from([1, 3, 7]), d=st.sampled_from([1, 3, 5]),
        m=st.sampled_from([1, 4, 16, 64]), dtype=st.sampled_from(["float64", "float32"]),
-       scale=st.sampled_from([0.3, 1.0, 4.0]), sketch_dtype=st.sampled_from(["int16", "float16", "float32"]),
+       scale=st.sampled_from([0.3, 1.0, 4.0]), sketch_dtype=st.sampled_from(["auto", "int8", "int16", "float16", "float32"]),
        weight=st.sampled_from([1.0, 1e-6, 1e6]))
 def test_bounds_contain_exact_dist_mixed_gamma(seed, K, d, m, dtype, scale, sketch_dtype, weight):
     """lower <= exact <= upper for every pair; ``weight`` scales every β (sketch vectors far outside
@@ -82,7 +82,8 @@ def test_bounds_contain_exact_dist_mixed_gamma(seed, K, d, m, dtype, scale, sket
         specs[f"{i:03d}"] = RKMESpec(sp.z, sp.beta * weight, sp.gamma, sp.num_points)
     idx.add_many(list(specs.items()))
     idx.build_sketch(m=m, brute_share=1.0, dtype=sketch_dtype)
-    assert all(g.sketch.s.dtype == sketch_dtype for g in idx._groups.values())
+    want = ("int8", "int16") if sketch_dtype == "auto" else (sketch_dtype,)
+    assert all(g.sketch.s.dtype.name in want for g in idx._groups.values())
     user = _rand_spec(rng, K, d, float(rng.choice([0.1, 0.3, 0.5])), scale)
     user = RKMESpec(user.z, user.beta * weight, user.gamma, user.num_points)
     from lwengine.distances import UserQuery as _User
@@ -344,8 +345,9 @@ def test_approx_over_clusters():
 
 
 def test_compact_sketch_vectors_and_their_storage_error():
-    """int16 / float16 vectors with a per-vector scale (no overflow at any magnitude), δ = the exact
-    storage error, half the bytes of float32; certified top-k equals brute force with every dtype."""
+    """int8 / int16 / float16 vectors with a per-vector scale (no overflow at any magnitude), δ = the
+    exact storage error, a quarter / half the bytes of float32; certified top-k equals brute force
+    with every dtype."""
     from lwengine.scale.sketch import stored_vectors
 
     rng = np.random.default_rng(3)
@@ -353,7 +355,8 @@ def test_compact_sketch_vectors_and_their_storage_error():
     s64[0] = 0.0
     s64[1, 3] = np.nan
     norms = np.linalg.norm(s64, axis=1)
-    for dtype, rel in (("int16", 2.0 ** -16 * np.sqrt(30)), ("float16", 2.0 ** -11), ("float32", 2.0 ** -24)):
+    for dtype, rel in (("int8", np.sqrt(30) / 254), ("int16", np.sqrt(30) / 65534), ("float16", 2.0 ** -11),
+                       ("float32", 2.0 ** -24)):
         h, scale, delta, sq = stored_vectors(s64, dtype)
         ok = np.r_[0, 2:50]
         assert h.dtype == dtype and np.isfinite(h[ok]).all()
@@ -363,27 +366,55 @@ def test_compact_sketch_vectors_and_their_storage_error():
         assert np.all(delta[ok] >= exact) and np.all(delta[ok] <= exact * (1 + 1e-9) + 1e-15 * norms[ok])
         assert np.all(exact <= rel * norms[ok])
         np.testing.assert_allclose(sq[ok], np.einsum("ij,ij->i", back, back))
-        if dtype == "int16":
-            assert np.all(np.abs(h[2:]).max(axis=1) == 32767)  # the top coordinate uses the full range
+        if dtype in ("int8", "int16"):  # the top coordinate uses the full range
+            assert np.all(np.abs(h[2:]).max(axis=1) == np.iinfo(dtype).max)
         if dtype == "float16":
             assert np.all(np.abs(h[2:]).max(axis=1) >= 2.0 ** 13)
 
     idx, mk = make_market(3000, 8, 10, "families", seed=4)
     qs = make_queries(mk, 3, seed=5)
     sizes = {}
-    for sketch_dtype in ("int16", "float16", "float32"):
+    for sketch_dtype in ("int8", "int16", "float16", "float32"):
         idx.build_sketch(m=64, brute_share=1.0, dtype=sketch_dtype)
         sizes[sketch_dtype] = next(iter(idx._groups.values())).sketch.s.nbytes
         for q in qs:
             _same_topk(idx.topk(q, 5, "certified"), idx.topk(q, 5, "brute"))
-    assert sizes["int16"] == sizes["float16"] and sizes["float16"] * 2 == sizes["float32"]
-    assert SketchParams().dtype == "int16"
+    assert 2 * sizes["int8"] == sizes["int16"] == sizes["float16"] and sizes["float16"] * 2 == sizes["float32"]
+    assert SketchParams().dtype == "auto"
     with pytest.raises(ValueError, match="dtype"):
         SketchParams(dtype="float64")
+    with pytest.raises(ValueError, match="int8_max_error"):
+        SketchParams(int8_max_error=-1)
+
+
+def test_auto_sketch_dtype_follows_the_residual(tmp_path):
+    """dtype "auto": int8 where the probe's int8 storage error is small against the Nyström residual
+    (families: δ/√r ~ 0.02), int16 where the sketch is so accurate that int8 would loosen the bounds
+    (text-like: δ/√r ~ 1); the decision is in last_stats, survives save/load and later inserts."""
+    for regime, d, want in (("families", 8, "int8"), ("text", 64, "int16")):
+        idx, mk = make_market(1500, d, 20, regime, seed=2)
+        idx.build_sketch(m=64, brute_share=1.0)
+        sk = next(iter(idx._groups.values())).sketch
+        assert sk.s.dtype == want, (regime, sk.int8_error_ratio)
+        assert (sk.int8_error_ratio <= 0.1) == (want == "int8")
+        q = make_queries(mk, 2, seed=3)
+        got = idx.topk(q[0], 5, "certified")
+        reg = next(iter(idx.last_stats["regimes"].values()))
+        assert reg["dtype"] == want and reg["int8_error_ratio"] == sk.int8_error_ratio
+        _same_topk(got, idx.topk(q[0], 5, "brute"))
+        idx.save(tmp_path / f"{regime}.lwe")
+        back = SpecIndex.load(tmp_path / f"{regime}.lwe")
+        bk = next(iter(back._groups.values())).sketch
+        assert bk.s.dtype == want and bk.int8_error_ratio == sk.int8_error_ratio
+        back.add("late", q[1])
+        assert bk.s.dtype == want and bk.n == len(back)
+        _same_topk(back.topk(q[1], 5, "certified"), back.topk(q[1], 5, "brute"))
+    idx.build_sketch(m=64, brute_share=1.0, int8_max_error=10.0)  # the threshold is the user's
+    assert next(iter(idx._groups.values())).sketch.s.dtype == np.int8
 
 
 def test_index_files_with_float32_sketches_still_load(tmp_path):
-    """A file written before the float16 sketch (float32 vectors, no scale/delta/dtype) loads, answers
+    """A file written before the compact sketches (float32 vectors, no scale/delta/dtype) loads, answers
     exactly, and keeps float32 vectors for specs added later."""
     import json
 
@@ -395,7 +426,7 @@ def test_index_files_with_float32_sketches_still_load(tmp_path):
 
     def legacy_state(sk, g):  # what the previous format wrote
         meta, arrays = state(sk, g)
-        del meta["params"]["dtype"]
+        del meta["params"]["dtype"], meta["params"]["int8_max_error"], meta["dtype"], meta["int8_error_ratio"]
         for name in ("sketch.scale", "sketch.delta", "sketch.clusters.view.delta_max"):
             arrays.pop(name)
         return meta, arrays

@@ -175,7 +175,8 @@ def certified_topk(index, groups, user, k, stats, brute_fraction):
         regimes[f"gamma={g.gamma:g}"] = {"regime": sk.regime, "resid_share_median": sk.resid_share_median,
                                          "r": sk.r, "m": sk.landmarks.shape[0],
                                          "clusters": sk.clusters.count if sk.clusters else 0,
-                                         "sizing": list(sk.sizing)}
+                                         "sizing": list(sk.sizing), "dtype": sk.s.dtype.name,
+                                         "int8_error_ratio": sk.int8_error_ratio}
         if sk.regime == "brute":
             live, d = exact_group(g, user)
             found.append((i, live, d))

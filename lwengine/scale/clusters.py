@@ -47,7 +47,7 @@ class SketchClusters:
     @classmethod
     def fit(cls, sk, n_clusters, *, seed=0, sample_per_cluster=20, kmeans_iter=10):
         """k-means on a sample of the lifted vectors of ``sk`` (float32, native), then assign all.
-        20 sample rows per cluster (40 before): the same certified cost on the 10⁶-spec benchmark
+        20 sample rows per cluster (40 before): no higher certified cost on the 10⁶-spec benchmark
         market (docs/benchmarks.md) with half the transient sample (41 MB at 10⁶ specs, r = 254)."""
         n = sk.n
         ok = np.flatnonzero(np.isfinite(sk.sq[:n]) & np.isfinite(sk.resid[:n]))

@@ -33,10 +33,9 @@ EPS64 = 2.0 ** -52
 # measured ~1e-13 on ill-conditioned Grams (tests), so this keeps three orders of magnitude of margin
 BASIS_DELTA = 1e-10
 _MAX_A_BYTES = 1 << 28  # bound on the (m, chunk) float64 block of k(C, Z) β
-SKETCH_DTYPES = ("int16", "float16", "float32")
+SKETCH_DTYPES = ("auto", "int8", "int16", "float16", "float32")
 _F16_TOP = 15  # float16 vectors are scaled so that their largest |coordinate| is in [2^14, 2^15)
-_I16_TOP = 32767.0  # int16 vectors: the largest |coordinate| is stored as ±32767
-_GEMV_ROWS = 1 << 14  # rows of an int16 / float16 sketch converted at a time
+_GEMV_ROWS = 1 << 14  # rows of an integer / float16 sketch converted at a time
 
 
 @dataclass(frozen=True)
@@ -54,9 +53,12 @@ class SketchParams:
     in ``NystromSketch.sizing`` (and ``last_stats["regimes"]``).  A group that passes at ``m`` is built
     exactly as without growth.
 
-    ``dtype``: how the sketch vectors are stored -- ``"int16"`` (default: half the bytes of float32,
-    fixed point scaled per vector), ``"float16"`` or ``"float32"``; each vector's exact storage error
-    is kept and the bounds add it (docs/scale.md)."""
+    ``dtype``: how the sketch vectors are stored -- ``"int8"`` / ``"int16"`` (fixed point scaled per
+    vector: a quarter / half the bytes of float32), ``"float16"``, ``"float32"``, or ``"auto"``
+    (default): int8 where the probe's median int8 storage error is at most ``int8_max_error`` times
+    the spec's Nyström residual norm √r (the residual then dominates the bounds' looseness and int8
+    costs no pruning), else int16.  Each vector's exact storage error is kept and the bounds add it
+    (docs/scale.md)."""
 
     m: int = 256
     sample_rows: int = 20000
@@ -72,7 +74,8 @@ class SketchParams:
     memory_budget: float = 1.5
     grow_gain: float = 0.2
     grow_from: float = 2.0
-    dtype: str = "int16"
+    dtype: str = "auto"
+    int8_max_error: float = 0.1
 
     def __post_init__(self):
         if int(self.m) < 1:
@@ -97,6 +100,8 @@ class SketchParams:
             raise ValueError(f"grow_from must be >= 1, got {self.grow_from}")
         if self.dtype not in SKETCH_DTYPES:
             raise ValueError(f"dtype must be one of {SKETCH_DTYPES}, got {self.dtype!r}")
+        if not float(self.int8_max_error) >= 0:
+            raise ValueError(f"int8_max_error must be >= 0, got {self.int8_max_error}")
 
     def n_clusters(self, n: int) -> int:
         """Clusters of the lifted sketches for ``n`` projected specs (0: scan them all)."""
@@ -133,7 +138,9 @@ class NystromSketch:
         self.params = params
         self.r = self.basis.shape[1]
         self.n = 0
-        self.s = np.empty((0, self.r), dtype=params.dtype)
+        # "auto": int16 until the regime probe has measured what int8 would cost (_probe)
+        self.s = np.empty((0, self.r), dtype="int16" if params.dtype == "auto" else params.dtype)
+        self.int8_error_ratio = float("nan")  # the probe's median δ_int8 / √r ("auto" dtype only)
         self.scale = np.empty(0)
         self.delta = np.empty(0)
         self.sq = np.empty(0)
@@ -174,7 +181,7 @@ class NystromSketch:
             if m_next <= m:
                 sk.sizing.append({"m": m_next, "decision": "stop: m_max or sample rows reached"})
                 break
-            vec_bytes = np.dtype(params.dtype).itemsize * group.n * m_next
+            vec_bytes = sk.s.itemsize * group.n * m_next
             if vec_bytes > budget:
                 sk.sizing.append({"m": m_next, "decision": f"stop: sketch {vec_bytes / 2**20:.0f} MiB "
                                   f"over the memory budget {budget / 2**20:.0f} MiB"})
@@ -188,7 +195,7 @@ class NystromSketch:
             if not ok:
                 break
             if cand.regime == "brute":  # at this rate of fall, can the share reach brute_share in reach?
-                m_cap = min(params.m_max, len(x), budget / (np.dtype(params.dtype).itemsize * max(1, group.n)))
+                m_cap = min(params.m_max, len(x), budget / (cand.s.itemsize * max(1, group.n)))
                 rate = cand.resid_share_median / sk.resid_share_median
                 steps = np.ceil(np.log(params.brute_share / cand.resid_share_median) / np.log(rate)) \
                     if 0 < rate < 1 and cand.resid_share_median > 0 else np.inf
@@ -221,10 +228,17 @@ class NystromSketch:
             self.resid_share_median = 0.0
             return
         pick = np.sort(rng.choice(alive, size=min(len(alive), self.params.probe), replace=False))
-        _, resid, self_st, _ = self.project_subset(group, pick)
+        s64, resid, self_st, _ = self.project_subset(group, pick)
         share = resid / np.maximum(self_st, np.finfo(float).tiny)
         self.resid_share_median = float(np.median(share))
         self.regime = "brute" if self.resid_share_median > self.params.brute_share else "sketch"
+        if self.params.dtype == "auto":
+            delta8 = stored_vectors(s64, np.int8)[2]
+            ratio = delta8 / np.sqrt(np.maximum(resid, np.finfo(float).tiny))
+            ratio = ratio[np.isfinite(ratio)]
+            self.int8_error_ratio = float(np.median(ratio)) if len(ratio) else float("inf")
+            small = self.int8_error_ratio <= self.params.int8_max_error
+            self.s = np.empty((0, self.r), dtype=np.int8 if small else np.int16)
 
     def _kernel_block(self, z, beta, offsets):
         """``k(C, Z_i) β_i`` for a packed block: (n, m) float64, one native call (the block's specs as
@@ -344,7 +358,7 @@ class NystromSketch:
         S = self.s[rows]
         if S.dtype == np.float32:
             dot = S @ su
-        else:  # int16 / float16 storage: converted (exactly) to float32 by blocks of rows
+        else:  # integer / float16 storage: converted (exactly) to float32 by blocks of rows
             dot = np.empty(S.shape[0], dtype=np.float32)
             for a in range(0, S.shape[0], _GEMV_ROWS):
                 dot[a:a + _GEMV_ROWS] = S[a:a + _GEMV_ROWS].astype(np.float32) @ su
@@ -402,10 +416,10 @@ def stored_vectors(s64, dtype):
     dtype = np.dtype(dtype)
     amax = np.max(np.abs(s64), axis=1) if s64.shape[1] else np.zeros(len(s64))
     finite = np.isfinite(amax)
-    if dtype == np.int16:
-        scale = np.where(finite & (amax > 0), amax, 1.0) / _I16_TOP
-        stored = np.clip(np.rint(np.where(finite[:, None], s64, 0.0) / scale[:, None]), -_I16_TOP, _I16_TOP
-                         ).astype(np.int16)
+    if dtype.kind == "i":  # fixed point: the largest |coordinate| is stored as ±(2^(bits-1) − 1)
+        top = float(np.iinfo(dtype).max)
+        scale = np.where(finite & (amax > 0), amax, 1.0) / top
+        stored = np.clip(np.rint(np.where(finite[:, None], s64, 0.0) / scale[:, None]), -top, top).astype(dtype)
     elif dtype == np.float16:
         scale = np.ldexp(1.0, np.frexp(np.where(finite, amax, 0.0))[1] - _F16_TOP)
         stored = (s64 / scale[:, None]).astype(np.float16)
