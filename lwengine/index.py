@@ -706,7 +706,8 @@ def _sketch_restore(g, meta, arrays):
     sk.R2, sk.projected = float(meta["R2"]), bool(meta["projected"])
     sk.resid_share_median, sk.regime = float(meta["resid_share_median"]), meta["regime"]
     sk.sizing = list(meta.get("sizing", []))
-    sk.int8_error_ratio = float(meta.get("int8_error_ratio", float("nan")))
+    ratio = meta.get("int8_error_ratio")
+    sk.int8_error_ratio = None if ratio is None else float(ratio)
     dtype = meta.get("dtype", params.dtype)  # the vectors' dtype ("auto" resolved by the probe)
     allowed = ("int8", "int16") if params.dtype == "auto" else (params.dtype,)
     if dtype not in allowed:

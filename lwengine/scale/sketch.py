@@ -140,7 +140,7 @@ class NystromSketch:
         self.n = 0
         # "auto": int16 until the regime probe has measured what int8 would cost (_probe)
         self.s = np.empty((0, self.r), dtype="int16" if params.dtype == "auto" else params.dtype)
-        self.int8_error_ratio = float("nan")  # the probe's median δ_int8 / √r ("auto" dtype only)
+        self.int8_error_ratio = None  # the probe's median δ_int8 / √r (measured for the "auto" dtype)
         self.scale = np.empty(0)
         self.delta = np.empty(0)
         self.sq = np.empty(0)
@@ -409,10 +409,11 @@ class NystromSketch:
 
 def stored_vectors(s64, dtype):
     """``(stored, scale, delta, sq)`` of float64 sketch vectors ``s64`` (n, r) kept as ``dtype``: the
-    stored vector is ``scale_i · stored[i]`` -- int16: ``scale_i = max|s64_i| / 32767`` (fixed point
-    per vector); float16: the power of two that puts the largest |coordinate| in [2^14, 2^15) (no
-    overflow, small vectors keep their digits); float32: 1 --, ``delta_i`` its distance to ``s64_i``
-    (float64, rounded up) and ``sq_i`` its squared norm (NaN where ``s64_i`` is not finite)."""
+    stored vector is ``scale_i · stored[i]`` -- int8 / int16: ``scale_i = max|s64_i| / 127`` or
+    ``/ 32767`` (fixed point per vector); float16: the power of two that puts the largest
+    |coordinate| in [2^14, 2^15) (no overflow, small vectors keep their digits); float32: 1 --,
+    ``delta_i`` its distance to ``s64_i`` (float64, rounded up) and ``sq_i`` its squared norm (NaN
+    where ``s64_i`` is not finite)."""
     dtype = np.dtype(dtype)
     amax = np.max(np.abs(s64), axis=1) if s64.shape[1] else np.zeros(len(s64))
     finite = np.isfinite(amax)
