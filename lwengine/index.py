@@ -112,7 +112,10 @@ class SpecIndex:
 
     def ids(self) -> list:
         """All ids in insertion order (the order that breaks ranking ties)."""
-        pairs = [(int(self._slots[c & _SLOT_MASK].seq[c >> _SLOT_BITS]), i) for i, c in self._where.items()]
+        pairs = []
+        for i, c in self._where.items():
+            g, local = self._decode(c)
+            pairs.append((int(g.seq[local]), i))
         pairs.sort()
         return [i for _, i in pairs]
 
@@ -173,7 +176,11 @@ class SpecIndex:
             c = self._where[id]
         except KeyError:
             raise KeyError(f"no spec with id {id!r} in the index") from None
-        return self._slots[c & _SLOT_MASK], c >> _SLOT_BITS
+        return self._decode(c)
+
+    def _decode(self, code):
+        """``(group, local index)`` of a ``_where`` code (see :meth:`_place`)."""
+        return self._slots[code & _SLOT_MASK], code >> _SLOT_BITS
 
     def _place(self, ids, g, locals_) -> None:
         """Record where ``ids`` live (a location code per id instead of a (group, index) tuple: at
