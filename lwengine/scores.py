@@ -141,6 +141,26 @@ def postprocess_prefix(prefix, all_dists, mixture_dist=None, *, mixture_len: int
                          mixture_score_before_filter=mix_before, mixture_dropped=dropped)
 
 
+def _convert_array(v: np.ndarray) -> np.ndarray:
+    """:func:`_convert` of a float64 array (the same bits; the Python list path where the min / max
+    of a list differ from numpy's, i.e. with NaN, and for all-equal input, whose scores are ints)."""
+    if not len(v) or not np.isfinite(v).all():
+        return np.array(_convert(v.tolist()), dtype=object if len(v) else np.float64)
+    lo, hi = float(v.min()), float(v.max())
+    if lo == hi:
+        return np.array(_convert(v.tolist()), dtype=object)
+    eps = DIST_RATIO * (sum(v.tolist()) / len(v))  # the reference's Python sum, bit for bit
+    max_score = (hi - lo) / (hi - eps)
+    if lo < eps:
+        eps = lo
+    elif max_score < MIN_SCORE:
+        eps = hi - (hi - lo) / MIN_SCORE
+    s = (hi - v) / (hi - eps)
+    lift = (s < IMPROVE_SCORE) & (s >= 0)
+    s[lift] = np.minimum(np.sqrt(s[lift]), IMPROVE_SCORE)
+    return s
+
+
 def postprocess(sorted_dists, mixture_dist=None, *, mixture_len: int = 0, image: bool = False,
                 transform=None) -> PostProcessed:
     """Steps 6-8 of the reference search given the sorted single distances and the mixture distance.
@@ -149,33 +169,34 @@ def postprocess(sorted_dists, mixture_dist=None, *, mixture_len: int = 0, image:
     ``mixture_len <= 1`` learnwares is discarded before scoring (the reference's length-1 rule).
     ``transform``: the spec type's distance transform (a callable on a list of distances, see
     :class:`lwengine.specs.SpecType`), applied to the singles and the mixture before scoring;
-    ``image=True`` is the image transform.
+    ``image=True`` is the image transform.  Elementwise IEEE arithmetic in numpy: the same values
+    as the reference's Python loops.
     """
-    dists = _floats(sorted_dists)
     dropped = None
     if mixture_dist is not None and mixture_len <= 1:
         mixture_dist, dropped = None, "length_1"
     if image:
         transform = image_transform
     if transform is not None:
-        dists = _floats(transform(dists))
+        vals = np.array(_floats(transform(_floats(sorted_dists))), dtype=np.float64)
         if mixture_dist is not None:
             mixture_dist = float(transform([mixture_dist])[0])
-    if mixture_dist is None:
-        scores = _convert(dists)
-        mix_score = None
     else:
-        merged = _convert(dists + [float(mixture_dist)])
-        scores, mix_score = merged[:-1], merged[-1]
-    before = list(scores)
+        vals = np.array(sorted_dists, dtype=np.float64).ravel()
+    if mixture_dist is not None:
+        vals = np.append(vals, float(mixture_dist))
+    merged = _convert_array(vals)
+    scores, mix_score = (merged, None) if mixture_dist is None else (merged[:-1], merged[-1])
+    if mix_score is not None:
+        mix_score = mix_score if isinstance(mix_score, int) else float(mix_score)
+    before = scores.tolist()
     mix_before = mix_score
-    if mix_score is not None and scores and int(100 * mix_score) == int(100 * scores[0]):
+    if mix_score is not None and len(before) and int(100 * mix_score) == int(100 * before[0]):
         mix_score, dropped = None, "same_score_2dp"
     # single filter: keep the best one, then every following score >= 0.6 (not capped)
-    idx = min(1, len(scores))
-    while idx < len(scores) and scores[idx] >= FILTER_SCORE:
-        idx += 1
-    scores = scores[:idx]
+    stop = np.flatnonzero(~(np.asarray(scores[1:], dtype=np.float64) >= FILTER_SCORE))
+    idx = min(1, len(before)) if not len(before) else (1 + int(stop[0]) if len(stop) else len(before))
+    scores = before[:idx]
     if len(scores) == 1 and scores[0] < FILTER_SCORE:
         ratio = 100 if abs(scores[0]) < 1e-5 else FILTER_SCORE / scores[0]
         scores[0] = FILTER_SCORE

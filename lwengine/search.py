@@ -21,7 +21,7 @@ from . import device as devices
 from . import kernels
 from .distances import finish, prepare_user
 from .packed import digest
-from .scores import DIST_RATIO, MIN_SCORE, postprocess, postprocess_prefix
+from .scores import DIST_RATIO, FILTER_SCORE, MIN_SCORE, postprocess, postprocess_prefix
 from .semantic import semantic_filter
 from .specs import registry
 from .specs.kernel_family import GAUSSIAN
@@ -62,6 +62,7 @@ class SearchResult:
     weights, mmd2), ``mixture_dropped`` (None, "length_1", "same_score_2dp", "not_called"),
     ``greedy_rounds``, ``auto_pool_weights``, ``pool_K`` / ``pool_C``, ``scores_before_filter``,
     ``exact_recomputed`` (distances recomputed in float64 after the float32 screening scan),
+    ``exact_direct`` (distances the scan computed in float64 at once, without screening them),
     ``pruned`` (specs whose distance the scan bounded by their covering ball instead of scanning them;
     ``ranking`` / ``dists`` / ``scores_before_filter`` scan them on first use).
     """
@@ -79,6 +80,7 @@ class SearchResult:
     pool_C: np.ndarray | None = None
     _scores_before_filter: list = field(default_factory=list, repr=False)
     exact_recomputed: int = 0
+    exact_direct: int = 0
     pruned: int = 0
     _ranking_fn: object = field(default=None, repr=False)
     _complete: object = field(default=None, repr=False)  # fills in distances the search did not need
@@ -301,7 +303,12 @@ def search_batch(index, user_specs, max_search_num: int = 5, method: str | None 
         u, z2, uself = prepare_user(spec, name, device=dev)
         by_shape.setdefault((registry.entry_of(u).type, u.z_shape), []).append((q, u, z2, uself))
     for kind, users in by_shape.items():
-        groups, D, E, rep_all, seq, gi_all, li_all = backend.scan(kind, users, screen)
+        # estimate the reported singles only where nearly every scanned spec is a candidate
+        # float64 at once only where nearly every scanned spec is a candidate (see scan_groups)
+        direct = DIRECT_FLOAT64 and isinstance(backend, LocalBackend) and (
+            allowed is None or len(allowed) >= 0.9 * len(index))
+        groups, D, E, rep_all, seq, gi_all, li_all = backend.scan(kind, users, screen,
+                                                                  **({"direct": True} if direct else {}))
         ids = None
         if allowed is not None:
             ids = [groups[g].ids[l] for g, l in zip(gi_all, li_all)]
@@ -324,6 +331,7 @@ def search_batch(index, user_specs, max_search_num: int = 5, method: str | None 
                     refiner.pruned = np.flatnonzero(pruned)
             results[q] = _finish(groups, D[row], key_u, gi_all, li_all, u, z2, us, max_search_num, method, refiner,
                                  pack=backend.pack, device=dev)
+            results[q].exact_direct = getattr(backend, "direct", 0) if len(users) == 1 else 0
     return results
 
 
@@ -350,9 +358,11 @@ class LocalBackend:
             return listed
         return semantic_filter([(i, index.semantic_of(i)) for i in listed], semantic)
 
-    def scan(self, kind, users, screen):
-        out = scan_groups(self.index, kind, users, screen, device=self.device, prune=PRUNE_FAR)
+    def scan(self, kind, users, screen, *, direct: bool = False):
+        """``direct``: see :func:`scan_groups` (set when nearly every scanned spec is listed)."""
+        out = scan_groups(self.index, kind, users, screen, device=self.device, prune=PRUNE_FAR, direct=direct)
         self.pruned = out[7] if PRUNE_FAR else None
+        self.direct = out[8] if PRUNE_FAR else 0
         return out[:7]
 
     def refiner(self, groups, gi_all, li_all, rep_all, err, user_z2, user_beta, user_self):
@@ -375,7 +385,8 @@ def comparable_groups(index, kind) -> list:
             if g.n_alive and registry.lookup(g.spec_type) is entry and entry.match_key(g.shape) == want]
 
 
-def scan_groups(index, kind, users, screen, *, device: str | None = None, prune: bool = False):
+def scan_groups(index, kind, users, screen, *, device: str | None = None, prune: bool = False,
+                direct: bool = False):
     """Every alive spec comparable with ``kind = (spec type, trailing shape)`` against ``users`` (list of
     ``(q, spec, z2, self_ip)``); see :class:`LocalBackend`.  ``screen`` may be a dict {group key: bool
     or None}; ``device``: None for each store's.
@@ -384,7 +395,13 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
     every user that ``|<user, spec>| <= B`` (:func:`lwengine.kernels.ball_bound`) with ``2B`` within its
     float32 screening bound is not scanned: its distance is ``self + <u,u>`` with error bound ``2B``.
     Returns an 8th value then, the (N,) mask of those positions, pruned for every user (None when
-    nothing was pruned); :meth:`Refiner.complete` scans them when the scores need every distance."""
+    nothing was pruned); :meth:`Refiner.complete` scans them when the scores need every distance.
+
+    ``direct=True`` (with ``prune``, one user, at least ``DIRECT_MIN_SPECS`` scanned): a sample of the
+    scanned specs is screened first; where it shows that most of them will be reported singles
+    (:func:`_mostly_reported`), the others are computed in float64 at once (error bound 0) instead of
+    being screened and then recomputed by the :class:`Refiner`.  With ``prune`` a 9th value is
+    returned: how many specs were computed in float64 that way."""
     groups = comparable_groups(index, kind)
     qz = np.concatenate([z2 for _, _, z2, _ in users])
     qb = np.concatenate([u.beta for _, u, _, _ in users])
@@ -396,6 +413,7 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
     q_r2 = np.array([float((z2 * z2).sum(1).max()) for _, _, z2, _ in users])
     q_K = np.array([u.K for _, u, _, _ in users], dtype=np.float64)
     dists, errs, reps, seqs, gidx, lidx, fars = [], [], [], [], [], [], []
+    n_direct = 0
     any_far = False
     base = 0
     for gi, g in enumerate(groups):
@@ -407,7 +425,23 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
             if prune and g.family is GAUSSIAN and (device or g.device) == "cpu":
                 bound, far = _far_specs(g, qz, qb, qo, err)
                 far = far if far.any() else None
-        if far is None:
+        near = None
+        if screened and prune and direct and len(users) == 1 and g.family is GAUSSIAN:
+            near = np.arange(n) if far is None else np.flatnonzero(~far)
+            near = near if len(near) >= DIRECT_MIN_SPECS else None
+        if near is not None:  # screen a sample first, then the rest screened or in float64 (see _mostly_reported)
+            at = _sample_at(near)
+            sample, rest = near[at], np.delete(near, at)
+            cross = np.zeros((len(users), n))
+            cross[:, sample] = g.cross(qz, qb, qo, screened=True, specs=sample, device=device)
+            exact = _mostly_reported(g, users[0], near, far, cross[0, sample])
+            cross[:, rest] = g.cross(qz, qb, qo, screened=not exact, specs=rest, device=device)
+            if exact:
+                err[:, rest] = 0.0
+                n_direct += len(rest)
+            if far is not None:
+                err[:, far] = bound[:, far]
+        elif far is None:
             cross = g.cross(qz, qb, qo, screened=screened, device=device)
         else:
             near = np.flatnonzero(~far)
@@ -463,7 +497,7 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
     if not prune:
         return groups, D, E, rep_all, seq, gi_all, li_all
     pruned = np.concatenate(fars) if any_far else None
-    return groups, D, E, rep_all, seq, gi_all, li_all, pruned
+    return groups, D, E, rep_all, seq, gi_all, li_all, pruned, n_direct
 
 
 def _screen_err(g, q_l1, q_K, q_r2, specs):
@@ -484,6 +518,47 @@ def _far_specs(g, qz, qb, qo, err):
     two_b = 2.0 * kernels.ball_bound(qz, np.abs(qb), qo, centers, radii, g.gamma) * bl1[None, :n]
     two_b = two_b * (1.0 + 1e-9) + 1e-14 * np.abs(qb).sum() * bl1[None, :n]
     return two_b, (two_b <= err).all(axis=0)
+
+
+DIRECT_FLOAT64 = True  # LocalBackend: scan in float64 at once where most scanned specs will be reported
+DIRECT_SAMPLE = 256  # scanned specs whose float32 distances estimate the reported share (_mostly_reported)
+DIRECT_MIN_SPECS = 1024  # fewer scanned specs: always screen first
+DIRECT_SHARE = 0.5  # float32 screening costs about half a float64 evaluation: above this share, skip it
+
+
+def _mostly_reported(g, user, near, far, sample_cross):
+    """Whether most of the scanned specs ``near`` will be among the singles the reference reports
+    (score >= 0.6), judged from the float32 cross terms ``sample_cross`` of an evenly spaced sample
+    of them (the specs not scanned, ``far``, have a negligible cross term): the score rule of
+    :func:`lwengine.scores.postprocess` on the estimated distances gives a threshold, the sample the
+    share below it.  Every reported single needs a float64 distance, so above ``DIRECT_SHARE`` the
+    float32 screen of the others is mostly wasted.  Only a speed choice, never a result."""
+    _, _, _, uself = user
+    base = finish(g.self_terms(), 0.0, uself)
+    d_sample = base[near[_sample_at(near)]] - 2.0 * sample_cross
+    alive = g.alive[: g.n] if g.n_dead else np.ones(g.n, dtype=bool)
+    d_far = base[alive & far] if far is not None else base[:0]
+    n_near = int(np.count_nonzero(alive[near]))
+    if not (np.isfinite(d_sample).all() and np.isfinite(d_far).all()) or n_near == 0:
+        return False
+    lo, hi = min(float(d_sample.min()), float(d_far.min(initial=np.inf))), max(float(d_sample.max()),
+                                                                             float(d_far.max(initial=-np.inf)))
+    if not hi > lo:
+        return False
+    mean = (float(d_far.sum()) + float(d_sample.mean()) * n_near) / (len(d_far) + n_near)
+    eps = DIST_RATIO * mean
+    if lo < eps:
+        eps = lo
+    elif (hi - lo) / (hi - eps) < MIN_SCORE:
+        eps = hi - (hi - lo) / MIN_SCORE
+    # score >= FILTER_SCORE  <=>  (hi - d) / (hi - eps) >= FILTER_SCORE^2 (the lift is a square root)
+    threshold = hi - FILTER_SCORE ** 2 * (hi - eps)
+    return float(np.mean(d_sample <= threshold)) > DIRECT_SHARE
+
+
+def _sample_at(near):
+    """Positions (into ``near``) of the evenly spaced sample of :func:`_mostly_reported`."""
+    return np.unique(np.linspace(0, len(near) - 1, min(DIRECT_SAMPLE, len(near))).astype(np.int64))
 
 
 SCREEN_MIN_SPECS = 256
@@ -601,8 +676,14 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
         n_pruned = 0 if refiner.pruned is None else len(refiner.pruned)
         certified = refiner.certify(d, cand, max(1, m * m))
 
-    def rank():
-        order = sel[np.lexsort((key[sel], d[sel]))]
+    key_sel = key[sel]
+    key_rising = len(sel) < 2 or bool((key_sel[1:] > key_sel[:-1]).all())
+
+    def rank():  # ascending distance, ties in key order
+        if key_rising:  # a stable sort by distance alone keeps the key order of ties
+            order = sel[np.argsort(d[sel], kind="stable")]
+        else:
+            order = sel[np.lexsort((key_sel, d[sel]))]
         return order, d[order]
 
     every = len(sel) == len(d)
@@ -694,9 +775,13 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
     if result.mixture_dropped is None:
         result.mixture_dropped = pp.mixture_dropped
     top = order[: pp.n_single]
-    result.single = [SingleResult(groups[g].ids[i], dist, float(score)) for g, i, dist, score in
-                     zip(gi_all[top].tolist(), li_all[top].tolist(), sorted_d[: pp.n_single].tolist(),
-                         pp.single_scores)]
+    if len(groups) == 1:
+        ids = groups[0].ids
+        names = [ids[i] for i in li_all[top].tolist()]
+    else:
+        names = [groups[g].ids[i] for g, i in zip(gi_all[top].tolist(), li_all[top].tolist())]
+    result.single = [SingleResult(i, dist, float(score)) for i, dist, score in
+                     zip(names, sorted_d[: pp.n_single].tolist(), pp.single_scores)]
     if pp.mixture_kept:
         result.mixture = MixtureResult(mix_ids, [float(w) for w in mix_w], float(mix_dist), float(pp.mixture_score))
     return result

@@ -25,8 +25,9 @@ inline index_t round_up(index_t v, index_t m) { return (v + m - 1) / m * m; }
 
 // ------------------------------------------------------------------ query packing
 // A query spec, transposed to (d, Kp) so that vector lanes run over its points.
-//   float32: qT = screen_coord(qz), bias = -screen_term(|qz|^2)   (pair.h's float32 screening form)
-//   float64: qT = qz,                bias = |qz|^2                 (pair.h's reference form)
+//   float32: qT = screen_coord(qz),    bias = -screen_term(|qz|^2)  (pair.h's float32 screening form)
+//   float64: qT = 16 log2_coord(qz),   bias = 16 log2_term(|qz|^2)  (pair.h's float64 log2 form, scaled
+//            by 16 -- exact -- for exp2_16_f64)
 // Padding lanes have qb = 0 so they contribute exactly 0.
 template <class T>
 struct QueryPack {
@@ -49,16 +50,16 @@ void build_pack(QueryPack<T>& P, const T* qz, const double* qbeta, index_t K, in
     for (index_t k = 0; k < d; ++k) {
       const double v = static_cast<double>(qz[a * d + k]);
       nrm += v * v;
-      P.qT[k * P.Kp + a] = F32 ? static_cast<T>(screen_coord(v, gamma)) : static_cast<T>(v);
+      P.qT[k * P.Kp + a] = F32 ? static_cast<T>(screen_coord(v, gamma)) : static_cast<T>(16.0 * log2_coord(v, gamma));
     }
-    P.bias[a] = F32 ? static_cast<T>(-screen_term(nrm, gamma)) : static_cast<T>(nrm);
+    P.bias[a] = F32 ? static_cast<T>(-screen_term(nrm, gamma)) : static_cast<T>(16.0 * log2_term(nrm, gamma));
     P.qb[a] = static_cast<T>(qbeta[a]);
   }
 }
 
 // R store rows x NV lane-vectors of query points: dot products, exp, weighted lane sums.
 template <class T, int R, int NV>
-inline void inner_chunk(const QueryPack<T>& P, index_t a0, const T* zr, const T* zterm, T gamma,
+inline void inner_chunk(const QueryPack<T>& P, index_t a0, const T* zr, const T* zterm,
                         typename Simd<T>::V* rowacc) {
   using V = typename Simd<T>::V;
   constexpr int W = Simd<T>::W;
@@ -86,7 +87,7 @@ inline void inner_chunk(const QueryPack<T>& P, index_t a0, const T* zr, const T*
         if constexpr (std::is_same<T, float>::value)
           acc[r][v] = screen_add(acc[r][v], qv[v], zb);
         else
-          acc[r][v] += qv[v] * zb;  // the dot product of the reference form
+          acc[r][v] += qv[v] * zb;  // the dot product of the log2 form
       }
     }
   }
@@ -98,8 +99,8 @@ inline void inner_chunk(const QueryPack<T>& P, index_t a0, const T* zr, const T*
       if constexpr (std::is_same<T, float>::value) {
         rowacc[r] += qbv * screen_value(acc[r][v], VExp2{});
       } else {
-        const V bias = vload<V>(&P.bias[a0 + v * W]);
-        rowacc[r] += qbv * gauss_from_sqdist(sqdist_expanded(bias, zterm[r], acc[r][v]), gamma, VExp{});
+        const V terms = vload<V>(&P.bias[a0 + v * W]) + zterm[r];
+        rowacc[r] += qbv * exp2_16_f64(log2_exponent(acc[r][v], terms));
       }
     }
   }
@@ -113,8 +114,9 @@ inline double inner_rows(const QueryPack<T>& P, const T* zr, const T* zterm, con
   _Pragma("GCC unroll 8")
   for (int r = 0; r < R; ++r) rowacc[r] = V{};
   index_t a0 = 0;
-  for (; a0 + 2 * W <= P.Kp; a0 += 2 * W) inner_chunk<T, R, 2>(P, a0, zr, zterm, T(gamma), rowacc);
-  if (a0 < P.Kp) inner_chunk<T, R, 1>(P, a0, zr, zterm, T(gamma), rowacc);
+  for (; a0 + 4 * W <= P.Kp; a0 += 4 * W) inner_chunk<T, R, 4>(P, a0, zr, zterm, rowacc);
+  for (; a0 + 2 * W <= P.Kp; a0 += 2 * W) inner_chunk<T, R, 2>(P, a0, zr, zterm, rowacc);
+  if (a0 < P.Kp) inner_chunk<T, R, 1>(P, a0, zr, zterm, rowacc);
   double s = 0.0;
   _Pragma("GCC unroll 8")
   for (int r = 0; r < R; ++r) s += beta[r] * static_cast<double>(hsum<T>(rowacc[r]));
@@ -122,13 +124,14 @@ inline double inner_rows(const QueryPack<T>& P, const T* zr, const T* zterm, con
 }
 
 // Store-row terms of a block of rows: the float64 |z_b|^2 (one chain over the coordinates in
-// order), as the float32 screening term (pair.h) or as is.  Four rows are summed side by side
+// order), as the float32 screening term or 16 x the float64 log2 term (pair.h).  Four rows are summed side by side
 // (independent chains, same order per row), outside the FMA-bound micro-kernel.
 template <class T>
 inline void row_terms(const T* z, index_t nrows, index_t d, double gamma, T* out) {
   index_t r = 0;
   auto term = [&](double s) {
-    return std::is_same<T, float>::value ? static_cast<T>(screen_term(s, gamma)) : static_cast<T>(s);
+    return std::is_same<T, float>::value ? static_cast<T>(screen_term(s, gamma))
+                                         : static_cast<T>(16.0 * log2_term(s, gamma));
   };
   for (; r + 4 <= nrows; r += 4) {
     const T* z0 = z + r * d;
@@ -319,15 +322,16 @@ inline void point_gram_impl(const double* z, index_t K, index_t d, double gamma,
 }
 
 // ------------------------------------------------------------------ data moments
-// C_i = (1/n) sum_j k(z_i, x_j),  T_i = (1/n) sum_j k(z_i, x_j) x_j, all in float64.
+// C_i = (1/n) sum_j k(z_i, x_j),  T_i = (1/n) sum_j k(z_i, x_j) x_j, all in float64 (the log2 form).
 // x is streamed in tiles of kTileX rows; tiles are grouped into NC chunks (NC fixed by n, K, d),
 // each chunk sums its tiles in order into its own partial, partials are added in chunk order.
 constexpr index_t kTileX = 256;
 constexpr index_t kBlockZ = 64;
 
+// zr: 16 log2_coord(z) rows, zn / xn: 16 log2_term(|.|^2) (pair.h's float64 log2 form)
 template <int R, int NV>
 inline void zx_chunk(const double* zr, index_t d, const double* zn, const double* xT, const double* xn,
-                     index_t j0, double gamma, double* E, index_t ldE) {
+                     index_t j0, double* E, index_t ldE) {
   using V = vf64;
   constexpr int W = kW64;
   V acc[R][NV];
@@ -351,8 +355,7 @@ inline void zx_chunk(const double* zr, index_t d, const double* zn, const double
     const V xnv = vload<V>(xn + j0 + v * W);
     _Pragma("GCC unroll 8")
     for (int r = 0; r < R; ++r) {
-      vstore(E + r * ldE + j0 + v * W,
-             gauss_from_sqdist(sqdist_expanded(zn[r], xnv, acc[r][v]), gamma, VExp{}));
+      vstore(E + r * ldE + j0 + v * W, exp2_16_f64(log2_exponent(acc[r][v], xnv + zn[r])));
     }
   }
 }
@@ -406,11 +409,14 @@ void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t
   const index_t P = Tout ? K * (1 + d) : K;
   const index_t NC = std::max<index_t>(1, std::min<index_t>({ntiles, 64, (index_t(1) << 22) / P}));
   std::vector<double> part(static_cast<size_t>(NC * P), 0.0);
-  std::vector<double> zn(static_cast<size_t>(K));
+  std::vector<double> zn(static_cast<size_t>(K)), zs(static_cast<size_t>(K * d));
   for (index_t i = 0; i < K; ++i) {
     double s = 0.0;
-    for (index_t k = 0; k < d; ++k) s += z[i * d + k] * z[i * d + k];
-    zn[i] = s;
+    for (index_t k = 0; k < d; ++k) {
+      s += z[i * d + k] * z[i * d + k];
+      zs[i * d + k] = 16.0 * log2_coord(z[i * d + k], gamma);
+    }
+    zn[i] = 16.0 * log2_term(s, gamma);
   }
 #pragma omp parallel
   {
@@ -429,7 +435,7 @@ void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t
             xT[k * kTileX + j] = v;
             s += v * v;
           }
-          xn[j] = s;
+          xn[j] = 16.0 * log2_term(s, gamma);
         }
         for (index_t j = m; j < mp; ++j) xn[j] = 0.0;
         for (index_t i0 = 0; i0 < K; i0 += kBlockZ) {
@@ -437,11 +443,11 @@ void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t
           index_t r = 0;
           for (; r + 4 <= kb; r += 4)
             for (index_t j = 0; j < mp; j += 2 * kW64)
-              zx_chunk<4, 2>(z + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j, gamma,
+              zx_chunk<4, 2>(zs.data() + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j,
                              E.data() + r * kTileX, kTileX);
           for (; r < kb; ++r)
             for (index_t j = 0; j < mp; j += 2 * kW64)
-              zx_chunk<1, 2>(z + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j, gamma,
+              zx_chunk<1, 2>(zs.data() + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j,
                              E.data() + r * kTileX, kTileX);
           for (index_t rr = 0; rr < kb; ++rr) {
             double* e = E.data() + rr * kTileX;

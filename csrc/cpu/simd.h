@@ -190,6 +190,35 @@ inline vf64 exp_f64(vf64 x) {
   }
   return res;
 }
+
+// 2^(y/16) for W doubles (the float64 log2 form, pair.h, with its terms scaled by 16): y = 16 n' + j
+// + f with |f| <= 1/2, 2^(y/16) = 2^n' * 2^(j/16) * 2^(f/16).  k = 16 n' + j by the 1.5 * 2^52 rounding
+// trick (its low 4 bits index the table 2^(j/16): one two-register permute), 2^(f/16) - 1 = f q(f)
+// with q the degree-5 minimax fit (float64 coefficients; relative error < 1.5e-17 over |f| <= 1/2),
+// 2^n' by vscalefpd (which takes floor(k / 16) itself and rounds underflow and overflow correctly:
+// no range branch).  y is clamped below at -16 * 1100 (the result is 0 there); NaN stays NaN.  At
+// most ~1 ulp from exp2(y / 16) for normal results; 14 vector operations.
+inline vf64 exp2_16_f64(vf64 y) {
+  static constexpr double kTable[16] = {
+      1.0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
+      0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0,
+      0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0, 0x1.8ace5422aa0dbp+0, 0x1.9c49182a3f090p+0,
+      0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0, 0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0};
+  const __m512d magic = _mm512_set1_pd(6755399441055744.0);  // 1.5 * 2^52
+  const __m512d yv = _mm512_max_pd(_mm512_set1_pd(-16.0 * 1100.0), (__m512d)y);  // NaN: returns y
+  const __m512d t = _mm512_add_pd(yv, magic);
+  const __m512d k = _mm512_sub_pd(t, magic);
+  const vf64 f = (vf64)_mm512_sub_pd(yv, k);  // exact
+  vf64 q = f * 0x1.430a1d08ec681p-37 + 0x1.5d897e525c216p-30;
+  q = q * f + 0x1.3b2ab6fb41213p-23;
+  q = q * f + 0x1.c6b08d6f2a289p-17;
+  q = q * f + 0x1.ebfbdff82c590p-11;
+  q = q * f + 0x1.62e42fefa39f3p-5;
+  const vf64 p = q * f;  // 2^(f/16) - 1
+  const __m512d tb = _mm512_permutex2var_pd(_mm512_loadu_pd(kTable), _mm512_castpd_si512(t), _mm512_loadu_pd(kTable + 8));
+  const __m512d r = _mm512_fmadd_pd(tb, (__m512d)p, tb);  // t + t (2^(f/16) - 1): one rounding
+  return (vf64)_mm512_scalef_pd(r, _mm512_mul_pd(k, _mm512_set1_pd(0.0625)));
+}
 #else
 // AVX2 / portable: range reduction by ln2 (fdlibm split), degree-13 Taylor polynomial on
 // |r| <= ln2/2 (truncation < 5e-18 relative), at most ~1 ulp from std::exp.  Lanes outside
@@ -246,6 +275,47 @@ inline vf64 exp_f64(vf64 x) {
     vstore(rs, res);
     for (int l = 0; l < kW64; ++l)
       if (m[l]) rs[l] = std::exp(xs[l]);
+    res = vload<vf64>(rs);
+  }
+  return res;
+}
+
+
+// 2^(y/16) for W doubles (see the AVX-512 version): u = y / 16 (exact), u = n + f with |f| <= 1/2,
+// 2^f a degree-13 Taylor polynomial in f ln2 (truncation < 5e-18 relative), 2^n in the exponent bits.
+// Lanes with |u| > 1020 or NaN are recomputed with std::exp2.
+inline vf64 exp2_16_f64(vf64 y) {
+  const vf64 u = y * 0.0625;
+  const vi64 out = ~((u >= -1020.0) & (u <= 1020.0));  // NaN compares false: recomputed
+  const vf64 uc = (u >= -1020.0) & (u <= 1020.0) ? u : vf64{};
+  const double magic = 6755399441055744.0;  // 1.5 * 2^52
+  const vf64 t = uc + magic;
+  const vf64 f = uc - (t - magic);
+  vf64 p = f * 0x1.816193166d0f9p-40 + 0x1.c3bd650fc2986p-36;  // ln2^n / n!, n = 13 ... 1
+  p = p * f + 0x1.e8cac7351bb25p-32;
+  p = p * f + 0x1.e4cf5158b8ecap-28;
+  p = p * f + 0x1.b5253d395e7c4p-24;
+  p = p * f + 0x1.62c0223a5c824p-20;
+  p = p * f + 0x1.ffcbfc588b0c7p-17;
+  p = p * f + 0x1.430912f86c787p-13;
+  p = p * f + 0x1.5d87fe78a6731p-10;
+  p = p * f + 0x1.3b2ab6fba4e77p-7;
+  p = p * f + 0x1.c6b08d704a0c0p-5;
+  p = p * f + 0x1.ebfbdff82c58fp-3;
+  p = p * f + 0x1.62e42fefa39efp-1;
+  p = p * f + 1.0;
+  const vi64 ni = bitcast<vi64>(t) - bitcast<std::int64_t>(magic);
+  vf64 res = p * bitcast<vf64>((ni + 1023) << 52);
+  std::int64_t m[kW64];
+  vstore(m, out);
+  std::int64_t any = 0;
+  for (int l = 0; l < kW64; ++l) any |= m[l];
+  if (any) {
+    double ys[kW64], rs[kW64];
+    vstore(ys, y);
+    vstore(rs, res);
+    for (int l = 0; l < kW64; ++l)
+      if (m[l]) rs[l] = std::exp2(ys[l] * 0.0625);
     res = vload<vf64>(rs);
   }
   return res;
