@@ -76,7 +76,7 @@ class SearchResult:
     mixture_dropped: str | None = None
     greedy_rounds: list = field(default_factory=list)
     auto_pool_weights: np.ndarray | None = None
-    pool_K: np.ndarray | None = None
+    _pool_K: object = field(default=None, repr=False)  # array, or a callable giving it
     pool_C: np.ndarray | None = None
     _scores_before_filter: list = field(default_factory=list, repr=False)
     exact_recomputed: int = 0
@@ -101,6 +101,17 @@ class SearchResult:
     @dists.setter
     def dists(self, value) -> None:
         self._dists = value
+
+    @property
+    def pool_K(self) -> np.ndarray | None:
+        """The pool's Gram matrix as the mixture search sees it (filled on first use after greedy)."""
+        if callable(self._pool_K):
+            self._pool_K = self._pool_K()
+        return self._pool_K
+
+    @pool_K.setter
+    def pool_K(self, value) -> None:
+        self._pool_K = value
 
     @property
     def ranking(self) -> list:
@@ -166,6 +177,40 @@ def _subset(z, beta, offsets, idx):
     return z[rows], beta[rows], np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
 
 
+class _PoolGram:
+    """``A`` of :func:`pool_matrices` for a one-gamma Gaussian pool on the CPU, filled a column at a
+    time (``column(j)``): the greedy search reads only the diagonal and the columns of the specs it
+    chooses.  Entry (a, b) with a < b is ``<spec a, spec b>`` with spec a as the query, the diagonal the
+    one-object path, each value mirrored -- the orientation and bits of :func:`lwengine.kernels.gram`."""
+
+    def __init__(self, z, beta, offsets, gamma, family, shape):
+        self.z, self.beta, self.offsets, self.gamma, self.family, self.shape = z, beta, offsets, gamma, family, shape
+        P = len(offsets) - 1
+        self.A = np.full((P, P), np.nan)
+        self.A[np.arange(P), np.arange(P)] = family.self_inner(z, beta, offsets, gamma, shape, device="cpu")
+        self.done = np.zeros(P, dtype=bool)
+
+    def column(self, j: int) -> None:
+        if self.done[j]:
+            return
+        P, f = len(self.done), self.family
+        zj, bj, oj = _subset(self.z, self.beta, self.offsets, [j])
+        if j:  # earlier specs are the queries
+            qz, qb, qo = _subset(self.z, self.beta, self.offsets, range(j))
+            v = f.cross_inner(qz, qb, qo, zj, bj, oj, self.gamma, self.shape, device="cpu")[:, 0]
+            self.A[:j, j] = self.A[j, :j] = v
+        if j + 1 < P:  # spec j is the query of the later ones
+            sz, sb, so = _subset(self.z, self.beta, self.offsets, range(j + 1, P))
+            v = f.cross_inner(zj, bj, oj, sz, sb, so, self.gamma, self.shape, device="cpu")[0]
+            self.A[j, j + 1:] = self.A[j + 1:, j] = v
+        self.done[j] = True
+
+    def full(self) -> np.ndarray:
+        for j in np.flatnonzero(~self.done):
+            self.column(int(j))
+        return self.A
+
+
 def _later_gamma_gram(A, order):
     """Greedy's matrix over ``order``: entry (i, j) is A[order[max(i,j)], order[min(i,j)]]."""
     o = np.asarray(order, dtype=np.int64)
@@ -182,10 +227,12 @@ def _earlier_gamma_gram(A, order):
     return up + np.triu(M, 1).T
 
 
-def greedy_mixture(A, C, user_self, max_search_num, *, decay_rate=GREEDY_DECAY):
+def greedy_mixture(A, C, user_self, max_search_num, *, decay_rate=GREEDY_DECAY, column=None):
     """Greedy mixture (semantics 4.1) on pool matrices -> ``(mmd2, weights, chosen, rounds)``.
 
-    Each round solves every candidate's QP in one :func:`kernels.simplex_qp_batch` call.
+    Each round solves every candidate's QP in one :func:`kernels.simplex_qp_batch` call.  ``column``:
+    for a lazily filled ``A`` (its diagonal given), called with each chosen pool index before its
+    column is read.
     """
     P = len(C)
     m = min(int(max_search_num), P)
@@ -213,6 +260,8 @@ def greedy_mixture(A, C, user_self, max_search_num, *, decay_rate=GREEDY_DECAY):
         if not accepted:
             break
         chosen.append(int(cands[b]))
+        if column is not None and k + 1 < m:
+            column(chosen[-1])
         best_prev, weights = float(mmd[b]), xs[b].copy()
     return best_prev, weights, chosen, rounds
 
@@ -719,13 +768,22 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
     mix_dist, mix_ids, mix_w = None, [], None
     if method in _METHODS and sorted_d[0] > 0:
         z, beta, offsets, gammas = (pack or pack_pool)(groups, gi_all[pool], li_all[pool])
-        fam = groups[0].family
-        A, C = pool_matrices(z, beta, offsets, gammas, user_z2, user.beta, fam.param(user), device=device,
-                             family=fam, shape=groups[0].shape)
+        fam, shape = groups[0].family, groups[0].shape
+        lazy = method == "greedy" and fam is GAUSSIAN and device == "cpu" and len(np.unique(gammas)) == 1
+        if lazy:  # greedy reads only a few columns of A: fill them on demand
+            gram = _PoolGram(z, beta, offsets, float(gammas[0]), fam, shape)
+            A = gram.A
+            C = fam.cross_inner(user_z2, user.beta, np.array([0, len(user.beta)], dtype=np.int64), z, beta, offsets,
+                                fam.param(user), shape, device=device)[0]
+        else:
+            A, C = pool_matrices(z, beta, offsets, gammas, user_z2, user.beta, fam.param(user), device=device,
+                                 family=fam, shape=shape)
         result.pool_C = C
         if method == "greedy":
-            result.pool_K = _earlier_gamma_gram(A, range(len(pool)))
-            mix_dist, mix_w, chosen, rounds = greedy_mixture(A, C, user_self, m)
+            P = len(pool)
+            result.pool_K = (lambda: _earlier_gamma_gram(gram.full(), range(P))) if lazy else \
+                _earlier_gamma_gram(A, range(P))
+            mix_dist, mix_w, chosen, rounds = greedy_mixture(A, C, user_self, m, column=gram.column if lazy else None)
             for r in rounds:
                 r["candidates"] = [result.pool[c] for c in r["candidates"]]
                 r["best"] = result.pool[r["best"]]
