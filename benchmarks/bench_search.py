@@ -88,7 +88,7 @@ def per_pair_seconds(index, user, sample=200):
 REF_FULL_LIMIT_S = 120.0
 
 
-def reference_column(index, user, n, per_lw_hint, subset, repeats):
+def reference_column(index, user, n, per_lw_hint, subset, repeats, ref_rounds=1):
     """The reference's search time at N = n (full or extrapolated) and lwengine's, same specs, same run.
 
     Returns a dict (or "skipped").  ``per_lw_hint``: seconds per learnware measured at a smaller N."""
@@ -101,8 +101,6 @@ def reference_column(index, user, n, per_lw_hint, subset, repeats):
     lws = lref.reference_learnwares(items)
     del items
     reps = repeats if m <= 1000 else 1
-    t_ref, ref_res = lref.reference_search(lws, user, repeats=reps)
-    del lws
     if full:
         sub = index
     else:  # lwengine on the same subset, for the identity check
@@ -111,18 +109,27 @@ def reference_column(index, user, n, per_lw_hint, subset, repeats):
     ours = lref.lwengine_result(sub.search(user))
     core = _backend.core
     default_threads = lref.LWENGINE_THREADS
-    core.set_num_threads(default_threads)
-    t_lwe = median_time(lambda: index.search(user), repeats)
-    core.set_num_threads(1)
-    try:
-        t_lwe1 = median_time(lambda: index.search(user), repeats)
-    finally:
+    # rounds of (reference, lwengine, lwengine at 1 thread) in turn: this shared box's speed drifts
+    # between runs, so each ratio compares timings taken side by side; medians over the rounds
+    rounds = []
+    for _ in range(ref_rounds):
+        t_ref, ref_res = lref.reference_search(lws, user, repeats=reps)
         core.set_num_threads(default_threads)
-    t_ref_n = t_ref * n / m
+        t_lwe = median_time(lambda: index.search(user), repeats)
+        core.set_num_threads(1)
+        try:
+            t_lwe1 = median_time(lambda: index.search(user), repeats)
+        finally:
+            core.set_num_threads(default_threads)
+        rounds.append((t_ref * n / m, t_lwe, t_lwe1))
+    del lws
+    t_ref_n, t_lwe, t_lwe1 = (statistics.median(r[i] for r in rounds) for i in range(3))
     return {"mode": "full" if full else f"extrapolated from {m} learnwares", "ref_s": t_ref_n,
-            "ref_measured_s": t_ref, "ref_measured_n": m, "ref_per_learnware_s": t_ref / m,
+            "ref_measured_s": t_ref_n * m / n, "ref_measured_n": m, "ref_per_learnware_s": t_ref_n / n,
             "lwengine_s": t_lwe, "lwengine_threads": default_threads, "lwengine_1thread_s": t_lwe1,
-            "ratio": t_ref_n / t_lwe, "ratio_1thread": t_ref_n / t_lwe1,
+            "ratio": statistics.median(r[0] / r[1] for r in rounds),
+            "ratio_1thread": statistics.median(r[0] / r[2] for r in rounds),
+            "rounds": [{"ref_s": a, "lwengine_s": b, "lwengine_1thread_s": c} for a, b, c in rounds],
             "identical": lref.same_result(ref_res, ours), "n_single": len(ref_res["single"]),
             "mixture": ref_res["mixture"] is not None}
 
@@ -142,6 +149,8 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="*")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--no-reference", action="store_true", help="skip the learnware reference column")
+    ap.add_argument("--ref-rounds", type=int, default=None,
+                    help="rounds of reference + lwengine timings taken in turn (default 3, 1 with --smoke)")
     ap.add_argument("--ref-subset", type=int, default=10000,
                     help="learnwares timed for the reference when N is too large to run in full")
     args = ap.parse_args(argv)
@@ -163,7 +172,8 @@ def main(argv=None):
         index.search(user)  # warm-up
         t_search = median_time(lambda: index.search(user), repeats)
         pp = per_pair_seconds(index, user)
-        ref = "skipped" if args.no_reference else reference_column(index, user, n, per_lw, args.ref_subset, repeats)
+        ref = "skipped" if args.no_reference else reference_column(index, user, n, per_lw, args.ref_subset, repeats,
+                                                                      args.ref_rounds or (1 if args.smoke else 3))
         if isinstance(ref, dict):
             per_lw = ref["ref_per_learnware_s"]
         raw_f32 = n * K * (D + 1) * 4

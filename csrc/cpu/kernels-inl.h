@@ -107,7 +107,7 @@ inline void inner_chunk(const QueryPack<T>& P, index_t a0, const T* zr, const T*
 }
 
 template <class T, int R>
-inline double inner_rows(const QueryPack<T>& P, const T* zr, const T* zterm, const double* beta, double gamma) {
+inline double inner_rows(const QueryPack<T>& P, const T* zr, const T* zterm, const double* beta) {
   using V = typename Simd<T>::V;
   constexpr int W = Simd<T>::W;
   V rowacc[R];
@@ -174,8 +174,8 @@ double spec_inner(const QueryPack<T>& P, const T* z, const double* beta, index_t
     const T* zb = z + b0 * d;
     row_terms(zb, nb, d, gamma, zt);
     index_t b = 0;
-    for (; b + 4 <= nb; b += 4) total += inner_rows<T, 4>(P, zb + b * d, zt + b, beta + b0 + b, gamma);
-    for (; b < nb; ++b) total += inner_rows<T, 1>(P, zb + b * d, zt + b, beta + b0 + b, gamma);
+    for (; b + 4 <= nb; b += 4) total += inner_rows<T, 4>(P, zb + b * d, zt + b, beta + b0 + b);
+    for (; b < nb; ++b) total += inner_rows<T, 1>(P, zb + b * d, zt + b, beta + b0 + b);
   }
   return total;
 }
