@@ -352,7 +352,6 @@ def search_batch(index, user_specs, max_search_num: int = 5, method: str | None 
         u, z2, uself = prepare_user(spec, name, device=dev)
         by_shape.setdefault((registry.entry_of(u).type, u.z_shape), []).append((q, u, z2, uself))
     for kind, users in by_shape.items():
-        # estimate the reported singles only where nearly every scanned spec is a candidate
         # float64 at once only where nearly every scanned spec is a candidate (see scan_groups)
         direct = DIRECT_FLOAT64 and isinstance(backend, LocalBackend) and (
             allowed is None or len(allowed) >= 0.9 * len(index))
@@ -446,7 +445,7 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
     Returns an 8th value then, the (N,) mask of those positions, pruned for every user (None when
     nothing was pruned); :meth:`Refiner.complete` scans them when the scores need every distance.
 
-    ``direct=True`` (with ``prune``, one user, at least ``DIRECT_MIN_SPECS`` scanned): a sample of the
+    ``direct=True`` (with ``prune``, one user, the CPU, at least ``DIRECT_MIN_SPECS`` scanned): a sample of the
     scanned specs is screened first; where it shows that most of them will be reported singles
     (:func:`_mostly_reported`), the others are computed in float64 at once (error bound 0) instead of
     being screened and then recomputed by the :class:`Refiner`.  With ``prune`` a 9th value is
@@ -475,7 +474,7 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
                 bound, far = _far_specs(g, qz, qb, qo, err)
                 far = far if far.any() else None
         near = None
-        if screened and prune and direct and len(users) == 1 and g.family is GAUSSIAN:
+        if screened and prune and direct and len(users) == 1 and g.family is GAUSSIAN and (device or g.device) == "cpu":
             near = np.arange(n) if far is None else np.flatnonzero(~far)
             near = near if len(near) >= DIRECT_MIN_SPECS else None
         if near is not None:  # screen a sample first, then the rest screened or in float64 (see _mostly_reported)
@@ -483,7 +482,7 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
             sample, rest = near[at], np.delete(near, at)
             cross = np.zeros((len(users), n))
             cross[:, sample] = g.cross(qz, qb, qo, screened=True, specs=sample, device=device)
-            exact = _mostly_reported(g, users[0], near, far, cross[0, sample])
+            exact = _mostly_reported(g, users[0], sample, cross[0, sample], near, far)
             cross[:, rest] = g.cross(qz, qb, qo, screened=not exact, specs=rest, device=device)
             if exact:
                 err[:, rest] = 0.0
@@ -575,16 +574,16 @@ DIRECT_MIN_SPECS = 1024  # fewer scanned specs: always screen first
 DIRECT_SHARE = 0.5  # float32 screening costs about half a float64 evaluation: above this share, skip it
 
 
-def _mostly_reported(g, user, near, far, sample_cross):
-    """Whether most of the scanned specs ``near`` will be among the singles the reference reports
-    (score >= 0.6), judged from the float32 cross terms ``sample_cross`` of an evenly spaced sample
-    of them (the specs not scanned, ``far``, have a negligible cross term): the score rule of
+def _mostly_reported(g, user, sample, sample_cross, near, far):
+    """Whether most of the scanned specs ``near`` of group ``g`` will be among the singles the reference
+    reports (score >= 0.6), judged from the float32 cross terms ``sample_cross`` of the evenly spaced
+    sample ``sample`` of them (the specs not scanned, ``far``, have a negligible cross term): the score rule of
     :func:`lwengine.scores.postprocess` on the estimated distances gives a threshold, the sample the
     share below it.  Every reported single needs a float64 distance, so above ``DIRECT_SHARE`` the
     float32 screen of the others is mostly wasted.  Only a speed choice, never a result."""
     _, _, _, uself = user
     base = finish(g.self_terms(), 0.0, uself)
-    d_sample = base[near[_sample_at(near)]] - 2.0 * sample_cross
+    d_sample = base[sample] - 2.0 * sample_cross
     alive = g.alive[: g.n] if g.n_dead else np.ones(g.n, dtype=bool)
     d_far = base[alive & far] if far is not None else base[:0]
     n_near = int(np.count_nonzero(alive[near]))

@@ -50,7 +50,8 @@ void build_pack(QueryPack<T>& P, const T* qz, const double* qbeta, index_t K, in
     for (index_t k = 0; k < d; ++k) {
       const double v = static_cast<double>(qz[a * d + k]);
       nrm += v * v;
-      P.qT[k * P.Kp + a] = F32 ? static_cast<T>(screen_coord(v, gamma)) : static_cast<T>(16.0 * log2_coord(v, gamma));
+      P.qT[k * P.Kp + a] =
+          F32 ? static_cast<T>(screen_coord(v, gamma)) : static_cast<T>(16.0 * log2_coord(v, gamma));
     }
     P.bias[a] = F32 ? static_cast<T>(-screen_term(nrm, gamma)) : static_cast<T>(16.0 * log2_term(nrm, gamma));
     P.qb[a] = static_cast<T>(qbeta[a]);
@@ -124,8 +125,8 @@ inline double inner_rows(const QueryPack<T>& P, const T* zr, const T* zterm, con
 }
 
 // Store-row terms of a block of rows: the float64 |z_b|^2 (one chain over the coordinates in
-// order), as the float32 screening term or 16 x the float64 log2 term (pair.h).  Four rows are summed side by side
-// (independent chains, same order per row), outside the FMA-bound micro-kernel.
+// order), as the float32 screening term or 16 x the float64 log2 term (pair.h).  Four rows are
+// summed side by side (independent chains, same order per row), outside the FMA-bound micro-kernel.
 template <class T>
 inline void row_terms(const T* z, index_t nrows, index_t d, double gamma, T* out) {
   index_t r = 0;

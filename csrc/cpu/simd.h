@@ -215,7 +215,8 @@ inline vf64 exp2_16_f64(vf64 y) {
   q = q * f + 0x1.ebfbdff82c590p-11;
   q = q * f + 0x1.62e42fefa39f3p-5;
   const vf64 p = q * f;  // 2^(f/16) - 1
-  const __m512d tb = _mm512_permutex2var_pd(_mm512_loadu_pd(kTable), _mm512_castpd_si512(t), _mm512_loadu_pd(kTable + 8));
+  const __m512d tb =
+      _mm512_permutex2var_pd(_mm512_loadu_pd(kTable), _mm512_castpd_si512(t), _mm512_loadu_pd(kTable + 8));
   const __m512d r = _mm512_fmadd_pd(tb, (__m512d)p, tb);  // t + t (2^(f/16) - 1): one rounding
   return (vf64)_mm512_scalef_pd(r, _mm512_mul_pd(k, _mm512_set1_pd(0.0625)));
 }
@@ -279,7 +280,6 @@ inline vf64 exp_f64(vf64 x) {
   }
   return res;
 }
-
 
 // 2^(y/16) for W doubles (see the AVX-512 version): u = y / 16 (exact), u = n + f with |f| <= 1/2,
 // 2^f a degree-13 Taylor polynomial in f ln2 (truncation < 5e-18 relative), 2^n in the exponent bits.

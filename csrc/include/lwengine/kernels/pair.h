@@ -4,11 +4,11 @@
 // k_gamma(a, b) = exp(-gamma * ||a - b||^2), with ||a - b||^2 taken through the expansion (no clamp
 // at zero) exactly as the reference package computes it.  Four forms:
 //
-//  * reference form (float64 everywhere; data moments, the CUDA float64 stores):
+//  * reference form (float64 everywhere; the CUDA float64 stores and data moments):
 //      sq = (|a|^2 - 2 a.b) + |b|^2                    sqdist_expanded
 //  * point-Gram form (K x K Gram of single points, the reduced-set step):
 //      sq = (|a|^2 + |b|^2) - 2 a.b                    sqdist_gram   (symmetric bit for bit)
-//  * float64 log2 form (the CPU's float64 stores): the same exponent in base 2, see below
+//  * float64 log2 form (the CPU's float64 stores and data moments): the same exponent in base 2, below
 //  * float32 screening form (float32 stores: cross_inner / self_inner / gram), log2 domain:
 //      s_a = 2 gamma L a (per coordinate),  t_a = gamma L |a|^2,  t_b = gamma L |b|^2   (L = log2 e;
 //      rounded to float32 from float64),  u = (-t_a - t_b) + sum_k s_ak b_k  in float32,  k = 2^u.
@@ -56,7 +56,7 @@ LWE_HD T gauss_from_sqdist(T sqdist, G gamma) {
   return gauss_from_sqdist(sqdist, gamma, ScalarExp{});
 }
 
-// ---- float64 log2 form (the CPU's float64 cross_inner / self_inner / gram): the reference form's
+// ---- float64 log2 form (the CPU's float64 cross_inner / self_inner / gram / zx_moments): the reference form's
 // exponent in base 2,  u = s_a . b - (t_a + t_b),  s_a = 2 gamma L a,  t = gamma L |.|^2  (float64),
 // k = 2^u.  The dot product is one FMA chain from 0 over the coordinates in order; the value equals
 // the reference form's up to float64 rounding of the same size (eps gamma (|a|^2 + |b|^2 + 2|a.b|)).
