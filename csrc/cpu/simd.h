@@ -150,17 +150,18 @@ inline vf32 exp_f32(vf32 x) {
 
 // exp for W doubles.
 #if defined(__AVX512F__)
+// 2^(j/16), j = 0 ... 15, correctly rounded: the table of both AVX-512 float64 exps below.
+constexpr double kExp2Sixteenths[16] = {
+    1.0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
+    0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0,
+    0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0, 0x1.8ace5422aa0dbp+0, 0x1.9c49182a3f090p+0,
+    0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0, 0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0};
 // AVX-512: x = (16 n' + j) ln2/16 + r with |r| <= ln2/32, e^x = 2^n' * 2^(j/16) * e^r: the 16-entry
 // table 2^(j/16) is one two-register permute (vpermi2pd), e^r a degree-7 Taylor polynomial
 // (truncation < 2e-18 relative), 2^n' one vscalefpd; at most ~1 ulp from std::exp (the table
 // entries are correctly rounded, t + t (e^r - 1) is one FMA).  Lanes with
 // |x| > 708.3 or NaN (overflow, subnormal results) are recomputed with std::exp, as below.
 inline vf64 exp_f64(vf64 x) {
-  static constexpr double kTable[16] = {
-      1.0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
-      0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0,
-      0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0, 0x1.8ace5422aa0dbp+0, 0x1.9c49182a3f090p+0,
-      0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0, 0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0};
   const __m512d xv = (__m512d)x;
   const __mmask8 out = _mm512_cmp_pd_mask(_mm512_abs_pd(xv), _mm512_set1_pd(708.3), _CMP_NLE_UQ);
   const __m512d k = _mm512_roundscale_pd(_mm512_mul_pd(xv, _mm512_set1_pd(23.083120654223414)),  // 16/ln2
@@ -176,8 +177,9 @@ inline vf64 exp_f64(vf64 x) {
   y = y * rv + 0.5;
   y = y * (rv * rv) + rv;  // e^r - 1
   const __m512i ki = _mm512_cvtpd_epi64(k);
-  const __m512d t = _mm512_permutex2var_pd(_mm512_loadu_pd(kTable), _mm512_and_si512(ki, _mm512_set1_epi64(15)),
-                                           _mm512_loadu_pd(kTable + 8));
+  const __m512d t = _mm512_permutex2var_pd(_mm512_loadu_pd(kExp2Sixteenths),
+                                           _mm512_and_si512(ki, _mm512_set1_epi64(15)),
+                                           _mm512_loadu_pd(kExp2Sixteenths + 8));
   const __m512d e = _mm512_cvtepi64_pd(_mm512_srai_epi64(ki, 4));
   vf64 res = (vf64)_mm512_scalef_pd(_mm512_fmadd_pd(t, (__m512d)y, t), e);  // t + t (e^r - 1): one rounding
   if (out) {
@@ -199,11 +201,6 @@ inline vf64 exp_f64(vf64 x) {
 // no range branch).  y is clamped below at -16 * 1100 (the result is 0 there); NaN stays NaN.  At
 // most ~1 ulp from exp2(y / 16) for normal results; 14 vector operations.
 inline vf64 exp2_16_f64(vf64 y) {
-  static constexpr double kTable[16] = {
-      1.0, 0x1.0b5586cf9890fp+0, 0x1.172b83c7d517bp+0, 0x1.2387a6e756238p+0,
-      0x1.306fe0a31b715p+0, 0x1.3dea64c123422p+0, 0x1.4bfdad5362a27p+0, 0x1.5ab07dd485429p+0,
-      0x1.6a09e667f3bcdp+0, 0x1.7a11473eb0187p+0, 0x1.8ace5422aa0dbp+0, 0x1.9c49182a3f090p+0,
-      0x1.ae89f995ad3adp+0, 0x1.c199bdd85529cp+0, 0x1.d5818dcfba487p+0, 0x1.ea4afa2a490dap+0};
   const __m512d magic = _mm512_set1_pd(6755399441055744.0);  // 1.5 * 2^52
   const __m512d yv = _mm512_max_pd(_mm512_set1_pd(-16.0 * 1100.0), (__m512d)y);  // NaN: returns y
   const __m512d t = _mm512_add_pd(yv, magic);
@@ -215,8 +212,8 @@ inline vf64 exp2_16_f64(vf64 y) {
   q = q * f + 0x1.ebfbdff82c590p-11;
   q = q * f + 0x1.62e42fefa39f3p-5;
   const vf64 p = q * f;  // 2^(f/16) - 1
-  const __m512d tb =
-      _mm512_permutex2var_pd(_mm512_loadu_pd(kTable), _mm512_castpd_si512(t), _mm512_loadu_pd(kTable + 8));
+  const __m512d tb = _mm512_permutex2var_pd(_mm512_loadu_pd(kExp2Sixteenths), _mm512_castpd_si512(t),
+                                            _mm512_loadu_pd(kExp2Sixteenths + 8));
   const __m512d r = _mm512_fmadd_pd(tb, (__m512d)p, tb);  // t + t (2^(f/16) - 1): one rounding
   return (vf64)_mm512_scalef_pd(r, _mm512_mul_pd(k, _mm512_set1_pd(0.0625)));
 }
