@@ -44,7 +44,11 @@ def test_triton_search_and_topk_match_native():
     idx, user = _index()
     native = idx.search(user, 3, backend="native")
     triton = idx.search(user, 3, backend="triton")
-    assert idx.last_route["cross_inner"] == "cpu/triton" and idx.last_route["gram"] == "cpu/triton"
+    # greedy fills the pool's Gram matrix through self_inner / cross_inner (search._PoolGram), auto via gram
+    assert idx.last_route["cross_inner"] == "cpu/triton" and idx.last_route["self_inner"] == "cpu/triton"
+    auto = idx.search(user, 3, method="auto", backend="triton")
+    assert idx.last_route["gram"] == "cpu/triton"
+    assert [s.id for s in auto.single] == [s.id for s in idx.search(user, 3, method="auto", backend="native").single]
     assert [s.id for s in triton.single] == [s.id for s in native.single]
     np.testing.assert_allclose([s.score for s in triton.single], [s.score for s in native.single],
                                rtol=0, atol=1e-9)
