@@ -1,4 +1,5 @@
-"""The fit's thread choice: small moments passes run on one thread, with the same result and the
+"""The fit's thread choice: small moments passes and k-means run on one thread (the threshold is
+lower where two threads add FP throughput, `threads_add_throughput`), with the same result and the
 caller's thread setting restored (csrc/cpu/dispatch.cpp)."""
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from lwengine.specs import table as spec
 core = _backend.require_core()
 
 
-@pytest.mark.parametrize("n,K,d", [(300, 20, 5), (17_000, 100, 20)])  # below / above the serial threshold
+# below every serial threshold / split only where two threads add throughput / above every threshold
+@pytest.mark.parametrize("n,K,d", [(300, 20, 5), (2000, 100, 20), (17_000, 100, 20)])
 def test_moments_same_bits_at_any_thread_count_and_setting_restored(n, K, d):
     rng = np.random.default_rng(n)
     x = rng.standard_normal((n, d)).astype(np.float32)
@@ -40,6 +42,11 @@ def test_fit_same_bits_at_any_thread_count():
     finally:
         core.set_num_threads(prev)
     assert np.array_equal(a.z, b.z) and np.array_equal(a.beta, b.beta)
+
+
+def test_thread_probe_is_measured_once():
+    first = core.threads_add_throughput()
+    assert isinstance(first, bool) and core.threads_add_throughput() is first
 
 
 def test_fit_kernels_fast_path_keeps_the_checks():

@@ -1,6 +1,7 @@
-"""Direct float64 scan in the screened search: where a screened sample shows that most scanned specs
-will be reported singles, the rest are computed in float64 at once.  The answer must be the one of
-the all-float64 search and of the screen-first search; only the work done differs."""
+"""Direct float64 scan in the screened search: a screened sample shows which scanned specs will be
+reported singles, and those like them (by their ball bound) are computed in float64 at once.  The
+answer must be the one of the all-float64 search and of the screen-first search; only the work done
+differs."""
 from __future__ import annotations
 
 import numpy as np
@@ -57,10 +58,22 @@ def test_direct_scan_gives_the_float64_answer(small_direct, monkeypatch, seed, m
     assert np.abs(np.sort(fast.dists) - np.sort(full.dists)).max() < 1e-5  # unreported: within the screen bound
 
 
-def test_no_direct_scan_when_few_are_reported(small_direct):
+@pytest.mark.parametrize("families", [3, 4])
+def test_direct_scan_of_the_nearest_specs_only(small_direct, families):
+    # one family of several is near the user: the ball bounds tell its specs (taken in float64 at
+    # once) from the others (screened), as learned on the sample
+    index, centres, rng = _market(4, n=600, families=families, scale=3.0)
+    user = RKMESpec(centres[0] + rng.normal(size=(10, 6)), np.full(10, 0.1), 0.1)
+    r = index.search(user)
+    assert 0 < r.exact_direct < len(index) - search_mod.DIRECT_SAMPLE
+    _same(r, index.search(user, screen=False))
+
+
+def test_no_direct_scan_when_few_specs_are_left_to_scan(small_direct):
     index, centres, rng = _market(4, n=600, families=6, scale=6.0)
     far_off = RKMESpec(centres[0] + rng.normal(size=(10, 6)), np.full(10, 0.1), 0.1)
     r = index.search(far_off)
+    assert r.pruned > 0 and len(index) - r.pruned < search_mod.DIRECT_MIN_SPECS
     assert r.exact_direct == 0
     _same(r, index.search(far_off, screen=False))
 

@@ -462,6 +462,11 @@ PYBIND11_MODULE(_core, m) {
     lwe::set_num_threads(n);
   }, py::arg("n"));
   m.def("get_num_threads", &lwe::get_num_threads);
+  m.def("threads_add_throughput", [] {
+    py::gil_scoped_release nogil;
+    return lwe::threads_add_throughput();
+  }, "Whether two threads measured >= 1.5x one thread's FMA rate here (once per process); it sets the "
+     "serial thresholds of small k-means and data moments, never a result.");
   m.def("peak_probe", [](double seconds) {
     if (!(seconds > 0 && seconds < 60)) fail("seconds must be in (0, 60)");
     double fma, ex;

@@ -21,9 +21,12 @@ bool env_set(const char* name) {  // read at every call: tests flip these
 
 // The data moments run on one thread below this much work (K n d multiply-adds): there the
 // fork/join and, with OMP_WAIT_POLICY=PASSIVE, the wake-up of the other threads cost more than
-// the split saves (measured by benchmarks/bench_fit.py, last table; docs/benchmarks.md).
+// the split saves (measured by benchmarks/bench_fit.py, last table; docs/benchmarks.md) -- on a
+// machine whose threads share one core's FP units.  Where they are separate cores
+// (threads_add_throughput), two threads already pay off at n = 2000, K = 100, d = 20 (4e6).
 // The result does not depend on the thread count (the chunking is fixed by n, K and d).
 constexpr double kMomentsSerialWork = 3.2e7;
+constexpr double kMomentsSerialWorkCores = 1e6;
 
 // Runs fn on one OpenMP thread when `serial`, restoring the calling thread's setting after.
 template <class Fn>
@@ -92,6 +95,24 @@ const char* simd_path() {
   }
 }
 
+bool threads_add_throughput() {
+  static const bool ok = [] {
+#ifdef LWE_HAVE_OPENMP
+    if (omp_get_num_procs() < 2) return false;
+    double one = 0.0, two = 0.0;
+    maybe_serial(true, [&] { one = peak_fma_f32(0.003); });
+    const int prev = omp_get_max_threads();
+    omp_set_num_threads(2);
+    two = peak_fma_f32(0.003);
+    omp_set_num_threads(prev);
+    return two >= 1.5 * one;
+#else
+    return false;
+#endif
+  }();
+  return ok;
+}
+
 void set_num_threads(int n) {
 #ifdef LWE_HAVE_OPENMP
   omp_set_num_threads(n < 1 ? 1 : n);
@@ -124,7 +145,7 @@ int get_num_threads() {
   void zx_moments(const double* z, index_t K, const T* x, index_t n, index_t d, double gamma,       \
                   double* C, double* Tout) {                                                        \
     maybe_serial(static_cast<double>(K) * static_cast<double>(n) * static_cast<double>(d) <       \
-                     kMomentsSerialWork,                                                            \
+                     (threads_add_throughput() ? kMomentsSerialWorkCores : kMomentsSerialWork),     \
                  [&] { LWE_ROUTE(zx_moments, z, K, x, n, d, gamma, C, Tout); });                    \
   }
 LWE_ROUTE_INNER(float)

@@ -146,9 +146,13 @@ inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, ind
     xnf[i] = static_cast<float>(s);
   }
   // one thread unless the scoring is large: the fork/join costs more than it saves on small
-  // problems (and this box's two vCPUs share one core's FP units)
-  const bool par = static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(d) >= 5e7;
+  // problems, most where the threads share one core's FP units (threads_add_throughput: separate
+  // cores already gain at n = 2000, K = 100, d = 20)
+  const bool cores = threads_add_throughput();
+  const bool par = static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(d) >= (cores ? 1e6 : 5e7);
+  const index_t tile_par_work = cores ? 200000 : 2000000;
   (void)par;
+  (void)tile_par_work;
   int it = 0;
   for (it = 1; it <= max_iter; ++it) {
     double cmax = 0.0;
@@ -185,7 +189,7 @@ inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, ind
     const index_t ntodo = static_cast<index_t>(todo.size());
     const index_t ntiles = (ntodo + kKmRows - 1) / kKmRows;
     std::vector<std::int64_t> new_label(label);
-#pragma omp parallel if (par && ntodo * k * d >= 2000000)
+#pragma omp parallel if (par && ntodo * k * d >= tile_par_work)
     {
       std::vector<float> xT(static_cast<size_t>(d * kKmRows));
       std::int64_t lab[kKmRows];

@@ -67,6 +67,10 @@ void simplex_qp_batch(const double* Gs, const double* cs, index_t B, index_t n, 
 // ---- machine probes for the benchmarks: (flops/s of fp32 FMA, float32 exp/s), all threads
 double peak_fma_f32(double seconds);
 double peak_exp_f32(double seconds);
+// Whether two OpenMP threads give at least 1.5x one thread's FMA rate here (separate cores, not
+// siblings sharing FP units): measured once, ~6 ms; it only moves the serial thresholds of small
+// problems (k-means, data moments), never a result.
+bool threads_add_throughput();
 
 // Calls fn in the namespace of the active path (portable, avx2, avx512), chosen once per call.
 #if LWE_HAVE_AVX512_BUILD
