@@ -236,6 +236,39 @@ void gram_impl(const T* z, const double* beta, const index_t* off, index_t N, in
 // covered by a relative 1e-10, underflow by an absolute K 1e-300.  Lanes run over the specs.
 constexpr index_t kBallTile = 256;
 
+// acc[b] = the bound's sum over the query's points a0..a1 for the NB lane vectors of specs at j0 + b W
+// of a tile (centres transposed in cT, squared norms cn, widened radii rr); per lane the same
+// operations as one vector at a time.
+template <int NB>
+inline void ball_block(const double* qz, const double* qw, const double* qn, index_t a0, index_t a1, index_t d,
+                       const double* cT, const double* cn, const double* rr, index_t j0, double gamma,
+                       double coef, vf64* acc) {
+  using V = vf64;
+  constexpr int W = kW64;
+  V cnv[NB], rv[NB];
+  for (int b = 0; b < NB; ++b) {
+    cnv[b] = vload<V>(&cn[j0 + b * W]);
+    rv[b] = vload<V>(&rr[j0 + b * W]);
+    acc[b] = V{};
+  }
+  for (index_t a = a0; a < a1; ++a) {
+    V dot[NB];
+    for (int b = 0; b < NB; ++b) dot[b] = V{};
+    for (index_t k = 0; k < d; ++k) {
+      const V qa = vbroadcast<V>(qz[a * d + k]);
+      for (int b = 0; b < NB; ++b) dot[b] += qa * vload<V>(&cT[k * kBallTile + j0 + b * W]);
+    }
+    for (int b = 0; b < NB; ++b) {
+      const V nrm = cnv[b] + qn[a];
+      V sq = (nrm - dot[b] * 2) - nrm * coef;
+      sq = sq > V{} ? sq : V{};
+      V gap = vsqrt(sq) - rv[b];
+      gap = gap > V{} ? gap : V{};
+      acc[b] += qw[a] * exp_f64(-gamma * (gap * gap));
+    }
+  }
+}
+
 inline void ball_bound_impl(const double* qz, const double* qw, const index_t* qoff, index_t Q, const double* c,
                             const double* r, index_t N, index_t d, double gamma, double* out) {
   using V = vf64;
@@ -271,22 +304,22 @@ inline void ball_bound_impl(const double* qz, const double* qw, const index_t* q
       }
       for (index_t q = 0; q < Q; ++q) {
         const index_t a0 = qoff[q], a1 = qoff[q + 1];
-        for (index_t j0 = 0; j0 < mp; j0 += W) {
-          const V cnv = vload<V>(&cn[j0]), rv = vload<V>(&rr[j0]);
-          V acc = V{};
-          for (index_t a = a0; a < a1; ++a) {
-            V dot = V{};
-            for (index_t k = 0; k < d; ++k) dot += vbroadcast<V>(qz[a * d + k]) * vload<V>(&cT[k * kBallTile + j0]);
-            const V nrm = cnv + qn[a];
-            V sq = (nrm - dot * 2) - nrm * coef;
-            sq = sq > V{} ? sq : V{};
-            V gap = vsqrt(sq) - rv;
-            gap = gap > V{} ? gap : V{};
-            acc += qw[a] * exp_f64(-gamma * (gap * gap));
+        auto put = [&](index_t j0, const V* acc, int nb) {
+          for (int b = 0; b < nb; ++b) {
+            vstore(lane, acc[b]);
+            for (index_t j = j0 + b * W; j < std::min(m, j0 + (b + 1) * W); ++j)
+              out[q * N + i0 + j] = lane[j - j0 - b * W] * (1.0 + 1e-10) + static_cast<double>(a1 - a0) * 1e-300;
           }
-          vstore(lane, acc);
-          for (index_t j = j0; j < std::min(m, j0 + W); ++j)
-            out[q * N + i0 + j] = lane[j - j0] * (1.0 + 1e-10) + static_cast<double>(a1 - a0) * 1e-300;
+        };
+        index_t j0 = 0;
+        V acc[4];
+        for (; j0 + 4 * W <= mp; j0 += 4 * W) {  // 4 independent dot chains: not latency-bound
+          ball_block<4>(qz, qw, qn.data(), a0, a1, d, cT.data(), cn.data(), rr.data(), j0, gamma, coef, acc);
+          put(j0, acc, 4);
+        }
+        for (; j0 < mp; j0 += W) {
+          ball_block<1>(qz, qw, qn.data(), a0, a1, d, cT.data(), cn.data(), rr.data(), j0, gamma, coef, acc);
+          put(j0, acc, 1);
         }
       }
     }
