@@ -18,6 +18,7 @@ __all__ = [
     "FILTER_SCORE",
     "IMAGE_DIST_SCALE",
     "convert_dist_to_score",
+    "score_eps",
     "image_transform",
     "PostProcessed",
     "postprocess",
@@ -42,6 +43,29 @@ def convert_dist_to_score(dist_list, *, dist_ratio: float = DIST_RATIO, min_scor
     return _convert(_floats(dist_list), dist_ratio, min_score, improve_score)
 
 
+def score_eps(lo: float, hi: float, mean: float, dist_ratio: float = DIST_RATIO,
+              min_score: float = MIN_SCORE) -> float:
+    """The reference's eps from the smallest, largest and mean distance (``lo < hi``): a tenth of the
+    mean, moved to ``lo`` when ``lo`` is below it (best score 1) or to where the best score is exactly
+    ``min_score`` when it would be below that."""
+    eps = dist_ratio * mean
+    max_score = (hi - lo) / (hi - eps)
+    if lo < eps:
+        eps = lo
+    elif max_score < min_score:
+        eps = hi - (hi - lo) / min_score
+    return eps
+
+
+def _lifted(v: np.ndarray, hi: float, eps: float, improve_score: float = IMPROVE_SCORE) -> np.ndarray:
+    """``(hi - v) / (hi - eps)``, scores below ``improve_score`` lifted to ``min(sqrt(s), improve_score)``
+    (elementwise IEEE arithmetic: the same bits as the reference's Python loop)."""
+    s = (hi - v) / (hi - eps)
+    lift = (s < improve_score) & (s >= 0)
+    s[lift] = np.minimum(np.sqrt(s[lift]), improve_score)
+    return s
+
+
 def _convert(d: list, dist_ratio: float = DIST_RATIO, min_score: float = MIN_SCORE,
              improve_score: float = IMPROVE_SCORE) -> list:
     """:func:`convert_dist_to_score` of a list of Python floats."""
@@ -50,17 +74,8 @@ def _convert(d: list, dist_ratio: float = DIST_RATIO, min_score: float = MIN_SCO
     lo, hi = min(d), max(d)
     if lo == hi:
         return [1 for _ in d]
-    eps = dist_ratio * (sum(d) / len(d))  # the reference's left-to-right sum, bit for bit
-    max_score = (hi - lo) / (hi - eps)
-    if lo < eps:
-        eps = lo
-    elif max_score < min_score:
-        eps = hi - (hi - lo) / min_score
-    # elementwise IEEE arithmetic: the same bits as the reference's Python loop
-    s = (hi - np.array(d)) / (hi - eps)
-    lift = (s < improve_score) & (s >= 0)
-    s[lift] = np.minimum(np.sqrt(s[lift]), improve_score)
-    return s.tolist()
+    eps = score_eps(lo, hi, sum(d) / len(d), dist_ratio, min_score)  # the reference's Python sum
+    return _lifted(np.array(d), hi, eps, improve_score).tolist()
 
 
 def _floats(values) -> list:
@@ -113,16 +128,9 @@ def postprocess_prefix(prefix, all_dists, mixture_dist=None, *, mixture_len: int
         scores = np.ones(len(pre))
         mix_score = None if mixture_dist is None else 1.0
     else:
-        eps = DIST_RATIO * (float(np.add.accumulate(alld)[-1]) / len(alld))
-        max_score = (hi - lo) / (hi - eps)
-        if lo < eps:
-            eps = lo
-        elif max_score < MIN_SCORE:
-            eps = hi - (hi - lo) / MIN_SCORE
+        eps = score_eps(lo, hi, float(np.add.accumulate(alld)[-1]) / len(alld))
         vals = pre if mixture_dist is None else np.concatenate([pre, [mixture_dist]])
-        sc = (hi - vals) / (hi - eps)
-        lift = (sc < IMPROVE_SCORE) & (sc >= 0)
-        sc[lift] = np.minimum(np.sqrt(sc[lift]), IMPROVE_SCORE)
+        sc = _lifted(vals, hi, eps)
         scores, mix_score = (sc, None) if mixture_dist is None else (sc[:-1], float(sc[-1]))
     before = scores.copy()
     mix_before = mix_score
@@ -149,16 +157,7 @@ def _convert_array(v: np.ndarray) -> np.ndarray:
     lo, hi = float(v.min()), float(v.max())
     if lo == hi:
         return np.array(_convert(v.tolist()), dtype=object)
-    eps = DIST_RATIO * (sum(v.tolist()) / len(v))  # the reference's Python sum, bit for bit
-    max_score = (hi - lo) / (hi - eps)
-    if lo < eps:
-        eps = lo
-    elif max_score < MIN_SCORE:
-        eps = hi - (hi - lo) / MIN_SCORE
-    s = (hi - v) / (hi - eps)
-    lift = (s < IMPROVE_SCORE) & (s >= 0)
-    s[lift] = np.minimum(np.sqrt(s[lift]), IMPROVE_SCORE)
-    return s
+    return _lifted(v, hi, score_eps(lo, hi, sum(v.tolist()) / len(v)))  # the reference's Python sum
 
 
 def postprocess(sorted_dists, mixture_dist=None, *, mixture_len: int = 0, image: bool = False,

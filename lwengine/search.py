@@ -21,7 +21,7 @@ from . import device as devices
 from . import kernels
 from .distances import finish, prepare_user
 from .packed import digest
-from .scores import DIST_RATIO, FILTER_SCORE, MIN_SCORE, postprocess, postprocess_prefix
+from .scores import DIST_RATIO, FILTER_SCORE, MIN_SCORE, postprocess, postprocess_prefix, score_eps
 from .semantic import semantic_filter
 from .specs import registry
 from .specs.kernel_family import GAUSSIAN
@@ -604,11 +604,7 @@ def _direct_choice(g, user, sample, sample_cross, rest, far, ball):
     if not hi > lo:
         return none
     mean = (float(d_far.sum()) + float(d_sample.mean()) * n_near) / (len(d_far) + n_near)
-    eps = DIST_RATIO * mean
-    if lo < eps:
-        eps = lo
-    elif (hi - lo) / (hi - eps) < MIN_SCORE:
-        eps = hi - (hi - lo) / MIN_SCORE
+    eps = score_eps(lo, hi, mean)
     # score >= FILTER_SCORE  <=>  (hi - d) / (hi - eps) >= FILTER_SCORE^2 (the lift is a square root)
     reported = d_sample <= hi - FILTER_SCORE ** 2 * (hi - eps)
     order = np.argsort(-ball[sample], kind="stable")  # nearest first
