@@ -73,6 +73,7 @@ __all__ = [
     "ball_bound",
     "float_array",
     "gather_specs",
+    "single_threaded_here",
     "nngp_kernel",
 ]
 
@@ -205,6 +206,12 @@ def _native(name: str):
     if fn is None:
         raise RuntimeError(f"lwengine's CPU extension _core has no function {name!r}: rebuild the package")
     return fn
+
+
+def single_threaded_here() -> None:
+    """Native CPU kernels called from this thread run on one OpenMP thread from now on (the
+    setting is per thread): for worker threads that parallelise over data sets themselves."""
+    _native("set_num_threads")(1)
 
 
 # ------------------------------------------------------------------------------ kernels

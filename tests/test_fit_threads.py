@@ -1,7 +1,9 @@
-"""The fit's thread choice: small moments passes and k-means run on one thread (the threshold is
-lower where two threads add FP throughput, `threads_add_throughput`), with the same result and the
-caller's thread setting restored (csrc/cpu/dispatch.cpp)."""
+"""The thread choice of small calls: moments passes, k-means, scans and QP batches run on one thread
+unless two threads on separate cores save more than waking the second one costs (`thread_probe`,
+`split_pays` in csrc/cpu/dispatch.cpp), with the same result and the caller's thread setting restored."""
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -47,6 +49,36 @@ def test_fit_same_bits_at_any_thread_count():
 def test_thread_probe_is_measured_once():
     first = core.threads_add_throughput()
     assert isinstance(first, bool) and core.threads_add_throughput() is first
+    probe = core.thread_probe()
+    assert probe == core.thread_probe() and probe["cores"] is first
+    assert probe["lane_fma_per_s"] > 0 and probe["wake_s"] >= 0
+
+
+# one spec pair (always serial) and a scan large enough to split on any machine
+@pytest.mark.parametrize("N", [1, 3000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scans_same_bits_at_any_thread_count(N, dtype):
+    rng = np.random.default_rng(N)
+    K, d = 60, 12
+    z = rng.standard_normal((N * K, d)).astype(dtype)
+    beta = rng.uniform(size=N * K)
+    off = np.arange(0, N * K + 1, K, dtype=np.int64)
+    qz = rng.standard_normal((2 * K, d)).astype(dtype)
+    qoff = np.array([0, K, 2 * K], dtype=np.int64)
+    qb = rng.uniform(size=2 * K)
+    Gs = np.stack([np.eye(4) + 0.1 * i for i in range(N % 7 + 1)])
+    cs = rng.uniform(size=(Gs.shape[0], 4))
+    prev = core.get_num_threads()
+    out = {}
+    try:
+        for nt in (1, 2):
+            core.set_num_threads(nt)
+            out[nt] = (kernels.cross_inner(qz, qb, qoff, z, beta, off, 0.1), kernels.self_inner(z, beta, off, 0.1),
+                       kernels.simplex_qp_batch(Gs, cs)[0])
+    finally:
+        core.set_num_threads(prev)
+    for a, b in zip(out[1], out[2]):
+        assert np.array_equal(a, b)
 
 
 def test_fit_kernels_fast_path_keeps_the_checks():
@@ -69,3 +101,29 @@ def test_fit_kernels_fast_path_keeps_the_checks():
         fk.beta_qp(G, C, -beta)
     with pytest.raises(ValueError, match="dimension"):
         fk.moments(np.zeros((2, 4)))
+
+
+def test_kmeans_team_same_bits_at_any_thread_count_and_concurrently():
+    # n K d large enough for the two-thread team where two cores are found (csrc/cpu/kmeans-inl.h);
+    # concurrent calls from Python threads run one team at a time, the others alone
+    x = np.random.default_rng(11).standard_normal((3000, 20)).astype(np.float32)
+    idx = np.random.default_rng(12).integers(0, len(x), size=100)
+    prev = core.get_num_threads()
+    try:
+        core.set_num_threads(1)
+        ref = kernels.kmeans(x, 100, init_idx=idx)
+        core.set_num_threads(2)
+        assert all(np.array_equal(a, b) for a, b in zip(kernels.kmeans(x, 100, init_idx=idx), ref))
+        out = [None] * 4
+
+        def run(i):
+            out[i] = kernels.kmeans(x, 100, init_idx=idx)
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        core.set_num_threads(prev)
+    for res in out:
+        assert np.array_equal(res[0], ref[0]) and res[1] == ref[1]

@@ -109,6 +109,17 @@ def test_qp_indefinite_small(seed):
     assert obj == pytest.approx(objr, rel=1e-12, abs=1e-14)
 
 
+def test_qp_nonsymmetric_g_uses_g_times_x():
+    # symmetric G takes the row-axpy gradient; any other G the general one (g = G x, as the twin)
+    rng = np.random.default_rng(3)
+    G, c = _gauss_problem(rng, 30)
+    G = G + 1e-6 * rng.standard_normal(G.shape)
+    x, _ = kernels.simplex_qp(G, c)
+    feas, stat, mult = kkt_violation(G, c, x)  # near-stationary for g = G x - c, not for G' x
+    assert feas <= 1e-12 and stat <= 1e-7 and mult <= 1e-7
+    assert kkt_violation(G.T, c, x)[1] > 10 * stat
+
+
 def test_qp_rank_one_nonunique():
     G = np.ones((4, 4))
     c = np.full(4, 0.5)

@@ -465,8 +465,23 @@ PYBIND11_MODULE(_core, m) {
   m.def("threads_add_throughput", [] {
     py::gil_scoped_release nogil;
     return lwe::threads_add_throughput();
-  }, "Whether two threads measured >= 1.5x one thread's FMA rate here (once per process); it sets the "
-     "serial thresholds of small k-means and data moments, never a result.");
+  }, "Whether two threads measured >= 1.5x one thread's FMA rate here (once per process); with the "
+     "wake-up cost (thread_probe) it sets the serial thresholds of small k-means and data moments, "
+     "never a result.");
+  m.def("thread_probe", [] {
+    bool cores;
+    double lane, wake;
+    {
+      py::gil_scoped_release nogil;
+      lwe::thread_probe_values(&cores, &lane, &wake);
+    }
+    py::dict r;
+    r["cores"] = cores;
+    r["lane_fma_per_s"] = lane;
+    r["wake_s"] = wake;
+    return r;
+  }, "The one-time thread probe: separate cores (threads_add_throughput), one thread's float32 FMA "
+     "lanes per second, the median time of a two-thread parallel region entered after serial work.");
   m.def("peak_probe", [](double seconds) {
     if (!(seconds > 0 && seconds < 60)) fail("seconds must be in (0, 60)");
     double fma, ex;

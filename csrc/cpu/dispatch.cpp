@@ -1,5 +1,6 @@
 // Run-time choice between the AVX-512, AVX2 and portable instantiations, thread control, and the
 // public entry points that route to one of them.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -22,11 +23,15 @@ bool env_set(const char* name) {  // read at every call: tests flip these
 // The data moments run on one thread below this much work (K n d multiply-adds): there the
 // fork/join and, with OMP_WAIT_POLICY=PASSIVE, the wake-up of the other threads cost more than
 // the split saves (measured by benchmarks/bench_fit.py, last table; docs/benchmarks.md) -- on a
-// machine whose threads share one core's FP units.  Where they are separate cores
-// (threads_add_throughput), two threads already pay off at n = 2000, K = 100, d = 20 (4e6).
-// The result does not depend on the thread count (the chunking is fixed by n, K and d).
+// machine whose threads share one core's FP units.  Below it, two threads are used where
+// split_pays finds that they save more than the wake-up costs (separate cores; at n = 2000,
+// K = 100, d = 20 (4e6) with PASSIVE threads on this project's shared VMs).  The result does
+// not depend on the thread count (the chunking is fixed by n, K and d).
 constexpr double kMomentsSerialWork = 3.2e7;
-constexpr double kMomentsSerialWorkCores = 1e6;
+// float32 FMA lanes per K n d multiply-add of the moments, with and without T (measured at d = 20:
+// ~450 us for 4e6 with T on a 5e10 lane/s core), for split_pays below
+constexpr double kMomentsCostT = 6.0;
+constexpr double kMomentsCostC = 4.0;
 
 // Runs fn on one OpenMP thread when `serial`, restoring the calling thread's setting after.
 template <class Fn>
@@ -95,22 +100,69 @@ const char* simd_path() {
   }
 }
 
-bool threads_add_throughput() {
-  static const bool ok = [] {
+namespace {
+struct ThreadProbe {
+  bool cores = false;       // two threads give >= 1.5x one thread's FMA rate
+  double lane_fma_s = 0.0;  // float32 FMA lanes per second, one thread
+  double wake_s = 0.0;      // median time of a small two-thread parallel region entered after serial work
+};
+
 #ifdef LWE_HAVE_OPENMP
-    if (omp_get_num_procs() < 2) return false;
-    double one = 0.0, two = 0.0;
+// A parallel region of two threads, each entered after ~200 us of serial work (long enough for
+// passive threads to be asleep, as between the calls of a fit): median of 9.
+double probe_wake_s() {
+  double ts[9];
+  volatile double sink = 0.0;
+  for (double& t : ts) {
+    const double until = omp_get_wtime() + 2e-4;
+    double acc = 0.0;
+    while (omp_get_wtime() < until) acc += 1.0;
+    sink = sink + acc;
+    const double t0 = omp_get_wtime();
+#pragma omp parallel num_threads(2)
+    {
+      sink = sink + omp_get_thread_num();
+    }
+    t = omp_get_wtime() - t0;
+  }
+  std::sort(ts, ts + 9);
+  return ts[4];
+}
+#endif
+
+const ThreadProbe& thread_probe() {
+  static const ThreadProbe probe = [] {
+    ThreadProbe p;
+#ifdef LWE_HAVE_OPENMP
+    double one = 0.0;
     maybe_serial(true, [&] { one = peak_fma_f32(0.003); });
+    p.lane_fma_s = one / 2.0;  // flops -> FMA lanes
+    if (omp_get_num_procs() < 2) return p;
     const int prev = omp_get_max_threads();
     omp_set_num_threads(2);
-    two = peak_fma_f32(0.003);
+    const double two = peak_fma_f32(0.003);
     omp_set_num_threads(prev);
-    return two >= 1.5 * one;
-#else
-    return false;
+    p.cores = two >= 1.5 * one;
+    p.wake_s = probe_wake_s();
 #endif
+    return p;
   }();
-  return ok;
+  return probe;
+}
+}  // namespace
+
+bool threads_add_throughput() { return thread_probe().cores; }
+
+void thread_probe_values(bool* cores, double* lane_fma_s, double* wake_s) {
+  const ThreadProbe& p = thread_probe();
+  *cores = p.cores;
+  *lane_fma_s = p.lane_fma_s;
+  *wake_s = p.wake_s;
+}
+
+bool split_pays(double madds, double cost) {
+  const ThreadProbe& p = thread_probe();
+  return p.cores && p.lane_fma_s > 0.0 && madds * cost / p.lane_fma_s > 3.0 * p.wake_s;
 }
 
 void set_num_threads(int n) {
@@ -144,8 +196,8 @@ int get_num_threads() {
   }                                                                                                 \
   void zx_moments(const double* z, index_t K, const T* x, index_t n, index_t d, double gamma,       \
                   double* C, double* Tout) {                                                        \
-    maybe_serial(static_cast<double>(K) * static_cast<double>(n) * static_cast<double>(d) <       \
-                     (threads_add_throughput() ? kMomentsSerialWorkCores : kMomentsSerialWork),     \
+    const double work = static_cast<double>(K) * static_cast<double>(n) * static_cast<double>(d);  \
+    maybe_serial(work < kMomentsSerialWork && !split_pays(work, Tout ? kMomentsCostT : kMomentsCostC), \
                  [&] { LWE_ROUTE(zx_moments, z, K, x, n, d, gamma, C, Tout); });                    \
   }
 LWE_ROUTE_INNER(float)

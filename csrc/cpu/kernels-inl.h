@@ -6,8 +6,11 @@
 // identical specs give bit-identical results and reruns are reproducible.
 #pragma once
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <thread>
 #include <type_traits>
 #include <vector>
 #ifdef LWE_HAVE_OPENMP
@@ -181,16 +184,34 @@ double spec_inner(const QueryPack<T>& P, const T* z, const double* beta, index_t
   return total;
 }
 
+// float32 FMA lanes per query row coordinate of build_pack (a division, conversions, stores), and
+// the work (multiply-adds) above which a scan always splits (threads sharing one core's FP units
+// gain there too), for split_pays
+constexpr double kPackCost = 20.0;
+constexpr double kLargeWork = 3.2e7;
+
 template <class T>
 void cross_inner_impl(const T* q_z, const double* q_beta, const index_t* q_off, index_t Q, const T* z,
                       const double* beta, const index_t* off, const index_t* sel, index_t N, index_t d,
                       double gamma, double* out) {
   std::vector<QueryPack<T>> packs(static_cast<size_t>(Q));
-#pragma omp parallel for schedule(dynamic, 8)
+  const double q_rows = static_cast<double>(q_off[Q] - q_off[0]);
+#pragma omp parallel for schedule(dynamic, 8) if (split_pays(q_rows * static_cast<double>(d), kPackCost))
   for (index_t q = 0; q < Q; ++q)
     build_pack(packs[q], q_z + q_off[q] * d, q_beta + q_off[q], q_off[q + 1] - q_off[q], d, gamma);
   const index_t total = Q * N;
-#pragma omp parallel for schedule(static, 16)
+  // a small scan (the search's pool and mixture calls) stays on this thread when waking the other
+  // costs more than it saves; the rows are estimated from the first 64 specs
+  const index_t probe = std::min<index_t>(N, 64);
+  double rows = 0.0;
+  for (index_t t = 0; t < probe; ++t) {
+    const index_t i = sel ? sel[t] : t;
+    rows += static_cast<double>(off[i + 1] - off[i]);
+  }
+  const double madds = probe ? q_rows * rows * static_cast<double>(N) / static_cast<double>(probe) *
+                                   static_cast<double>(d) : 0.0;
+  const bool par = madds >= kLargeWork || split_pays(madds, std::is_same<T, float>::value ? 3.0 : 5.0);
+#pragma omp parallel for schedule(static, 16) if (par)
   for (index_t t = 0; t < total; ++t) {
     const index_t q = t / N, i = sel ? sel[t % N] : t % N;
     out[t] = spec_inner(packs[q], z + off[i] * d, beta + off[i], off[i + 1] - off[i], gamma);
@@ -200,7 +221,14 @@ void cross_inner_impl(const T* q_z, const double* q_beta, const index_t* q_off, 
 template <class T>
 void self_inner_impl(const T* z, const double* beta, const index_t* off, index_t N, index_t d,
                      double gamma, double* out) {
-#pragma omp parallel
+  const index_t probe = std::min<index_t>(N, 64);  // sum of K_i^2 estimated from the first 64 specs
+  double sq = 0.0;
+  for (index_t i = 0; i < probe; ++i) {
+    const double Ki = static_cast<double>(off[i + 1] - off[i]);
+    sq += Ki * Ki;
+  }
+  const double madds = probe ? sq * static_cast<double>(N) / static_cast<double>(probe) * static_cast<double>(d) : 0.0;
+#pragma omp parallel if (madds >= kLargeWork || split_pays(madds, std::is_same<T, float>::value ? 3.0 : 5.0))
   {
     QueryPack<T> P;
 #pragma omp for schedule(dynamic, 8)
@@ -216,7 +244,8 @@ template <class T>
 void gram_impl(const T* z, const double* beta, const index_t* off, index_t N, index_t d, double gamma,
                double* out) {
   std::vector<QueryPack<T>> packs(static_cast<size_t>(N));
-#pragma omp parallel for schedule(dynamic, 8)
+#pragma omp parallel for schedule(dynamic, 8) \
+    if (split_pays(static_cast<double>(off[N] - off[0]) * static_cast<double>(d), kPackCost))
   for (index_t i = 0; i < N; ++i)
     build_pack(packs[i], z + off[i] * d, beta + off[i], off[i + 1] - off[i], d, gamma);
 #pragma omp parallel for schedule(dynamic, 1)

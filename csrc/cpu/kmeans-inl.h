@@ -128,145 +128,260 @@ inline std::int64_t km_scalar_label(const float* xr, index_t d, const float* c, 
   return bestj;
 }
 
+// |a - b|^2 in float64 over four independent chains (a bound, not a score: any order will do, the
+// caller's factor `up` covers the rounding); one chain was latency-bound at ~4 cycles per coordinate.
+inline double km_sq_dist(const float* a, const float* b, index_t d) {
+  double s[4] = {0.0, 0.0, 0.0, 0.0};
+  index_t t = 0;
+  for (; t + 4 <= d; t += 4) {
+    _Pragma("GCC unroll 4")
+    for (int j = 0; j < 4; ++j) {
+      const double diff = static_cast<double>(a[t + j]) - static_cast<double>(b[t + j]);
+      s[j] += diff * diff;
+    }
+  }
+  for (; t < d; ++t) {
+    const double diff = static_cast<double>(a[t]) - static_cast<double>(b[t]);
+    s[0] += diff * diff;
+  }
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+// Two threads score the tiles of every iteration inside one parallel region when a team pays
+// (km_team_pays): the second thread waits for each scoring phase by spinning, so the wake-up of
+// a passive OpenMP thread (~60 us on a shared VM) is paid once per k-means, not once per
+// iteration.  Tiles are claimed from one atomic ticket (phase << 32 | next tile); the first thread
+// scores whatever the second has not claimed and waits only for claimed tiles.  Which thread
+// scores a tile never changes a result.
+struct KmTeam {
+  std::atomic<std::uint64_t> ticket{0};
+  std::atomic<index_t> ntiles{0}, done{0};
+  std::atomic<bool> quit{false};
+};
+
+inline void km_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Claims and scores tiles of phase `phase` until none is left; score(t) scores tile t.
+template <class Fn>
+inline void km_claim(KmTeam& team, std::uint32_t phase, Fn&& score) {
+  for (;;) {
+    std::uint64_t t = team.ticket.load(std::memory_order_acquire);
+    if (static_cast<std::uint32_t>(t >> 32) != phase) return;
+    const index_t tile = static_cast<index_t>(t & 0xffffffffu);
+    if (tile >= team.ntiles.load(std::memory_order_relaxed)) return;
+    if (!team.ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
+    score(tile);
+    team.done.fetch_add(1, std::memory_order_release);
+  }
+}
+
+// One team at a time in the process (concurrent k-means, e.g. from fit_many's threads, run alone)
+inline std::atomic<int>& km_teams_running() {
+  static std::atomic<int> running{0};
+  return running;
+}
+
 inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter,
                              double tol) {
   constexpr double kEps = 5.9604644775390625e-08;  // 2^-24
   const double err_coef = 2.0 * (static_cast<double>(d) + 6.0) * kEps;
+  const double up = 1.0 + 1e-12 + static_cast<double>(d) * 2.3e-16;  // > float64 rounding of a d-term sum, then sqrt
   std::vector<double> xn(static_cast<size_t>(n)), u(static_cast<size_t>(n)), l(static_cast<size_t>(n), 0.0);
   std::vector<float> xnf(static_cast<size_t>(n)), cn(static_cast<size_t>(k));
-  std::vector<std::int64_t> label(static_cast<size_t>(n), -1);
+  std::vector<std::int64_t> label(static_cast<size_t>(n), -1), todo_label(static_cast<size_t>(n));
   std::vector<double> sums(static_cast<size_t>(k * d)), move(static_cast<size_t>(k));
-  std::vector<index_t> counts(static_cast<size_t>(k)), todo;
-  std::vector<char> changed(static_cast<size_t>(k)), need(static_cast<size_t>(n), 1);
-  todo.reserve(static_cast<size_t>(n));
+  std::vector<index_t> counts(static_cast<size_t>(k)), todo(static_cast<size_t>(n)), loose(static_cast<size_t>(n));
+  std::vector<char> changed(static_cast<size_t>(k));
   for (index_t i = 0; i < n; ++i) {
     double s = 0.0;
     for (index_t t = 0; t < d; ++t) s += static_cast<double>(x[i * d + t]) * x[i * d + t];
     xn[i] = s;
     xnf[i] = static_cast<float>(s);
   }
-  // one thread unless the scoring is large: the fork/join costs more than it saves on small
-  // problems, most where the threads share one core's FP units (threads_add_throughput: separate
-  // cores already gain at n = 2000, K = 100, d = 20)
-  const bool cores = threads_add_throughput();
-  const bool par = static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(d) >= (cores ? 1e6 : 5e7);
-  const index_t tile_par_work = cores ? 200000 : 2000000;
-  (void)par;
-  (void)tile_par_work;
+  // Large problems split every phase with OpenMP (threads sharing one core's FP units gain there
+  // too); small ones use a team for the scoring where one full scoring (~1.6 float32 FMA lanes
+  // per multiply-add) of four iterations outweighs three wake-ups (split_pays), else one thread.
+  const double full = static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(d);
+  const bool big = full >= 5e7;
+  int threads = 1;
+#ifdef LWE_HAVE_OPENMP
+  threads = omp_get_max_threads();
+#endif
+  bool team_on = !big && threads >= 2 && n > kKmRows && split_pays(4.0 * full, 1.6);
+  if (team_on && km_teams_running().fetch_add(1) != 0) {
+    km_teams_running().fetch_sub(1);
+    team_on = false;
+  }
+  KmTeam team;
+  std::vector<float> xT(static_cast<size_t>(2 * d * kKmRows));  // one scratch tile per thread
+
+  index_t ntodo = 0;
+  double cmax = 0.0;
+  // tile t of this iteration's rows todo[0..ntodo): labels into todo_label, bounds into u, l
+  auto score_tile = [&](index_t t, float* xTs) {
+    std::int64_t lab[kKmRows];
+    float b1[kKmRows], b2[kKmRows];
+    bool bad[kKmRows];
+    const index_t r0 = t * kKmRows, m = std::min(kKmRows, ntodo - r0);
+    const index_t* rows = todo.data() + r0;
+    km_score_tile(x, d, rows, m, c, k, cn.data(), xnf.data(), xTs, lab, b1, b2, bad);
+    for (index_t r = 0; r < m; ++r) {
+      const index_t i = rows[r];
+      const double E = err_coef * (xn[i] + cmax);
+      if (bad[r]) {
+        todo_label[r0 + r] = km_scalar_label(x + i * d, d, c, k, cn.data(), xnf[i]);
+        u[i] = std::numeric_limits<double>::infinity();
+        l[i] = 0.0;
+        continue;
+      }
+      todo_label[r0 + r] = lab[r];
+      u[i] = std::sqrt(std::max(0.0, -static_cast<double>(b1[r]) + E));
+      l[i] = k > 1 ? std::sqrt(std::max(0.0, -static_cast<double>(b2[r]) - E))
+                   : std::numeric_limits<double>::infinity();
+    }
+  };
+
   int it = 0;
-  for (it = 1; it <= max_iter; ++it) {
-    double cmax = 0.0;
-    for (index_t j = 0; j < k; ++j) {
-      double s = 0.0;
-      for (index_t t = 0; t < d; ++t) s += static_cast<double>(c[j * d + t]) * c[j * d + t];
-      cn[j] = static_cast<float>(s);
-      cmax = std::max(cmax, s);
-    }
-    // ---- which rows can change label (bounds), tightening u on the way
-    if (it > 1) {
-#pragma omp parallel for schedule(static, 1024) if (par)
-      for (index_t i = 0; i < n; ++i) {
-        const double E2 = 2.0 * err_coef * (xn[i] + cmax);
-        const double li = l[i];
-        if (li > 0.0 && li * li - u[i] * u[i] > E2) {
-          need[i] = 0;
-          continue;
-        }
-        const float* xr = x + i * d;
-        const float* cr = c + label[i] * d;
-        double D = 0.0;
-        for (index_t t = 0; t < d; ++t) {
-          const double diff = static_cast<double>(xr[t]) - static_cast<double>(cr[t]);
-          D += diff * diff;
-        }
-        u[i] = std::sqrt(D) * (1.0 + 1e-12);
-        need[i] = !(li > 0.0 && li * li - u[i] * u[i] > E2);
+  auto lloyd = [&](bool in_team) {
+    for (it = 1; it <= max_iter; ++it) {
+      cmax = 0.0;
+      for (index_t j = 0; j < k; ++j) {
+        double s = 0.0;
+        for (index_t t = 0; t < d; ++t) s += static_cast<double>(c[j * d + t]) * c[j * d + t];
+        cn[j] = static_cast<float>(s);
+        cmax = std::max(cmax, s);
       }
-    }
-    todo.clear();
-    for (index_t i = 0; i < n; ++i)
-      if (need[i]) todo.push_back(i);
-    const index_t ntodo = static_cast<index_t>(todo.size());
-    const index_t ntiles = (ntodo + kKmRows - 1) / kKmRows;
-    std::vector<std::int64_t> new_label(label);
-#pragma omp parallel if (par && ntodo * k * d >= tile_par_work)
-    {
-      std::vector<float> xT(static_cast<size_t>(d * kKmRows));
-      std::int64_t lab[kKmRows];
-      float b1[kKmRows], b2[kKmRows];
-      bool bad[kKmRows];
+      // ---- which rows can change label (bounds), tightening u on the way; the lists are built
+      // without branches on the (unpredictable) bound tests
+      if (it == 1) {
+        for (index_t i = 0; i < n; ++i) todo[i] = i;
+        ntodo = n;
+      } else {
+        index_t nl = 0;
+        for (index_t i = 0; i < n; ++i) {
+          const double li = l[i];
+          loose[nl] = i;
+          nl += !(li > 0.0 && li * li - u[i] * u[i] > 2.0 * err_coef * (xn[i] + cmax));
+        }
+#pragma omp parallel for schedule(static, 1024) if (big)
+        for (index_t a = 0; a < nl; ++a) {
+          const index_t i = loose[a];
+          u[i] = std::sqrt(km_sq_dist(x + i * d, c + label[i] * d, d)) * up;
+        }
+        ntodo = 0;
+        for (index_t a = 0; a < nl; ++a) {
+          const index_t i = loose[a];
+          const double li = l[i];
+          todo[ntodo] = i;
+          ntodo += !(li > 0.0 && li * li - u[i] * u[i] > 2.0 * err_coef * (xn[i] + cmax));
+        }
+      }
+      const index_t ntiles = (ntodo + kKmRows - 1) / kKmRows;
+      if (in_team) {
+        team.ntiles.store(ntiles, std::memory_order_relaxed);
+        team.done.store(0, std::memory_order_relaxed);
+        team.ticket.store(static_cast<std::uint64_t>(it) << 32, std::memory_order_release);
+        km_claim(team, static_cast<std::uint32_t>(it), [&](index_t t) { score_tile(t, xT.data()); });
+        while (team.done.load(std::memory_order_acquire) < ntiles) km_pause();
+      } else if (big && static_cast<double>(ntodo) * static_cast<double>(k) * static_cast<double>(d) >= 2e6) {
+#pragma omp parallel
+        {
+          std::vector<float> xTs(static_cast<size_t>(d * kKmRows));
 #pragma omp for schedule(dynamic, 4)
-      for (index_t t = 0; t < ntiles; ++t) {
-        const index_t r0 = t * kKmRows, m = std::min(kKmRows, ntodo - r0);
-        const index_t* rows = todo.data() + r0;
-        km_score_tile(x, d, rows, m, c, k, cn.data(), xnf.data(), xT.data(), lab, b1, b2, bad);
-        for (index_t r = 0; r < m; ++r) {
-          const index_t i = rows[r];
-          const double E = err_coef * (xn[i] + cmax);
-          if (bad[r]) {
-            new_label[i] = km_scalar_label(x + i * d, d, c, k, cn.data(), xnf[i]);
-            u[i] = std::numeric_limits<double>::infinity();
-            l[i] = 0.0;
-            continue;
+          for (index_t t = 0; t < ntiles; ++t) score_tile(t, xTs.data());
+        }
+      } else {
+        for (index_t t = 0; t < ntiles; ++t) score_tile(t, xT.data());
+      }
+      // ---- update: only clusters whose membership changed
+      std::fill(changed.begin(), changed.end(), static_cast<char>(it == 1));
+      for (index_t a = 0; a < ntodo; ++a) {
+        const index_t i = todo[a];
+        const std::int64_t nl = todo_label[a], ol = label[i];
+        if (nl != ol) {
+          changed[nl] = 1;
+          if (ol >= 0) changed[ol] = 1;
+          label[i] = nl;
+        }
+      }
+      for (index_t j = 0; j < k; ++j)
+        if (changed[j]) {
+          counts[j] = 0;
+          std::fill(&sums[j * d], &sums[j * d] + d, 0.0);
+        }
+      for (index_t i = 0; i < n; ++i) {
+        const index_t j = label[i];
+        if (!changed[j]) continue;
+        ++counts[j];
+        double* s = &sums[j * d];
+        const float* xr = x + i * d;
+        for (index_t t = 0; t < d; ++t) s[t] += static_cast<double>(xr[t]);
+      }
+      double shift = 0.0, move1 = 0.0, move2 = 0.0;
+      index_t arg1 = -1;
+      for (index_t j = 0; j < k; ++j) {
+        move[j] = 0.0;
+        if (!changed[j]) continue;
+        double mj = 0.0;
+        for (index_t t = 0; t < d; ++t) {
+          // an empty cluster's centroid becomes the zero vector (reference rule)
+          const float nv = counts[j] ? static_cast<float>(sums[j * d + t] / static_cast<double>(counts[j])) : 0.0f;
+          const double diff = static_cast<double>(nv) - static_cast<double>(c[j * d + t]);
+          shift += diff * diff;  // element order as a full recompute (unchanged clusters add +0)
+          mj += diff * diff;
+          c[j * d + t] = nv;
+        }
+        move[j] = std::sqrt(mj) * up;
+        if (move[j] > move1) {
+          move2 = move1;
+          move1 = move[j];
+          arg1 = j;
+        } else if (move[j] > move2) {
+          move2 = move[j];
+        }
+      }
+      if (shift <= tol) break;
+      // ---- bounds follow the centroids
+      for (index_t i = 0; i < n; ++i) {
+        const index_t j = label[i];
+        u[i] += move[j];
+        l[i] -= (j == arg1 ? move2 : move1);
+      }
+    }
+  };
+
+  if (!team_on) {
+    lloyd(false);
+  } else {
+#ifdef LWE_HAVE_OPENMP
+#pragma omp parallel num_threads(2)
+    {
+      if (omp_get_thread_num() == 0) {
+        lloyd(omp_get_num_threads() == 2);
+        team.quit.store(true, std::memory_order_release);
+      } else {
+        std::uint32_t seen = 0;
+        int idle = 0;
+        while (!team.quit.load(std::memory_order_acquire)) {
+          const auto phase = static_cast<std::uint32_t>(team.ticket.load(std::memory_order_acquire) >> 32);
+          if (phase != seen) {
+            seen = phase;
+            idle = 0;
+            km_claim(team, phase, [&](index_t t) { score_tile(t, xT.data() + d * kKmRows); });
+          } else if (++idle < 4096) {
+            km_pause();
+          } else {
+            std::this_thread::yield();  // a long serial phase (or a descheduled first thread)
           }
-          new_label[i] = lab[r];
-          u[i] = std::sqrt(std::max(0.0, -static_cast<double>(b1[r]) + E));
-          l[i] = k > 1 ? std::sqrt(std::max(0.0, -static_cast<double>(b2[r]) - E))
-                       : std::numeric_limits<double>::infinity();
         }
       }
     }
-    // ---- update: only clusters whose membership changed
-    std::fill(changed.begin(), changed.end(), static_cast<char>(it == 1));
-    for (index_t i = 0; i < n; ++i)
-      if (new_label[i] != label[i]) {
-        changed[new_label[i]] = 1;
-        if (label[i] >= 0) changed[label[i]] = 1;
-      }
-    label.swap(new_label);
-    for (index_t j = 0; j < k; ++j)
-      if (changed[j]) {
-        counts[j] = 0;
-        std::fill(&sums[j * d], &sums[j * d] + d, 0.0);
-      }
-    for (index_t i = 0; i < n; ++i) {
-      const index_t j = label[i];
-      if (!changed[j]) continue;
-      ++counts[j];
-      double* s = &sums[j * d];
-      const float* xr = x + i * d;
-      for (index_t t = 0; t < d; ++t) s[t] += static_cast<double>(xr[t]);
-    }
-    double shift = 0.0, move1 = 0.0, move2 = 0.0;
-    index_t arg1 = -1;
-    for (index_t j = 0; j < k; ++j) {
-      move[j] = 0.0;
-      if (!changed[j]) continue;
-      double mj = 0.0;
-      for (index_t t = 0; t < d; ++t) {
-        // an empty cluster's centroid becomes the zero vector (reference rule)
-        const float nv = counts[j] ? static_cast<float>(sums[j * d + t] / static_cast<double>(counts[j])) : 0.0f;
-        const double diff = static_cast<double>(nv) - static_cast<double>(c[j * d + t]);
-        shift += diff * diff;  // element order as a full recompute (unchanged clusters add +0)
-        mj += diff * diff;
-        c[j * d + t] = nv;
-      }
-      move[j] = std::sqrt(mj) * (1.0 + 1e-12);
-      if (move[j] > move1) {
-        move2 = move1;
-        move1 = move[j];
-        arg1 = j;
-      } else if (move[j] > move2) {
-        move2 = move[j];
-      }
-    }
-    if (shift <= tol) break;
-    // ---- bounds follow the centroids
-    for (index_t i = 0; i < n; ++i) {
-      const index_t j = label[i];
-      u[i] += move[j];
-      l[i] -= (j == arg1 ? move2 : move1);
-    }
+#endif
+    km_teams_running().fetch_sub(1);
   }
   return it > max_iter ? max_iter : it;
 }

@@ -71,6 +71,14 @@ double peak_exp_f32(double seconds);
 // siblings sharing FP units): measured once, ~6 ms; it only moves the serial thresholds of small
 // problems (k-means, data moments), never a result.
 bool threads_add_throughput();
+// Whether splitting `madds` multiply-adds of a kernel costing `cost` float32 FMA lanes each over
+// two threads saves time here: the threads are separate cores (threads_add_throughput) and the
+// serial time, estimated from the probe's one-thread FMA rate, exceeds three times the measured
+// cost of waking the other thread for a parallel region (~1 us when OpenMP threads spin, ~70 us
+// on a shared VM with OMP_WAIT_POLICY=PASSIVE, lwengine's default).  Measured once with the probe.
+bool split_pays(double madds, double cost);
+// The probe's values: separate cores, one thread's float32 FMA lanes/s, the wake-up time (s).
+void thread_probe_values(bool* cores, double* lane_fma_s, double* wake_s);
 
 // Calls fn in the namespace of the active path (portable, avx2, avx512), chosen once per call.
 #if LWE_HAVE_AVX512_BUILD

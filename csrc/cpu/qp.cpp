@@ -319,7 +319,26 @@ void active_set_qp(const double* G, const double* c, index_t n, const double* y0
   bool stationary = false;
   const index_t max_iter = 100 * n + 100;
   bool x_changed = true;  // freeing a bound leaves x, hence g, unchanged
+  // a (bitwise) symmetric G -- every Gram matrix -- has g = G x = sum over the free j of x_j G[j, :]:
+  // contiguous rows, only |F| of them, vectorised (the general case reads all n entries of every row)
+  bool symmetric = true;
+  for (index_t i = 0; symmetric && i < n; ++i)
+    for (index_t j = 0; j < i; ++j)
+      if (G[i * n + j] != G[j * n + i]) {
+        symmetric = false;
+        break;
+      }
   for (index_t iter = 0; iter < max_iter; ++iter) {
+    if (x_changed && symmetric) {
+      double* gp = g.data();
+      for (index_t i = 0; i < n; ++i) gp[i] = -c[i];
+      for (index_t v : F) {
+        const double xv = x[v];
+        const double* gv = G + v * n;
+        for (index_t i = 0; i < n; ++i) gp[i] += xv * gv[i];
+      }
+      x_changed = false;
+    }
     for (index_t i = 0; x_changed && i < n; ++i) {
       const double* gi = G + i * n;
       double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
@@ -462,7 +481,10 @@ double simplex_qp(const double* G, const double* c, index_t n, double* x, const 
 }
 
 void simplex_qp_batch(const double* Gs, const double* cs, index_t B, index_t n, double* xs, double* objs) {
-#pragma omp parallel for schedule(dynamic, 1)
+  // the search's batches of tiny QPs stay on this thread unless splitting saves more than the wake-up
+  const double nd = static_cast<double>(n);
+  const double work = static_cast<double>(B) * nd * nd * (nd + 8.0);
+#pragma omp parallel for schedule(dynamic, 1) if (work >= 3.2e7 || split_pays(work, 2.0))
   for (index_t b = 0; b < B; ++b) objs[b] = simplex_qp(Gs + b * n * n, cs + b * n, n, xs + b * n, nullptr);
 }
 

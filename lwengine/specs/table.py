@@ -569,7 +569,9 @@ def fit_many(datasets, K: int = 100, gamma: float = 0.1, step_size: float = 0.1,
                 if bar is not None:
                     bar.update(1)
         else:
-            with ThreadPoolExecutor(max_workers=min(n_jobs, N)) as pool:
+            # each job's kernels on one thread: the jobs already fill the cores (no oversubscription,
+            # no k-means team spinning beside another job)
+            with ThreadPoolExecutor(max_workers=min(n_jobs, N), initializer=kernels.single_threaded_here) as pool:
                 futures = {pool.submit(one, i): i for i in range(N)}
                 for fut in as_completed(futures):
                     results[futures[fut]] = fut.result()
