@@ -265,7 +265,7 @@ inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, ind
         for (index_t i = 0; i < n; ++i) {
           const double li = l[i];
           loose[nl] = i;
-          nl += !(li > 0.0 && li * li - u[i] * u[i] > 2.0 * err_coef * (xn[i] + cmax));
+          nl += static_cast<index_t>(!((li > 0.0) & (li * li - u[i] * u[i] > 2.0 * err_coef * (xn[i] + cmax))));
         }
 #pragma omp parallel for schedule(static, 1024) if (big)
         for (index_t a = 0; a < nl; ++a) {
@@ -277,7 +277,7 @@ inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, ind
           const index_t i = loose[a];
           const double li = l[i];
           todo[ntodo] = i;
-          ntodo += !(li > 0.0 && li * li - u[i] * u[i] > 2.0 * err_coef * (xn[i] + cmax));
+          ntodo += static_cast<index_t>(!((li > 0.0) & (li * li - u[i] * u[i] > 2.0 * err_coef * (xn[i] + cmax))));
         }
       }
       const index_t ntiles = (ntodo + kKmRows - 1) / kKmRows;
