@@ -184,6 +184,12 @@ double spec_inner(const QueryPack<T>& P, const T* z, const double* beta, index_t
   return total;
 }
 
+// Hints `bytes` from p into L2, one per 64-byte line (a spec's rows: ~8-16 KB).
+inline void prefetch_l2(const void* p, size_t bytes) {
+  const char* c = static_cast<const char*>(p);
+  for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 2);
+}
+
 // float32 FMA lanes per query row coordinate of build_pack (a division, conversions, stores), and
 // the work (multiply-adds) above which a scan always splits (threads sharing one core's FP units
 // gain there too), for split_pays
@@ -214,6 +220,11 @@ void cross_inner_impl(const T* q_z, const double* q_beta, const index_t* q_off, 
 #pragma omp parallel for schedule(static, 16) if (par)
   for (index_t t = 0; t < total; ++t) {
     const index_t q = t / N, i = sel ? sel[t % N] : t % N;
+    if (sel && t + 1 < total) {  // scattered specs: fetch the next one's rows while this one computes
+      const index_t j = sel[(t + 1) % N];
+      prefetch_l2(z + off[j] * d, static_cast<size_t>(off[j + 1] - off[j]) * static_cast<size_t>(d) * sizeof(T));
+      prefetch_l2(beta + off[j], static_cast<size_t>(off[j + 1] - off[j]) * sizeof(double));
+    }
     out[t] = spec_inner(packs[q], z + off[i] * d, beta + off[i], off[i + 1] - off[i], gamma);
   }
 }
