@@ -74,6 +74,7 @@ __all__ = [
     "float_array",
     "gather_specs",
     "single_threaded_here",
+    "fit_objective",
     "nngp_kernel",
 ]
 
@@ -466,6 +467,15 @@ def rs_step(z, beta, x, gamma, step_size, *, exact_gradient: bool = False, devic
     return rs_step_from_moments(z, beta, C, T, gamma, step_size, exact_gradient=exact_gradient, device=device)
 
 
+def fit_objective(G, C, beta) -> float:
+    """The fit's objective ``beta'G beta - 2 beta'C`` (its MMD^2 to the data minus the data's own
+    term), one native formula for every fit path."""
+    C = np.ascontiguousarray(C, dtype=np.float64)
+    G = np.ascontiguousarray(G, dtype=np.float64)
+    beta = np.ascontiguousarray(beta, dtype=np.float64)
+    return float(_native("fit_objective")(G, C, beta))
+
+
 def _as_x0(x0, n):
     x0 = as_vector(x0, "x0", n)
     if not np.isfinite(x0).all():
@@ -625,6 +635,22 @@ class FitKernels:
         x = np.zeros(K)
         _native("simplex_qp")(G, C, x, warm)
         return x
+
+    def fit_reference(self, z, steps: int, step_size):
+        """The reference fit after its init in one native call (CPU): one beta update at ``z``, then
+        ``steps`` x (Z step, beta update), exactly the calls :meth:`moments`, :meth:`point_gram`,
+        :meth:`beta_qp` and :meth:`step_from_gram` make in that loop (the same bits).  Returns
+        ``(z, beta, objectives, status)``: status 0, or 1 / 2 where G or C turned non-finite at the
+        first / a later beta update."""
+        if self.device != "cpu":
+            raise ValueError(f"fit_reference runs on the CPU, this FitKernels is on {self.device!r}")
+        z = np.array(self._z(z), dtype=np.float64, order="C", copy=True)
+        steps = int(steps)
+        beta = np.zeros(z.shape[0])
+        objectives = np.zeros(steps + 1)
+        _record("fit_reference", "cpu")
+        status = _native("fit_reference")(self.x, z, self.gamma, steps, _as_step(step_size), beta, objectives)
+        return z, beta, objectives, int(status)
 
     def step_from_gram(self, z, beta, C, T, G, step_size):
         """The reference's Z step (:func:`rs_step_from_gram`) on this device."""

@@ -266,6 +266,46 @@ void rs_step_from_gram(const py::object& z_o, const py::object& beta_o, const py
 }
 
 // ------------------------------------------------------------------ QP
+template <class Tx>
+int fit_reference_t(const py::object& x_o, py::array& z, double gamma, int steps, double step_size,
+                    const py::object& beta_o, const py::object& obj_o) {
+  const index_t K = z.shape(0), d = z.shape(1);
+  py::array x = checked<Tx>(x_o, "x", 2);
+  const index_t n = x.shape(0);
+  if (n < 1) fail("x must have at least one row, got 0");
+  if (K < 1) fail("z must have at least one row, got 0");
+  expect_dim(x, "x", 1, d, "dimension (columns of z)");
+  if (steps < 0) fail("steps must be >= 0, got " + std::to_string(steps));
+  if (!(std::isfinite(step_size) && step_size >= 0)) fail("step_size must be a finite number >= 0");
+  py::array beta = checked<double>(beta_o, "beta_out", 1, true);
+  expect_dim(beta, "beta_out", 0, K, "length (rows of z)");
+  py::array obj = checked<double>(obj_o, "objectives_out", 1, true);
+  expect_dim(obj, "objectives_out", 0, steps + 1, "length (steps + 1)");
+  checked_gamma(gamma);
+  double* zp = static_cast<double*>(z.mutable_data());
+  check_finite(zp, K * d, "z");
+  const Tx* xp = static_cast<const Tx*>(x.data());
+  double *bp = static_cast<double*>(beta.mutable_data()), *op = static_cast<double*>(obj.mutable_data());
+  py::gil_scoped_release nogil;
+  return lwe::fit_reference(xp, n, d, zp, K, gamma, steps, step_size, bp, op);
+}
+int fit_reference(const py::object& x, const py::object& z_o, double gamma, int steps, double step_size,
+                  const py::object& beta, const py::object& obj) {
+  py::array z = checked<double>(z_o, "z", 2, true);
+  return points_are_f32(x, "x") ? fit_reference_t<float>(x, z, gamma, steps, step_size, beta, obj)
+                                : fit_reference_t<double>(x, z, gamma, steps, step_size, beta, obj);
+}
+double fit_objective(const py::object& G_o, const py::object& C_o, const py::object& beta_o) {
+  py::array C = checked<double>(C_o, "C", 1);
+  const index_t K = C.shape(0);
+  py::array G = checked<double>(G_o, "G", 2);
+  expect_dim(G, "G", 0, K, "rows (len(C))");
+  expect_dim(G, "G", 1, K, "columns (len(C))");
+  py::array beta = checked<double>(beta_o, "beta", 1);
+  expect_dim(beta, "beta", 0, K, "length (len(C))");
+  return lwe::fit_objective(static_cast<const double*>(G.data()), static_cast<const double*>(C.data()),
+                            static_cast<const double*>(beta.data()), K);
+}
 double simplex_qp(const py::object& G_o, const py::object& c_o, const py::object& x_o, const py::object& x0_o) {
   py::array c = checked<double>(c_o, "c", 1);
   const index_t n = c.shape(0);
@@ -430,6 +470,13 @@ PYBIND11_MODULE(_core, m) {
         py::arg("out"), "out[i] = <mu_i, mu_i> for every spec of a packed store.");
   m.def("gram", &store_op<true>, py::arg("z"), py::arg("beta"), py::arg("offsets"), py::arg("gamma"),
         py::arg("out"), "out[i, j] = <mu_i, mu_j> (symmetric).");
+  m.def("fit_reference", &fit_reference, py::arg("x"), py::arg("z"), py::arg("gamma"), py::arg("steps"),
+        py::arg("step_size"), py::arg("beta_out"), py::arg("objectives_out"),
+        "The reference fit after its init, in place on z (K, d) float64: one beta update, then steps x "
+        "(Z step, beta update); beta_out (K,) and objectives_out (steps + 1,) are written.  Returns 0, or "
+        "1 / 2 where G or C turned non-finite at the first / a later beta update.");
+  m.def("fit_objective", &fit_objective, py::arg("G"), py::arg("C"), py::arg("beta"),
+        "beta'G beta - 2 beta'C (the fit's objective: MMD^2 to the data minus its data term).");
   m.def("zx_moments", &zx_moments, py::arg("z"), py::arg("x"), py::arg("gamma"), py::arg("C"),
         py::arg("T").none(true), "C_i = mean_j k(z_i, x_j), T_i = mean_j k(z_i, x_j) x_j (T may be None).");
   m.def("rs_step_from_moments", &rs_step_from_moments, py::arg("z"), py::arg("beta"), py::arg("C"), py::arg("T"),

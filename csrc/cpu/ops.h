@@ -64,6 +64,14 @@ double simplex_qp(const double* G, const double* c, index_t n, double* x, const 
 void simplex_qp_batch(const double* Gs, const double* cs, index_t B, index_t n, double* xs,
                       double* objs);
 
+// ---- the reference fit after its init (fit.cpp): one beta update at z, then `steps` x (Z step,
+// beta update); z (K, d) in place, beta (K) and objectives (steps + 1, beta'G beta - 2 beta'C)
+// out.  Returns 0, or 1 / 2 where G or C turned non-finite at the first / a later beta update.
+template <class Tx>
+int fit_reference(const Tx* x, index_t n, index_t d, double* z, index_t K, double gamma, int steps,
+                  double step_size, double* beta, double* objectives);
+double fit_objective(const double* G, const double* C, const double* beta, index_t K);
+
 // ---- machine probes for the benchmarks: (flops/s of fp32 FMA, float32 exp/s), all threads
 double peak_fma_f32(double seconds);
 double peak_exp_f32(double seconds);

@@ -34,6 +34,7 @@ _LEGACY_TYPES = ("RKMEStatSpecification",)
 _SIZE_CAP = 1_310_720  # reference: K * d must not exceed this (semantics §1.2)
 _SIGNED_RIDGE = 1e-5  # reference: beta = (G + 1e-5 I)^-1 C when nonnegative_beta=False
 _UPDATES = ("reference", "mmd-descent")
+FUSED_FIT = True  # the CPU reference fit runs its loop in one native call (FitKernels.fit_reference)
 
 
 # ----------------------------------------------------------------------------- input helpers
@@ -319,6 +320,10 @@ class RKMESpec:
 
         need_t = steps > 0
         fk = kernels.FitKernels(x, gamma, device=device)
+        # the reference update on the CPU runs its whole loop in one native call (the same bits)
+        fused = (FUSED_FIT and fk.device == "cpu" and update == "reference" and nonnegative_beta
+                 and not record_trajectory and n_init == 1)
+        state = None
         if init_z is not None:
             z = _to_numpy(init_z, "init_z")
             if z.ndim < 1 or z.shape[0] < 1 or z.size != z.shape[0] * d:
@@ -328,32 +333,45 @@ class RKMESpec:
                 raise ValueError("init_z must be finite")
             K = z.shape[0]
             info = FitInfo(K=K, update=update)
-            state = _beta_state(fk, z, nonnegative_beta, need_t)
+            if not fused:
+                state = _beta_state(fk, z, nonnegative_beta, need_t)
         else:
             if cls.size_cap is not None and K * d > cls.size_cap:
                 K = max(20, cls.size_cap // d)
             if K >= n:
                 K = max(1, (2 * n) // 3)
-            seeds = [seed] if n_init == 1 else np.random.SeedSequence(_entropy(seed)).spawn(n_init)
-            best = None
-            for s in seeds:  # best of n_init k-means inits by the objective after the first beta
-                centroids, iters = kernels.kmeans(x, K, max_iter=max_kmeans_iter, seed=s, init=init)
-                z_try = centroids.astype(np.float64)
-                st = _beta_state(fk, z_try, nonnegative_beta, need_t)
-                obj = _objective(st[3], st[2], st[0])
-                if best is None or obj < best[0]:
-                    best = (obj, z_try, st, iters)
-            _, z, state, iters = best
+            if fused:
+                centroids, iters = kernels.kmeans(x, K, max_iter=max_kmeans_iter, seed=seed, init=init)
+                z = centroids.astype(np.float64)
+            else:
+                seeds = [seed] if n_init == 1 else np.random.SeedSequence(_entropy(seed)).spawn(n_init)
+                best = None
+                for s in seeds:  # best of n_init k-means inits by the objective after the first beta
+                    centroids, iters = kernels.kmeans(x, K, max_iter=max_kmeans_iter, seed=s, init=init)
+                    z_try = centroids.astype(np.float64)
+                    st = _beta_state(fk, z_try, nonnegative_beta, need_t)
+                    obj = _objective(st[3], st[2], st[0])
+                    if best is None or obj < best[0]:
+                        best = (obj, z_try, st, iters)
+                _, z, state, iters = best
             info = FitInfo(K=K, update=update, kmeans_iterations=int(iters))
 
-        try:
-            z, beta = _optimize(fk, z, state, step_size, steps, nonnegative_beta, update, info,
-                                record_trajectory)
-        except ValueError as exc:
-            if "must be finite" not in str(exc):
-                raise
-            raise ValueError(f"the fit diverged (non-finite reduced set): step_size={step_size!r} is too large "
-                             "for this data") from None
+        if fused:
+            z, beta, objectives, status = fk.fit_reference(z, steps, step_size)
+            if status == 1:
+                raise ValueError("G and c must be finite")
+            if status == 2:
+                raise ValueError(_diverged(step_size))
+            info.objective = objectives.tolist()
+            info.step_sizes = [step_size] * steps
+        else:
+            try:
+                z, beta = _optimize(fk, z, state, step_size, steps, nonnegative_beta, update, info,
+                                    record_trajectory)
+            except ValueError as exc:
+                if "must be finite" not in str(exc):
+                    raise
+                raise ValueError(_diverged(step_size)) from None
         spec = cls(z.reshape((K,) + trailing), beta, gamma, n)
         spec.fit_info = info
         return spec
@@ -466,7 +484,11 @@ def _moments(fk, z, with_t):
 
 
 def _objective(beta, G, C) -> float:
-    return float(beta @ G @ beta - 2.0 * beta @ C)
+    return kernels.fit_objective(G, C, beta)
+
+
+def _diverged(step_size) -> str:
+    return f"the fit diverged (non-finite reduced set): step_size={step_size!r} is too large for this data"
 
 
 def _beta_state(fk, z, nonnegative, with_t):

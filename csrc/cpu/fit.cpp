@@ -1,0 +1,67 @@
+// The reference's fit after its k-means init in one native call (RKMESpec.fit's CPU path for the
+// reference update with nonnegative beta, semantics §1.7-1.9): exactly the zx_moments /
+// point_gram / simplex_qp / rs_step_from_gram calls of the Python loop it stands for, in the same
+// order with the same arguments (so the same bits), without the Python between them (~1 ms of a
+// ~6 ms fit at n = 2000, K = 100).
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "ops.h"
+
+namespace lwe {
+namespace {
+bool all_finite(const std::vector<double>& v) {
+  for (double a : v)
+    if (!std::isfinite(a)) return false;
+  return true;
+}
+}  // namespace
+
+double fit_objective(const double* G, const double* C, const double* beta, index_t K) {
+  // (beta'G) beta - 2 beta'C, the row sums v_j = sum_i beta_i G_ij in increasing i
+  std::vector<double> v(static_cast<size_t>(K), 0.0);
+  for (index_t i = 0; i < K; ++i) {
+    const double bi = beta[i];
+    const double* gi = G + i * K;
+    for (index_t j = 0; j < K; ++j) v[j] += bi * gi[j];
+  }
+  double quad = 0.0, lin = 0.0;
+  for (index_t j = 0; j < K; ++j) {
+    quad += v[j] * beta[j];
+    lin += beta[j] * C[j];
+  }
+  return quad - 2.0 * lin;
+}
+
+template <class Tx>
+int fit_reference(const Tx* x, index_t n, index_t d, double* z, index_t K, double gamma, int steps,
+                  double step_size, double* beta, double* objectives) {
+  std::vector<double> C(static_cast<size_t>(K)), T(steps > 0 ? static_cast<size_t>(K * d) : 0),
+      G(static_cast<size_t>(K * K)), z_next(static_cast<size_t>(K * d)), warm(static_cast<size_t>(K));
+  // the beta update at z (moments, Gram, QP); false where G or C is not finite (a diverged step)
+  auto beta_update = [&](bool with_t, const double* x0) {
+    zx_moments(z, K, x, n, d, gamma, C.data(), with_t ? T.data() : nullptr);
+    point_gram(z, K, d, gamma, G.data());
+    if (!all_finite(G) || !all_finite(C)) return false;
+    simplex_qp(G.data(), C.data(), K, beta, x0);
+    return true;
+  };
+  if (!beta_update(steps > 0, nullptr)) return 1;
+  objectives[0] = fit_objective(G.data(), C.data(), beta, K);
+  for (int t = 0; t < steps; ++t) {
+    rs_step_from_gram(z, beta, C.data(), T.data(), G.data(), K, d, gamma, step_size, 1.0, z_next.data());
+    std::copy(z_next.begin(), z_next.end(), z);
+    std::copy(beta, beta + K, warm.begin());
+    if (!beta_update(t + 1 < steps, warm.data())) return 2;
+    objectives[t + 1] = fit_objective(G.data(), C.data(), beta, K);
+  }
+  return 0;
+}
+
+template int fit_reference<float>(const float*, index_t, index_t, double*, index_t, double, int, double, double*,
+                                  double*);
+template int fit_reference<double>(const double*, index_t, index_t, double*, index_t, double, int, double, double*,
+                                   double*);
+
+}  // namespace lwe
