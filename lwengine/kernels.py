@@ -58,6 +58,7 @@ __all__ = [
     "simplex_qp",
     "simplex_qp_batch",
     "kmeans",
+    "kmeans_init",
     "kmeanspp_indices",
     "cross_inner_f32_bound",
     "cross_inner_f32_bound_cuda",
@@ -536,14 +537,9 @@ def kmeanspp_indices(x, k, seed=None) -> np.ndarray:
     return np.array(idx, dtype=np.int64)
 
 
-def kmeans(x, k, *, max_iter: int = 100, tol: float = 1e-4, seed=None, init: str = "random", init_idx=None):
-    """Lloyd's k-means (float32) with the reference's rules -> ``(centroids (k, d) float32, iterations)``.
-
-    init ``"random"``: k rows drawn uniformly with replacement (``numpy.random.default_rng(seed)``);
-    ``"k-means++"``: :func:`kmeanspp_indices`; ``init_idx`` overrides both.  Assignment: argmax of
-    ``2 x.c - |x|^2 - |c|^2`` (ties to the lowest index); an empty cluster's centroid becomes zero;
-    stop after the iteration whose summed squared centroid movement is ``<= tol``.  CPU only.
-    """
+def kmeans_init(x, k, *, seed=None, init: str = "random", init_idx=None) -> np.ndarray:
+    """The initial centroids of :func:`kmeans`: a float32 C-contiguous copy of ``k`` rows of ``x``
+    (``init`` / ``init_idx`` as there)."""
     x = as_points(x, "x", np.float32)
     n = x.shape[0]
     k = int(k)
@@ -551,8 +547,6 @@ def kmeans(x, k, *, max_iter: int = 100, tol: float = 1e-4, seed=None, init: str
         raise ValueError("x must have at least one row, got 0")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    if int(max_iter) < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     if init_idx is not None:
         idx = np.asarray(init_idx, dtype=np.int64).reshape(-1)
         if idx.shape[0] != k or idx.min() < 0 or idx.max() >= n:
@@ -563,9 +557,22 @@ def kmeans(x, k, *, max_iter: int = 100, tol: float = 1e-4, seed=None, init: str
         idx = kmeanspp_indices(x, k, seed)
     else:
         raise ValueError(f"init must be 'random' or 'k-means++', got {init!r}")
+    return np.ascontiguousarray(x[idx])
+
+
+def kmeans(x, k, *, max_iter: int = 100, tol: float = 1e-4, seed=None, init: str = "random", init_idx=None):
+    """Lloyd's k-means (float32) with the reference's rules -> ``(centroids (k, d) float32, iterations)``.
+
+    init ``"random"``: k rows drawn uniformly with replacement (``numpy.random.default_rng(seed)``);
+    ``"k-means++"``: :func:`kmeanspp_indices`; ``init_idx`` overrides both.  Assignment: argmax of
+    ``2 x.c - |x|^2 - |c|^2`` (ties to the lowest index); an empty cluster's centroid becomes zero;
+    stop after the iteration whose summed squared centroid movement is ``<= tol``.  CPU only.
+    """
+    if int(max_iter) < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    c = kmeans_init(x, k, seed=seed, init=init, init_idx=init_idx)
     _record("kmeans", "cpu")
-    c = np.ascontiguousarray(x[idx])
-    it = _native("kmeans")(x, c, int(max_iter), float(tol))
+    it = _native("kmeans")(as_points(x, "x", np.float32), c, int(max_iter), float(tol))
     return c, int(it)
 
 
@@ -636,21 +643,28 @@ class FitKernels:
         _native("simplex_qp")(G, C, x, warm)
         return x
 
-    def fit_reference(self, z, steps: int, step_size):
-        """The reference fit after its init in one native call (CPU): one beta update at ``z``, then
-        ``steps`` x (Z step, beta update), exactly the calls :meth:`moments`, :meth:`point_gram`,
-        :meth:`beta_qp` and :meth:`step_from_gram` make in that loop (the same bits).  Returns
-        ``(z, beta, objectives, status)``: status 0, or 1 / 2 where G or C turned non-finite at the
-        first / a later beta update."""
+    def fit_reference(self, z, steps: int, step_size, *, kmeans_c=None, max_iter: int = 100, tol: float = 1e-4):
+        """The reference fit in one native call (CPU): with ``kmeans_c`` (:func:`kmeans_init`'s
+        centroids; ``x`` float32) first :func:`kmeans` from them and ``z`` = its centroids (float64),
+        else ``z`` as given; then one beta update and ``steps`` x (Z step, beta update) -- exactly
+        the calls of :func:`kmeans`, :meth:`moments`, :meth:`point_gram`, :meth:`beta_qp` and
+        :meth:`step_from_gram` in RKMESpec.fit's loop (the same bits).  Returns ``(z, beta,
+        objectives, status, kmeans_iterations)``: status 0, or 1 / 2 where G or C turned non-finite
+        at the first / a later beta update."""
         if self.device != "cpu":
             raise ValueError(f"fit_reference runs on the CPU, this FitKernels is on {self.device!r}")
-        z = np.array(self._z(z), dtype=np.float64, order="C", copy=True)
+        if kmeans_c is None:
+            z = np.array(self._z(z), dtype=np.float64, order="C", copy=True)
+        else:
+            z = np.empty((len(kmeans_c), self.x.shape[1]))
+            _record("kmeans", "cpu")
         steps = int(steps)
         beta = np.zeros(z.shape[0])
         objectives = np.zeros(steps + 1)
         _record("fit_reference", "cpu")
-        status = _native("fit_reference")(self.x, z, self.gamma, steps, _as_step(step_size), beta, objectives)
-        return z, beta, objectives, int(status)
+        status, iters = _native("fit_reference")(self.x, z, self.gamma, steps, _as_step(step_size), beta, objectives,
+                                                 kmeans_c, int(max_iter), float(tol))
+        return z, beta, objectives, int(status), int(iters)
 
     def step_from_gram(self, z, beta, C, T, G, step_size):
         """The reference's Z step (:func:`rs_step_from_gram`) on this device."""

@@ -35,7 +35,8 @@ def test_fused_fit_same_bits_as_the_python_loop(monkeypatch, n, d, K, kw):
 def test_fused_fit_only_for_its_configuration(monkeypatch):
     calls = []
     real = kernels.FitKernels.fit_reference
-    monkeypatch.setattr(kernels.FitKernels, "fit_reference", lambda self, *a: calls.append(1) or real(self, *a))
+    monkeypatch.setattr(kernels.FitKernels, "fit_reference",
+                        lambda self, *a, **kw: calls.append(1) or real(self, *a, **kw))
     X = np.random.default_rng(0).standard_normal((300, 4)).astype(np.float32)
     lwengine.RKMESpec.fit(X, K=20, seed=0, device="cpu")
     assert calls == [1]
@@ -64,8 +65,12 @@ def test_fit_reference_binding_checks_its_arguments():
     x = np.random.default_rng(0).standard_normal((50, 3)).astype(np.float32)
     z = x[:5].astype(np.float64)
     beta, obj = np.zeros(5), np.zeros(4)
-    assert core.fit_reference(x, z.copy(), 0.1, 3, 0.1, beta, obj) == 0
+    assert core.fit_reference(x, z.copy(), 0.1, 3, 0.1, beta, obj) == (0, 0)
     assert abs(beta.sum() - 1) < 1e-12 and np.isfinite(obj).all()
+    c = x[:5].copy()
+    status, iters = core.fit_reference(x, np.zeros((5, 3)), 0.1, 3, 0.1, beta, obj, c, 100, 1e-4)
+    assert status == 0 and iters == kernels.kmeans(x, 5, init_idx=np.arange(5))[1]
+    np.testing.assert_array_equal(c, kernels.kmeans(x, 5, init_idx=np.arange(5))[0])
     bad = [((x, z.copy(), 0.1, 3, 0.1, np.zeros(4), obj), "beta_out"),
            ((x, z.copy(), 0.1, 2, 0.1, beta, obj), "objectives_out"),
            ((x, z.copy(), 0.1, -1, 0.1, beta, np.zeros(0)), "steps"),
@@ -79,3 +84,10 @@ def test_fit_reference_binding_checks_its_arguments():
             core.fit_reference(*args)
     with pytest.raises(TypeError, match="z"):
         core.fit_reference(x, z.astype(np.float32), 0.1, 3, 0.1, beta, obj)
+    with pytest.raises(TypeError, match="kmeans_c"):
+        core.fit_reference(x.astype(np.float64), z.copy(), 0.1, 3, 0.1, beta, obj, x[:5].copy())
+    for c, name in [(x[:4].copy(), "kmeans_c"), (x[:5, :2].copy(), "kmeans_c")]:
+        with pytest.raises(ValueError, match=name):
+            core.fit_reference(x, z.copy(), 0.1, 3, 0.1, beta, obj, c)
+    with pytest.raises(ValueError, match="max_iter"):
+        core.fit_reference(x, z.copy(), 0.1, 3, 0.1, beta, obj, x[:5].copy(), 0)

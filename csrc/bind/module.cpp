@@ -24,6 +24,7 @@ using lwe::bind::checked_gamma;
 using lwe::bind::checked_offsets;
 using lwe::bind::expect_dim;
 using lwe::bind::fail;
+using lwe::bind::fail_type;
 using lwe::bind::points_are_f32;
 
 // ------------------------------------------------------------------ inner products
@@ -267,8 +268,9 @@ void rs_step_from_gram(const py::object& z_o, const py::object& beta_o, const py
 
 // ------------------------------------------------------------------ QP
 template <class Tx>
-int fit_reference_t(const py::object& x_o, py::array& z, double gamma, int steps, double step_size,
-                    const py::object& beta_o, const py::object& obj_o) {
+py::tuple fit_reference_t(const py::object& x_o, py::array& z, double gamma, int steps, double step_size,
+                          const py::object& beta_o, const py::object& obj_o, const py::object& c_o, int max_iter,
+                          double tol) {
   const index_t K = z.shape(0), d = z.shape(1);
   py::array x = checked<Tx>(x_o, "x", 2);
   const index_t n = x.shape(0);
@@ -282,18 +284,33 @@ int fit_reference_t(const py::object& x_o, py::array& z, double gamma, int steps
   py::array obj = checked<double>(obj_o, "objectives_out", 1, true);
   expect_dim(obj, "objectives_out", 0, steps + 1, "length (steps + 1)");
   checked_gamma(gamma);
+  float* cp = nullptr;
+  if (!c_o.is_none()) {
+    if (!std::is_same<Tx, float>::value) fail_type("kmeans_c needs x of dtype float32");
+    py::array c = checked<float>(c_o, "kmeans_c", 2, true);
+    expect_dim(c, "kmeans_c", 0, K, "rows (rows of z)");
+    expect_dim(c, "kmeans_c", 1, d, "columns (columns of z)");
+    if (max_iter < 1) fail("max_iter must be >= 1, got " + std::to_string(max_iter));
+    if (std::isnan(tol)) fail("tol must not be NaN");
+    cp = static_cast<float*>(c.mutable_data());
+  }
   double* zp = static_cast<double*>(z.mutable_data());
-  check_finite(zp, K * d, "z");
+  if (!cp) check_finite(zp, K * d, "z");
   const Tx* xp = static_cast<const Tx*>(x.data());
   double *bp = static_cast<double*>(beta.mutable_data()), *op = static_cast<double*>(obj.mutable_data());
-  py::gil_scoped_release nogil;
-  return lwe::fit_reference(xp, n, d, zp, K, gamma, steps, step_size, bp, op);
+  int status = 0, iters = 0;
+  {
+    py::gil_scoped_release nogil;
+    status = lwe::fit_reference(xp, n, d, zp, K, gamma, steps, step_size, bp, op, cp, max_iter, tol, &iters);
+  }
+  return py::make_tuple(status, iters);
 }
-int fit_reference(const py::object& x, const py::object& z_o, double gamma, int steps, double step_size,
-                  const py::object& beta, const py::object& obj) {
+py::tuple fit_reference(const py::object& x, const py::object& z_o, double gamma, int steps, double step_size,
+                        const py::object& beta, const py::object& obj, const py::object& c, int max_iter,
+                        double tol) {
   py::array z = checked<double>(z_o, "z", 2, true);
-  return points_are_f32(x, "x") ? fit_reference_t<float>(x, z, gamma, steps, step_size, beta, obj)
-                                : fit_reference_t<double>(x, z, gamma, steps, step_size, beta, obj);
+  return points_are_f32(x, "x") ? fit_reference_t<float>(x, z, gamma, steps, step_size, beta, obj, c, max_iter, tol)
+                                : fit_reference_t<double>(x, z, gamma, steps, step_size, beta, obj, c, max_iter, tol);
 }
 double fit_objective(const py::object& G_o, const py::object& C_o, const py::object& beta_o) {
   py::array C = checked<double>(C_o, "C", 1);
@@ -471,10 +488,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("gram", &store_op<true>, py::arg("z"), py::arg("beta"), py::arg("offsets"), py::arg("gamma"),
         py::arg("out"), "out[i, j] = <mu_i, mu_j> (symmetric).");
   m.def("fit_reference", &fit_reference, py::arg("x"), py::arg("z"), py::arg("gamma"), py::arg("steps"),
-        py::arg("step_size"), py::arg("beta_out"), py::arg("objectives_out"),
-        "The reference fit after its init, in place on z (K, d) float64: one beta update, then steps x "
-        "(Z step, beta update); beta_out (K,) and objectives_out (steps + 1,) are written.  Returns 0, or "
-        "1 / 2 where G or C turned non-finite at the first / a later beta update.");
+        py::arg("step_size"), py::arg("beta_out"), py::arg("objectives_out"), py::arg("kmeans_c") = py::none(),
+        py::arg("max_iter") = 100, py::arg("tol") = 1e-4,
+        "The reference fit in place on z (K, d) float64: with kmeans_c (K, d) float32 (x float32) first "
+        "k-means from those centroids (written back) and z = them widened; then one beta update and steps x "
+        "(Z step, beta update); beta_out (K,) and objectives_out (steps + 1,) are written.  Returns "
+        "(status, k-means iterations): status 0, or 1 / 2 where G or C turned non-finite at the first / a "
+        "later beta update.");
   m.def("fit_objective", &fit_objective, py::arg("G"), py::arg("C"), py::arg("beta"),
         "beta'G beta - 2 beta'C (the fit's objective: MMD^2 to the data minus its data term).");
   m.def("zx_moments", &zx_moments, py::arg("z"), py::arg("x"), py::arg("gamma"), py::arg("C"),

@@ -195,10 +195,11 @@ int get_num_threads() {
     LWE_ROUTE(gram, z, beta, off, N, d, gamma, out);                                                \
   }                                                                                                 \
   void zx_moments(const double* z, index_t K, const T* x, index_t n, index_t d, double gamma,       \
-                  double* C, double* Tout) {                                                        \
+                  double* C, double* Tout, SpinTeam* team) {                                        \
+    if (team) return LWE_ROUTE(zx_moments, z, K, x, n, d, gamma, C, Tout, team);                  \
     const double work = static_cast<double>(K) * static_cast<double>(n) * static_cast<double>(d);  \
     maybe_serial(work < kMomentsSerialWork && !split_pays(work, Tout ? kMomentsCostT : kMomentsCostC), \
-                 [&] { LWE_ROUTE(zx_moments, z, K, x, n, d, gamma, C, Tout); });                    \
+                 [&] { LWE_ROUTE(zx_moments, z, K, x, n, d, gamma, C, Tout, nullptr); });           \
   }
 LWE_ROUTE_INNER(float)
 LWE_ROUTE_INNER(double)
@@ -215,8 +216,8 @@ void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, inde
   LWE_ROUTE(ball_bound, q_z, q_w, q_off, Q, c, r, N, d, gamma, out);
 }
 
-int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol) {
-  return LWE_ROUTE(kmeans, x, n, d, c, k, max_iter, tol);
+int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol, SpinTeam* team) {
+  return LWE_ROUTE(kmeans, x, n, d, c, k, max_iter, tol, team);
 }
 
 }  // namespace lwe

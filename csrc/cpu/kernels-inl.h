@@ -20,6 +20,7 @@
 #include "lwengine/kernels/pair.h"
 #include "ops.h"
 #include "simd.h"
+#include "team.h"
 
 namespace lwe {
 namespace LWE_ISA {
@@ -477,7 +478,7 @@ inline void zx_t_block(const double* e, const double* xT, index_t d, index_t mp,
 
 template <class Tx>
 void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t d, double gamma,
-                     double* C, double* Tout) {
+                     double* C, double* Tout, SpinTeam* team) {
   using V = vf64;
   const index_t ntiles = (n + kTileX - 1) / kTileX;
   const index_t P = Tout ? K * (1 + d) : K;
@@ -492,53 +493,66 @@ void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t
     }
     zn[i] = 16.0 * log2_term(s, gamma);
   }
-#pragma omp parallel
-  {
-    std::vector<double> xT(static_cast<size_t>(d * kTileX)), xn(kTileX), E(kBlockZ * kTileX);
-#pragma omp for schedule(static)
-    for (index_t c = 0; c < NC; ++c) {
-      double* pc = part.data() + c * P;
-      const index_t t0 = c * ntiles / NC, t1 = (c + 1) * ntiles / NC;
-      for (index_t t = t0; t < t1; ++t) {
-        const index_t r0 = t * kTileX, m = std::min(kTileX, n - r0), mp = round_up(m, 2 * kW64);
-        std::fill(xT.begin(), xT.end(), 0.0);
-        for (index_t j = 0; j < m; ++j) {
-          double s = 0.0;
-          for (index_t k = 0; k < d; ++k) {
-            const double v = static_cast<double>(x[(r0 + j) * d + k]);
-            xT[k * kTileX + j] = v;
-            s += v * v;
-          }
-          xn[j] = 16.0 * log2_term(s, gamma);
+  struct Scratch {
+    std::vector<double> xT, xn, E;
+    explicit Scratch(index_t d) : xT(static_cast<size_t>(d * kTileX)), xn(kTileX), E(kBlockZ * kTileX) {}
+  };
+  // chunk c's partial sums (the same whichever thread runs it)
+  auto chunk = [&](index_t c, Scratch& sc) {
+    std::vector<double>&xT = sc.xT, &xn = sc.xn, &E = sc.E;  // this thread's scratch
+    double* pc = part.data() + c * P;
+    const index_t t0 = c * ntiles / NC, t1 = (c + 1) * ntiles / NC;
+    for (index_t t = t0; t < t1; ++t) {
+      const index_t r0 = t * kTileX, m = std::min(kTileX, n - r0), mp = round_up(m, 2 * kW64);
+      std::fill(xT.begin(), xT.end(), 0.0);
+      for (index_t j = 0; j < m; ++j) {
+        double s = 0.0;
+        for (index_t k = 0; k < d; ++k) {
+          const double v = static_cast<double>(x[(r0 + j) * d + k]);
+          xT[k * kTileX + j] = v;
+          s += v * v;
         }
-        for (index_t j = m; j < mp; ++j) xn[j] = 0.0;
-        for (index_t i0 = 0; i0 < K; i0 += kBlockZ) {
-          const index_t kb = std::min(kBlockZ, K - i0);
-          index_t r = 0;
-          for (; r + 4 <= kb; r += 4)
-            for (index_t j = 0; j < mp; j += 2 * kW64)
-              zx_chunk<4, 2>(zs.data() + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j,
-                             E.data() + r * kTileX, kTileX);
-          for (; r < kb; ++r)
-            for (index_t j = 0; j < mp; j += 2 * kW64)
-              zx_chunk<1, 2>(zs.data() + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j,
-                             E.data() + r * kTileX, kTileX);
-          for (index_t rr = 0; rr < kb; ++rr) {
-            double* e = E.data() + rr * kTileX;
-            for (index_t j = m; j < mp; ++j) e[j] = 0.0;
-            V s = V{};
-            for (index_t j = 0; j < mp; j += kW64) s += vload<V>(e + j);
-            pc[i0 + rr] += hsum<double>(s);
-          }
-          if (Tout) {  // T rows += E x: register blocks of 4 z rows x 2 coordinates
-            index_t rr = 0;
-            for (; rr + 4 <= kb; rr += 4) zx_t_block<4>(E.data() + rr * kTileX, xT.data(), d, mp,
-                                                       pc + K + (i0 + rr) * d);
-            for (; rr < kb; ++rr) zx_t_block<1>(E.data() + rr * kTileX, xT.data(), d, mp,
-                                                pc + K + (i0 + rr) * d);
-          }
+        xn[j] = 16.0 * log2_term(s, gamma);
+      }
+      for (index_t j = m; j < mp; ++j) xn[j] = 0.0;
+      for (index_t i0 = 0; i0 < K; i0 += kBlockZ) {
+        const index_t kb = std::min(kBlockZ, K - i0);
+        index_t r = 0;
+        for (; r + 4 <= kb; r += 4)
+          for (index_t j = 0; j < mp; j += 2 * kW64)
+            zx_chunk<4, 2>(zs.data() + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j,
+                           E.data() + r * kTileX, kTileX);
+        for (; r < kb; ++r)
+          for (index_t j = 0; j < mp; j += 2 * kW64)
+            zx_chunk<1, 2>(zs.data() + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j,
+                           E.data() + r * kTileX, kTileX);
+        for (index_t rr = 0; rr < kb; ++rr) {
+          double* e = E.data() + rr * kTileX;
+          for (index_t j = m; j < mp; ++j) e[j] = 0.0;
+          V s = V{};
+          for (index_t j = 0; j < mp; j += kW64) s += vload<V>(e + j);
+          pc[i0 + rr] += hsum<double>(s);
+        }
+        if (Tout) {  // T rows += E x: register blocks of 4 z rows x 2 coordinates
+          index_t rr = 0;
+          for (; rr + 4 <= kb; rr += 4) zx_t_block<4>(E.data() + rr * kTileX, xT.data(), d, mp,
+                                                     pc + K + (i0 + rr) * d);
+          for (; rr < kb; ++rr) zx_t_block<1>(E.data() + rr * kTileX, xT.data(), d, mp,
+                                              pc + K + (i0 + rr) * d);
         }
       }
+    }
+  };
+  if (team) {
+    Scratch s0(d), s1(d);
+    auto task = [&](index_t c, int slot) { chunk(c, slot ? s1 : s0); };
+    team->run(NC, task);
+  } else {
+#pragma omp parallel
+    {
+      Scratch sc(d);
+#pragma omp for schedule(static)
+      for (index_t c = 0; c < NC; ++c) chunk(c, sc);
     }
   }
   const double inv_n = 1.0 / static_cast<double>(n);
@@ -641,8 +655,8 @@ inline double probe_exp_impl(double seconds) {
     gram_impl<T>(z, beta, off, N, d, gamma, out);                                                   \
   }                                                                                                 \
   void zx_moments(const double* z, index_t K, const T* x, index_t n, index_t d, double gamma,       \
-                  double* C, double* Tout) {                                                        \
-    zx_moments_impl<T>(z, K, x, n, d, gamma, C, Tout);                                              \
+                  double* C, double* Tout, SpinTeam* team) {                                        \
+    zx_moments_impl<T>(z, K, x, n, d, gamma, C, Tout, team);                                        \
   }
 LWE_INNER_DEF(float)
 LWE_INNER_DEF(double)
@@ -651,8 +665,8 @@ LWE_INNER_DEF(double)
 void point_gram(const double* z, index_t K, index_t d, double gamma, double* G) {
   point_gram_impl(z, K, d, gamma, G);
 }
-int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol) {
-  return kmeans_lloyd_impl(x, n, d, c, k, max_iter, tol);
+int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol, SpinTeam* team) {
+  return kmeans_lloyd_impl(x, n, d, c, k, max_iter, tol, team);
 }
 void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, index_t Q, const double* c,
                 const double* r, index_t N, index_t d, double gamma, double* out) {

@@ -147,46 +147,8 @@ inline double km_sq_dist(const float* a, const float* b, index_t d) {
   return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
-// Two threads score the tiles of every iteration inside one parallel region when a team pays
-// (km_team_pays): the second thread waits for each scoring phase by spinning, so the wake-up of
-// a passive OpenMP thread (~60 us on a shared VM) is paid once per k-means, not once per
-// iteration.  Tiles are claimed from one atomic ticket (phase << 32 | next tile); the first thread
-// scores whatever the second has not claimed and waits only for claimed tiles.  Which thread
-// scores a tile never changes a result.
-struct KmTeam {
-  std::atomic<std::uint64_t> ticket{0};
-  std::atomic<index_t> ntiles{0}, done{0};
-  std::atomic<bool> quit{false};
-};
-
-inline void km_pause() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
-// Claims and scores tiles of phase `phase` until none is left; score(t) scores tile t.
-template <class Fn>
-inline void km_claim(KmTeam& team, std::uint32_t phase, Fn&& score) {
-  for (;;) {
-    std::uint64_t t = team.ticket.load(std::memory_order_acquire);
-    if (static_cast<std::uint32_t>(t >> 32) != phase) return;
-    const index_t tile = static_cast<index_t>(t & 0xffffffffu);
-    if (tile >= team.ntiles.load(std::memory_order_relaxed)) return;
-    if (!team.ticket.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel)) continue;
-    score(tile);
-    team.done.fetch_add(1, std::memory_order_release);
-  }
-}
-
-// One team at a time in the process (concurrent k-means, e.g. from fit_many's threads, run alone)
-inline std::atomic<int>& km_teams_running() {
-  static std::atomic<int> running{0};
-  return running;
-}
-
 inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter,
-                             double tol) {
+                             double tol, SpinTeam* caller_team) {
   constexpr double kEps = 5.9604644775390625e-08;  // 2^-24
   const double err_coef = 2.0 * (static_cast<double>(d) + 6.0) * kEps;
   const double up = 1.0 + 1e-12 + static_cast<double>(d) * 2.3e-16;  // > float64 rounding of a d-term sum, then sqrt
@@ -203,21 +165,12 @@ inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, ind
     xnf[i] = static_cast<float>(s);
   }
   // Large problems split every phase with OpenMP (threads sharing one core's FP units gain there
-  // too); small ones use a team for the scoring where one full scoring (~1.6 float32 FMA lanes
-  // per multiply-add) of four iterations outweighs three wake-ups (split_pays), else one thread.
+  // too); small ones score with a two-thread team (team.h) where four full scorings (~1.6 float32
+  // FMA lanes per multiply-add) outweigh three wake-ups (split_pays), else on one thread.
   const double full = static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(d);
   const bool big = full >= 5e7;
-  int threads = 1;
-#ifdef LWE_HAVE_OPENMP
-  threads = omp_get_max_threads();
-#endif
-  bool team_on = !big && threads >= 2 && n > kKmRows && split_pays(4.0 * full, 1.6);
-  if (team_on && km_teams_running().fetch_add(1) != 0) {
-    km_teams_running().fetch_sub(1);
-    team_on = false;
-  }
-  KmTeam team;
-  std::vector<float> xT(static_cast<size_t>(2 * d * kKmRows));  // one scratch tile per thread
+  const bool want_team = !big && n > kKmRows && split_pays(4.0 * full, 1.6);
+  std::vector<float> xT(static_cast<size_t>(2 * d * kKmRows));  // one scratch tile per team slot
 
   index_t ntodo = 0;
   double cmax = 0.0;
@@ -246,7 +199,7 @@ inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, ind
   };
 
   int it = 0;
-  auto lloyd = [&](bool in_team) {
+  auto lloyd = [&](SpinTeam* team) {
     for (it = 1; it <= max_iter; ++it) {
       cmax = 0.0;
       for (index_t j = 0; j < k; ++j) {
@@ -281,12 +234,9 @@ inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, ind
         }
       }
       const index_t ntiles = (ntodo + kKmRows - 1) / kKmRows;
-      if (in_team) {
-        team.ntiles.store(ntiles, std::memory_order_relaxed);
-        team.done.store(0, std::memory_order_relaxed);
-        team.ticket.store(static_cast<std::uint64_t>(it) << 32, std::memory_order_release);
-        km_claim(team, static_cast<std::uint32_t>(it), [&](index_t t) { score_tile(t, xT.data()); });
-        while (team.done.load(std::memory_order_acquire) < ntiles) km_pause();
+      if (team) {
+        auto task = [&](index_t t, int slot) { score_tile(t, xT.data() + slot * d * kKmRows); };
+        team->run(ntiles, task);
       } else if (big && static_cast<double>(ntodo) * static_cast<double>(k) * static_cast<double>(d) >= 2e6) {
 #pragma omp parallel
         {
@@ -354,35 +304,10 @@ inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, ind
     }
   };
 
-  if (!team_on) {
-    lloyd(false);
-  } else {
-#ifdef LWE_HAVE_OPENMP
-#pragma omp parallel num_threads(2)
-    {
-      if (omp_get_thread_num() == 0) {
-        lloyd(omp_get_num_threads() == 2);
-        team.quit.store(true, std::memory_order_release);
-      } else {
-        std::uint32_t seen = 0;
-        int idle = 0;
-        while (!team.quit.load(std::memory_order_acquire)) {
-          const auto phase = static_cast<std::uint32_t>(team.ticket.load(std::memory_order_acquire) >> 32);
-          if (phase != seen) {
-            seen = phase;
-            idle = 0;
-            km_claim(team, phase, [&](index_t t) { score_tile(t, xT.data() + d * kKmRows); });
-          } else if (++idle < 4096) {
-            km_pause();
-          } else {
-            std::this_thread::yield();  // a long serial phase (or a descheduled first thread)
-          }
-        }
-      }
-    }
-#endif
-    km_teams_running().fetch_sub(1);
-  }
+  if (caller_team)
+    lloyd(caller_team);
+  else
+    with_spin_team(want_team, lloyd);
   return it > max_iter ? max_iter : it;
 }
 

@@ -23,6 +23,7 @@ int get_num_threads();
 // ---- RKME inner products over packed stores (CSR offsets)
 // cross_inner: out (Q, N); column i is the store spec sel[i] (sel == nullptr: spec i), so a subset
 // of a store is scanned in place, without gathering its rows.
+class SpinTeam;  // team.h: zx_moments and kmeans run on a caller's two-thread team when given one
 #define LWE_INNER_DECL(T)                                                                           \
   void cross_inner(const T* q_z, const double* q_beta, const index_t* q_off, index_t Q, const T* z, \
                    const double* beta, const index_t* off, const index_t* sel, index_t N, index_t d,  \
@@ -32,7 +33,7 @@ int get_num_threads();
   void gram(const T* z, const double* beta, const index_t* off, index_t N, index_t d, double gamma,  \
             double* out);                                                                           \
   void zx_moments(const double* z, index_t K, const T* x, index_t n, index_t d, double gamma,       \
-                  double* C, double* Tout);
+                  double* C, double* Tout, SpinTeam* team = nullptr);
 LWE_INNER_DECL(float)
 LWE_INNER_DECL(double)
 
@@ -46,7 +47,9 @@ void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, inde
                 const double* r, index_t N, index_t d, double gamma, double* out);
 
 // ---- k-means (Lloyd, float32, reference rules); returns the number of iterations run
-int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol);
+// (team: score on the caller's two-thread team, team.h; else one of its own where that pays)
+int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol,
+           SpinTeam* team = nullptr);
 
 // ---- G_ij = k(z_i, z_j) of K single points (symmetric, duplicates give identical rows)
 void point_gram(const double* z, index_t K, index_t d, double gamma, double* G);
@@ -64,12 +67,15 @@ double simplex_qp(const double* G, const double* c, index_t n, double* x, const 
 void simplex_qp_batch(const double* Gs, const double* cs, index_t B, index_t n, double* xs,
                       double* objs);
 
-// ---- the reference fit after its init (fit.cpp): one beta update at z, then `steps` x (Z step,
-// beta update); z (K, d) in place, beta (K) and objectives (steps + 1, beta'G beta - 2 beta'C)
-// out.  Returns 0, or 1 / 2 where G or C turned non-finite at the first / a later beta update.
+// ---- the reference fit (fit.cpp): with kmeans_c (float32 x only) first k-means from those
+// initial centroids (kmeans_iters: its iterations) and z (K, d) = the centroids widened, else z
+// as given; then one beta update at z and `steps` x (Z step, beta update); z in place, beta (K)
+// and objectives (steps + 1, beta'G beta - 2 beta'C) out.  Returns 0, or 1 / 2 where G or C
+// turned non-finite at the first / a later beta update.
 template <class Tx>
 int fit_reference(const Tx* x, index_t n, index_t d, double* z, index_t K, double gamma, int steps,
-                  double step_size, double* beta, double* objectives);
+                  double step_size, double* beta, double* objectives, float* kmeans_c = nullptr,
+                  int max_iter = 100, double tol = 1e-4, int* kmeans_iters = nullptr);
 double fit_objective(const double* G, const double* C, const double* beta, index_t K);
 
 // ---- machine probes for the benchmarks: (flops/s of fp32 FMA, float32 exp/s), all threads
@@ -109,7 +115,8 @@ void thread_probe_values(bool* cores, double* lane_fma_s, double* wake_s);
   namespace ns {                                                                                  \
   LWE_INNER_DECL(float)                                                                           \
   LWE_INNER_DECL(double)                                                                          \
-  int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol); \
+  int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol,   \
+             SpinTeam* team);                                                                      \
   void point_gram(const double* z, index_t K, index_t d, double gamma, double* G);                \
   void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, index_t Q,          \
                   const double* c, const double* r, index_t N, index_t d, double gamma, double* out); \

@@ -323,7 +323,7 @@ class RKMESpec:
         # the reference update on the CPU runs its whole loop in one native call (the same bits)
         fused = (FUSED_FIT and fk.device == "cpu" and update == "reference" and nonnegative_beta
                  and not record_trajectory and n_init == 1)
-        state = None
+        state = kmeans_c = None
         if init_z is not None:
             z = _to_numpy(init_z, "init_z")
             if z.ndim < 1 or z.shape[0] < 1 or z.size != z.shape[0] * d:
@@ -340,9 +340,10 @@ class RKMESpec:
                 K = max(20, cls.size_cap // d)
             if K >= n:
                 K = max(1, (2 * n) // 3)
-            if fused:
-                centroids, iters = kernels.kmeans(x, K, max_iter=max_kmeans_iter, seed=seed, init=init)
-                z = centroids.astype(np.float64)
+            if fused:  # k-means runs inside the fused call, from the same initial rows
+                if max_kmeans_iter < 1:
+                    raise ValueError(f"max_iter must be >= 1, got {max_kmeans_iter}")
+                z, kmeans_c = None, kernels.kmeans_init(x, K, seed=seed, init=init)
             else:
                 seeds = [seed] if n_init == 1 else np.random.SeedSequence(_entropy(seed)).spawn(n_init)
                 best = None
@@ -354,10 +355,13 @@ class RKMESpec:
                     if best is None or obj < best[0]:
                         best = (obj, z_try, st, iters)
                 _, z, state, iters = best
-            info = FitInfo(K=K, update=update, kmeans_iterations=int(iters))
+            info = FitInfo(K=K, update=update, kmeans_iterations=None if fused else int(iters))
 
         if fused:
-            z, beta, objectives, status = fk.fit_reference(z, steps, step_size)
+            z, beta, objectives, status, iters = fk.fit_reference(z, steps, step_size, kmeans_c=kmeans_c,
+                                                                  max_iter=max_kmeans_iter)
+            if kmeans_c is not None:
+                info.kmeans_iterations = iters
             if status == 1:
                 raise ValueError("G and c must be finite")
             if status == 2:
