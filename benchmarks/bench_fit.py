@@ -2,9 +2,10 @@
 
     python benchmarks/bench_fit.py [--smoke] [--quick] [--json out.json] [--threads N] [--repeats R] [--ref-rounds M]
 
-Also prints the stages of one fit at each size (median ms of each native call the fit makes through
-FitKernels: k-means, moments with/without T, self-Gram, QP cold and warm-started, Z step, and the
-Python glue = fit minus all of them), fit_many's rate per spec over 64 small data sets next to one
+Also prints the stages of one fit at each size (median ms of each native call of the fit's loop made
+alone through FitKernels: k-means, moments with/without T, self-Gram, QP cold and warm-started, Z
+step; ``python`` = fit minus all of them -- since the CPU fit runs them in one native call on one
+thread team, FitKernels.fit_reference, that residual is no longer the Python glue and can be <= 0), fit_many's rate per spec over 64 small data sets next to one
 fit, and one moments pass at 1 and 2 threads (the serial threshold of csrc/cpu/dispatch.cpp).
 
 Sizes: n in {2e3, 1e5}, d = 20, K = 100, the reference's defaults (gamma 0.1, 3 steps, step 0.1).
@@ -168,8 +169,9 @@ def main(argv=None):
     print(f"threads={core.get_num_threads()}  learnware={'available' if lw else 'skipped (not installed)'}")
     print_table(rows, ["n", "d", "K", "lwengine_s", "numpy64_s", "speedup", "learnware_s", "vs_learnware",
                        "objective_diff"])
-    print("stages of one fit (median ms per call; a fit makes 1 kmeans, 3 moments_CT + 1 moments_C,\n"
-          "4 point_gram, 1 qp_cold + 3 qp_warm, 3 z_step; python = fit - all of them):")
+    print("stages of one fit (median ms per call made alone; a fit makes 1 kmeans, 3 moments_CT + 1 moments_C,\n"
+          "4 point_gram, 1 qp_cold + 3 qp_warm, 3 z_step, in one native call on one thread team;\n"
+          "python = fit - all of them):")
     print_table(stages, ["n", "fit", "prepare", "kmeans", "kmeans_iters", "moments_CT", "moments_C", "point_gram",
                          "qp_cold", "qp_warm", "z_step", "python"])
     many = [fit_many_rate(sizes[0][0], sizes[0][1], sizes[0][2], 8 if args.smoke else 64, repeats)]
