@@ -540,6 +540,11 @@ def kmeanspp_indices(x, k, seed=None) -> np.ndarray:
 def kmeans_init(x, k, *, seed=None, init: str = "random", init_idx=None) -> np.ndarray:
     """The initial centroids of :func:`kmeans`: a float32 C-contiguous copy of ``k`` rows of ``x``
     (``init`` / ``init_idx`` as there)."""
+    return _kmeans_start(x, k, seed, init, init_idx)[1]
+
+
+def _kmeans_start(x, k, seed, init, init_idx):
+    """``(x, c0)``: the validated float32 data and its initial centroids (:func:`kmeans_init`)."""
     x = as_points(x, "x", np.float32)
     n = x.shape[0]
     k = int(k)
@@ -557,7 +562,7 @@ def kmeans_init(x, k, *, seed=None, init: str = "random", init_idx=None) -> np.n
         idx = kmeanspp_indices(x, k, seed)
     else:
         raise ValueError(f"init must be 'random' or 'k-means++', got {init!r}")
-    return np.ascontiguousarray(x[idx])
+    return x, np.ascontiguousarray(x[idx])
 
 
 def kmeans(x, k, *, max_iter: int = 100, tol: float = 1e-4, seed=None, init: str = "random", init_idx=None):
@@ -570,9 +575,9 @@ def kmeans(x, k, *, max_iter: int = 100, tol: float = 1e-4, seed=None, init: str
     """
     if int(max_iter) < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    c = kmeans_init(x, k, seed=seed, init=init, init_idx=init_idx)
+    x, c = _kmeans_start(x, k, seed, init, init_idx)
     _record("kmeans", "cpu")
-    it = _native("kmeans")(as_points(x, "x", np.float32), c, int(max_iter), float(tol))
+    it = _native("kmeans")(x, c, int(max_iter), float(tol))
     return c, int(it)
 
 
