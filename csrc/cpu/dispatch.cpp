@@ -20,18 +20,13 @@ bool env_set(const char* name) {  // read at every call: tests flip these
   return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
 }
 
-// The data moments run on one thread below this much work (K n d multiply-adds): there the
+// The data moments run on one thread below kAlwaysSplitWork (K n d multiply-adds, ops.h): there the
 // fork/join and, with OMP_WAIT_POLICY=PASSIVE, the wake-up of the other threads cost more than
 // the split saves (measured by benchmarks/bench_fit.py, last table; docs/benchmarks.md) -- on a
 // machine whose threads share one core's FP units.  Below it, two threads are used where
 // split_pays finds that they save more than the wake-up costs (separate cores; at n = 2000,
 // K = 100, d = 20 (4e6) with PASSIVE threads on this project's shared VMs).  The result does
 // not depend on the thread count (the chunking is fixed by n, K and d).
-constexpr double kMomentsSerialWork = 3.2e7;
-// float32 FMA lanes per K n d multiply-add of the moments, with and without T (measured at d = 20:
-// ~450 us for 4e6 with T on a 5e10 lane/s core), for split_pays below
-constexpr double kMomentsCostT = 6.0;
-constexpr double kMomentsCostC = 4.0;
 
 // Runs fn on one OpenMP thread when `serial`, restoring the calling thread's setting after.
 template <class Fn>
@@ -198,7 +193,7 @@ int get_num_threads() {
                   double* C, double* Tout, SpinTeam* team) {                                        \
     if (team) return LWE_ROUTE(zx_moments, z, K, x, n, d, gamma, C, Tout, team);                  \
     const double work = static_cast<double>(K) * static_cast<double>(n) * static_cast<double>(d);  \
-    maybe_serial(work < kMomentsSerialWork && !split_pays(work, Tout ? kMomentsCostT : kMomentsCostC), \
+    maybe_serial(work < kAlwaysSplitWork && !split_pays(work, Tout ? kMomentsCostT : kMomentsCostC), \
                  [&] { LWE_ROUTE(zx_moments, z, K, x, n, d, gamma, C, Tout, nullptr); });           \
   }
 LWE_ROUTE_INNER(float)

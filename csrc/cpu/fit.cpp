@@ -79,7 +79,7 @@ int fit_reference(const Tx* x, index_t n, index_t d, double* z, index_t K, doubl
   // per call) where they would split anyway and are small (large ones split through OpenMP, as
   // alone); results do not depend on the team (k-means rows and moment chunks are independent).
   const double work = static_cast<double>(K) * static_cast<double>(n) * static_cast<double>(d);
-  with_spin_team(work < 3.2e7 && split_pays(work, 6.0), loop);
+  with_spin_team(work < kAlwaysSplitWork && split_pays(work, kMomentsCostT), loop);
   return status;
 }
 

@@ -191,11 +191,8 @@ inline void prefetch_l2(const void* p, size_t bytes) {
   for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(c + o, 0, 2);
 }
 
-// float32 FMA lanes per query row coordinate of build_pack (a division, conversions, stores), and
-// the work (multiply-adds) above which a scan always splits (threads sharing one core's FP units
-// gain there too), for split_pays
+// float32 FMA lanes per query row coordinate of build_pack (a division, conversions, stores), for split_pays
 constexpr double kPackCost = 20.0;
-constexpr double kLargeWork = 3.2e7;
 
 template <class T>
 void cross_inner_impl(const T* q_z, const double* q_beta, const index_t* q_off, index_t Q, const T* z,
@@ -217,7 +214,7 @@ void cross_inner_impl(const T* q_z, const double* q_beta, const index_t* q_off, 
   }
   const double madds = probe ? q_rows * rows * static_cast<double>(N) / static_cast<double>(probe) *
                                    static_cast<double>(d) : 0.0;
-  const bool par = madds >= kLargeWork || split_pays(madds, std::is_same<T, float>::value ? 3.0 : 5.0);
+  const bool par = madds >= kAlwaysSplitWork || split_pays(madds, std::is_same<T, float>::value ? 3.0 : 5.0);
 #pragma omp parallel for schedule(static, 16) if (par)
   for (index_t t = 0; t < total; ++t) {
     const index_t q = t / N, i = sel ? sel[t % N] : t % N;
@@ -240,7 +237,7 @@ void self_inner_impl(const T* z, const double* beta, const index_t* off, index_t
     sq += Ki * Ki;
   }
   const double madds = probe ? sq * static_cast<double>(N) / static_cast<double>(probe) * static_cast<double>(d) : 0.0;
-#pragma omp parallel if (madds >= kLargeWork || split_pays(madds, std::is_same<T, float>::value ? 3.0 : 5.0))
+#pragma omp parallel if (madds >= kAlwaysSplitWork || split_pays(madds, std::is_same<T, float>::value ? 3.0 : 5.0))
   {
     QueryPack<T> P;
 #pragma omp for schedule(dynamic, 8)

@@ -91,6 +91,13 @@ bool threads_add_throughput();
 // cost of waking the other thread for a parallel region (~1 us when OpenMP threads spin, ~70 us
 // on a shared VM with OMP_WAIT_POLICY=PASSIVE, lwengine's default).  Measured once with the probe.
 bool split_pays(double madds, double cost);
+// Above this many multiply-adds a call always splits (threads sharing one core's FP units gain
+// there too); below it only where split_pays says so.  (k-means: 5e7, kmeans-inl.h.)
+constexpr double kAlwaysSplitWork = 3.2e7;
+// float32 FMA lanes per K n d multiply-add of the data moments, with and without T (d = 20:
+// ~450 us for 4e6 with T on a 5e10 lane/s core), for split_pays
+constexpr double kMomentsCostT = 6.0;
+constexpr double kMomentsCostC = 4.0;
 // The probe's values: separate cores, one thread's float32 FMA lanes/s, the wake-up time (s).
 void thread_probe_values(bool* cores, double* lane_fma_s, double* wake_s);
 

@@ -484,7 +484,7 @@ void simplex_qp_batch(const double* Gs, const double* cs, index_t B, index_t n, 
   // the search's batches of tiny QPs stay on this thread unless splitting saves more than the wake-up
   const double nd = static_cast<double>(n);
   const double work = static_cast<double>(B) * nd * nd * (nd + 8.0);
-#pragma omp parallel for schedule(dynamic, 1) if (work >= 3.2e7 || split_pays(work, 2.0))
+#pragma omp parallel for schedule(dynamic, 1) if (work >= kAlwaysSplitWork || split_pays(work, 2.0))
   for (index_t b = 0; b < B; ++b) objs[b] = simplex_qp(Gs + b * n * n, cs + b * n, n, xs + b * n, nullptr);
 }
 
