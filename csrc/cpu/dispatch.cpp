@@ -206,6 +206,11 @@ void point_gram(const double* z, index_t K, index_t d, double gamma, double* G) 
   LWE_ROUTE(point_gram, z, K, d, gamma, G);
 }
 
+void rs_step_from_gram(const double* z, const double* beta, const double* C, const double* T, const double* G,
+                       index_t K, index_t d, double gamma, double step, double t1_factor, double* out) {
+  LWE_ROUTE(rs_step_from_gram, z, beta, C, T, G, K, d, gamma, step, t1_factor, out);
+}
+
 void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, index_t Q, const double* c,
                 const double* r, index_t N, index_t d, double gamma, double* out) {
   LWE_ROUTE(ball_bound, q_z, q_w, q_off, Q, c, r, N, d, gamma, out);

@@ -18,6 +18,7 @@
 #endif
 
 #include "lwengine/kernels/pair.h"
+#include "lwengine/kernels/rs_step.h"
 #include "ops.h"
 #include "simd.h"
 #include "team.h"
@@ -381,14 +382,85 @@ inline void point_gram_impl(const double* z, index_t K, index_t d, double gamma,
     zn[j] = s;
   }
   double row[kW64];
-  for (index_t i = 0; i < K; ++i) {
+  // NB lane vectors of row i from column j0: NB independent dot chains (one was latency-bound)
+  auto block = [&](auto nb, index_t i, index_t j0) {
+    constexpr int NB = decltype(nb)::value;
     const double* zi = z + i * d;
+    V acc[NB];
+    for (int b = 0; b < NB; ++b) acc[b] = V{};
+    for (index_t k = 0; k < d; ++k) {
+      const V zb = vbroadcast<V>(zi[k]);
+      for (int b = 0; b < NB; ++b) acc[b] += zb * vload<V>(&zT[k * Kp + j0 + b * kW64]);
+    }
     const V ni = vbroadcast<V>(zn[i]);
-    for (index_t j0 = 0; j0 < Kp; j0 += kW64) {
-      V acc = V{};
-      for (index_t k = 0; k < d; ++k) acc += vbroadcast<V>(zi[k]) * vload<V>(&zT[k * Kp + j0]);
-      vstore(row, gauss_from_sqdist(sqdist_gram(ni, vload<V>(&zn[j0]), acc), gamma, VExp{}));
-      for (index_t j = j0; j < std::min(K, j0 + kW64); ++j) G[i * K + j] = row[j - j0];
+    for (int b = 0; b < NB; ++b) {
+      const index_t jb = j0 + b * kW64;
+      const V v = gauss_from_sqdist(sqdist_gram(ni, vload<V>(&zn[jb]), acc[b]), gamma, VExp{});
+      if (jb + kW64 <= K) {
+        vstore(&G[i * K + jb], v);
+      } else {
+        vstore(row, v);
+        for (index_t j = jb; j < K; ++j) G[i * K + j] = row[j - jb];
+      }
+    }
+  };
+  for (index_t i = 0; i < K; ++i) {
+    index_t j0 = 0;
+    for (; j0 + 4 * kW64 <= Kp; j0 += 4 * kW64) block(std::integral_constant<int, 4>{}, i, j0);
+    for (; j0 < Kp; j0 += kW64) block(std::integral_constant<int, 1>{}, i, j0);
+  }
+}
+
+// ------------------------------------------------------------------ reduced-set Z step
+// wsum_i = sum_j beta_j G_ij and wz_i = sum_j beta_j G_ij z_j (j in increasing order), then
+// rs_step_coord per coordinate (ops.h's rs_step_from_gram).  Rows in blocks of R, the coordinates
+// in up to 3 lane vectors held in registers across j.
+template <int R, int NV>
+inline void rs_wz_block(const double* G, const double* beta, const double* zp, index_t K, index_t dp,
+                        index_t i0, index_t c0, double* wz) {
+  using V = vf64;
+  V acc[R][NV];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) acc[r][v] = V{};
+  for (index_t j = 0; j < K; ++j) {
+    V zv[NV];
+    for (int v = 0; v < NV; ++v) zv[v] = vload<V>(zp + j * dp + c0 + v * kW64);
+    for (int r = 0; r < R; ++r) {
+      const V w = vbroadcast<V>(beta[j] * G[(i0 + r) * K + j]);
+      for (int v = 0; v < NV; ++v) acc[r][v] += w * zv[v];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < NV; ++v) vstore(wz + r * dp + c0 + v * kW64, acc[r][v]);
+}
+
+template <int R>
+inline void rs_wz_rows(const double* G, const double* beta, const double* zp, index_t K, index_t dp, index_t i0,
+                       double* wz) {
+  index_t c0 = 0;
+  for (; c0 + 3 * kW64 <= dp; c0 += 3 * kW64) rs_wz_block<R, 3>(G, beta, zp, K, dp, i0, c0, wz);
+  for (; c0 < dp; c0 += kW64) rs_wz_block<R, 1>(G, beta, zp, K, dp, i0, c0, wz);
+}
+
+inline void rs_step_from_gram_impl(const double* z, const double* beta, const double* C, const double* T,
+                                   const double* G, index_t K, index_t d, double gamma, double step,
+                                   double t1_factor, double* out) {
+  const index_t dp = round_up(d, kW64);
+  std::vector<double> zp(static_cast<size_t>(K * dp), 0.0), wz(static_cast<size_t>(4 * dp));
+  for (index_t j = 0; j < K; ++j) std::copy(z + j * d, z + (j + 1) * d, zp.begin() + j * dp);
+  for (index_t i0 = 0; i0 < K; i0 += 4) {
+    const index_t nr = std::min<index_t>(4, K - i0);
+    if (nr == 4)
+      rs_wz_rows<4>(G, beta, zp.data(), K, dp, i0, wz.data());
+    else
+      for (index_t r = 0; r < nr; ++r) rs_wz_rows<1>(G, beta, zp.data(), K, dp, i0 + r, wz.data() + r * dp);
+    for (index_t r = 0; r < nr; ++r) {
+      const index_t i = i0 + r;
+      double wsum = 0.0;
+      for (index_t j = 0; j < K; ++j) wsum += beta[j] * G[i * K + j];
+      for (index_t k = 0; k < d; ++k)
+        out[i * d + k] = rs_step_coord(z[i * d + k], wsum, wz[r * dp + k], C[i], T[i * d + k], beta[i], gamma,
+                                       step, t1_factor);
     }
   }
 }
@@ -437,6 +509,27 @@ template <int R>
 inline void zx_t_block(const double* e, const double* xT, index_t d, index_t mp, double* tp) {
   using V = vf64;
   index_t k = 0;
+  for (; k + 4 <= d; k += 4) {
+    V a[R][4];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = a[r][2] = a[r][3] = V{};
+    const double* x0 = xT + k * kTileX;
+    for (index_t j = 0; j < mp; j += kW64) {
+      V xv[4];
+      _Pragma("GCC unroll 4")
+      for (int c = 0; c < 4; ++c) xv[c] = vload<V>(x0 + c * kTileX + j);
+      _Pragma("GCC unroll 4")
+      for (int r = 0; r < R; ++r) {
+        const V ev = vload<V>(e + r * kTileX + j);
+        _Pragma("GCC unroll 4")
+        for (int c = 0; c < 4; ++c) a[r][c] += ev * xv[c];
+      }
+    }
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < R; ++r)
+      _Pragma("GCC unroll 4")
+      for (int c = 0; c < 4; ++c) tp[r * d + k + c] += hsum<double>(a[r][c]);
+  }
   for (; k + 2 <= d; k += 2) {
     V a[R][2];
     _Pragma("GCC unroll 4")
@@ -515,10 +608,15 @@ void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t
       for (index_t i0 = 0; i0 < K; i0 += kBlockZ) {
         const index_t kb = std::min(kBlockZ, K - i0);
         index_t r = 0;
-        for (; r + 4 <= kb; r += 4)
-          for (index_t j = 0; j < mp; j += 2 * kW64)
+        for (; r + 4 <= kb; r += 4) {
+          index_t j = 0;
+          for (; j + 4 * kW64 <= mp; j += 4 * kW64)
+            zx_chunk<4, 4>(zs.data() + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j,
+                           E.data() + r * kTileX, kTileX);
+          if (j < mp)
             zx_chunk<4, 2>(zs.data() + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j,
                            E.data() + r * kTileX, kTileX);
+        }
         for (; r < kb; ++r)
           for (index_t j = 0; j < mp; j += 2 * kW64)
             zx_chunk<1, 2>(zs.data() + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j,
@@ -661,6 +759,10 @@ LWE_INNER_DEF(double)
 
 void point_gram(const double* z, index_t K, index_t d, double gamma, double* G) {
   point_gram_impl(z, K, d, gamma, G);
+}
+void rs_step_from_gram(const double* z, const double* beta, const double* C, const double* T, const double* G,
+                       index_t K, index_t d, double gamma, double step, double t1_factor, double* out) {
+  rs_step_from_gram_impl(z, beta, C, T, G, K, d, gamma, step, t1_factor, out);
 }
 int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol, SpinTeam* team) {
   return kmeans_lloyd_impl(x, n, d, c, k, max_iter, tol, team);

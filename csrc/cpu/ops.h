@@ -54,7 +54,7 @@ int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_it
 // ---- G_ij = k(z_i, z_j) of K single points (symmetric, duplicates give identical rows)
 void point_gram(const double* z, index_t K, index_t d, double gamma, double* G);
 
-// ---- reduced-set step and QP (qp.cpp, moments.cpp)
+// ---- reduced-set step and QP (kernels-inl.h, moments.cpp, qp.cpp)
 // rs_step_from_gram: the same step given G = point_gram(z) (the beta update's matrix at z)
 void rs_step_from_gram(const double* z, const double* beta, const double* C, const double* T,
                        const double* G, index_t K, index_t d, double gamma, double step,
@@ -125,6 +125,9 @@ void thread_probe_values(bool* cores, double* lane_fma_s, double* wake_s);
   int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol,   \
              SpinTeam* team);                                                                      \
   void point_gram(const double* z, index_t K, index_t d, double gamma, double* G);                \
+  void rs_step_from_gram(const double* z, const double* beta, const double* C, const double* T,     \
+                         const double* G, index_t K, index_t d, double gamma, double step,          \
+                         double t1_factor, double* out);                                            \
   void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, index_t Q,          \
                   const double* c, const double* r, index_t N, index_t d, double gamma, double* out); \
   double probe_fma_f32(double seconds);                                                           \

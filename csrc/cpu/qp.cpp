@@ -13,9 +13,9 @@
 // eigendecomposition in an orthonormal basis (F in increasing index order, as the reference).
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
-#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -64,6 +64,20 @@ void jacobi_eigh(Vec& A, index_t m, Vec& w, Vec& V) {
 }
 
 enum class Face { kStationary, kStep, kRay };
+
+// sum_k a_k b_k over four interleaved partial sums (the factor's rows: one chain was latency-bound)
+inline double dot(const double* a, const double* b, index_t m) {
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  index_t k = 0;
+  for (; k + 4 <= m; k += 4) {
+    s0 += a[k] * b[k];
+    s1 += a[k + 1] * b[k + 1];
+    s2 += a[k + 2] * b[k + 2];
+    s3 += a[k + 3] * b[k + 3];
+  }
+  for (; k < m; ++k) s0 += a[k] * b[k];
+  return (s0 + s1) + (s2 + s3);
+}
 
 struct EigWork {
   Vec Hr, r, w, V, N, coef, tmp;
@@ -221,16 +235,15 @@ class FaceFactor {
     const index_t ld = n_;
     y_.resize(static_cast<size_t>(m));
     const double gl = g[pivot_];
-    for (index_t i = 0; i < m; ++i) {  // L y' = -r, r_i = g_i - g_l
-      double t = -(g[order_[i]] - gl);
+    for (index_t i = 0; i < m; ++i) {  // L y' = -r, r_i = g_i - g_l (rows of L: dot products)
       const double* li = L + i * ld;
-      for (index_t k = 0; k < i; ++k) t -= li[k] * y_[k];
-      y_[i] = t / li[i];
+      y_[i] = (-(g[order_[i]] - gl) - dot(li, y_.data(), i)) / li[i];
     }
-    for (index_t i = m - 1; i >= 0; --i) {  // L' y = y'
-      double t = y_[i];
-      for (index_t k = i + 1; k < m; ++k) t -= L[k * ld + i] * y_[k];
-      y_[i] = t / L[i * ld + i];
+    for (index_t i = m - 1; i >= 0; --i) {  // L' y = y' (rows of L: y_k -= L_ik y_i for k < i)
+      const double* li = L + i * ld;
+      const double yi = y_[i] / li[i];
+      y_[i] = yi;
+      for (index_t k = 0; k < i; ++k) y_[k] -= li[k] * yi;
     }
     double sum = 0.0, pmax = 0.0;
     for (index_t i = 0; i < m; ++i) {
@@ -269,13 +282,10 @@ class FaceFactor {
     const index_t ld = n_, q = order_[i];
     double* li = L + i * ld;
     for (index_t j = 0; j < i; ++j) {
-      double t = mentry(q, order_[j]);
       const double* lj = L + j * ld;
-      for (index_t k = 0; k < j; ++k) t -= li[k] * lj[k];
-      li[j] = t / lj[j];
+      li[j] = (mentry(q, order_[j]) - dot(li, lj, j)) / lj[j];
     }
-    double s = diag_[i];
-    for (index_t k = 0; k < i; ++k) s -= li[k] * li[k];
+    const double s = diag_[i] - dot(li, li, i);
     double maxdiag = 0.0;
     for (double v : diag_) maxdiag = std::max(maxdiag, v);
     if (!(maxdiag > 0.0) || !(s > 1e-11 * maxdiag)) {
@@ -435,23 +445,34 @@ void active_set_qp(const double* G, const double* c, index_t n, const double* y0
 }  // namespace
 
 double simplex_qp(const double* G, const double* c, index_t n, double* x, const double* x0) {
-  // group bit-identical (row, c) pairs, in order of first occurrence
-  std::unordered_map<std::string, index_t> key_to_group;
+  // group bit-identical (row, c) pairs, in order of first occurrence: candidates share the bits of
+  // (c_i, G_ii), and only those are compared in full
+  auto bits = [](double v) {
+    std::uint64_t u;
+    std::memcpy(&u, &v, sizeof u);
+    return u;
+  };
+  std::unordered_map<std::uint64_t, std::vector<index_t>> groups_with_key;
   std::vector<index_t> group_of(static_cast<size_t>(n)), reps, sizes;
-  std::string key;
   for (index_t i = 0; i < n; ++i) {
-    key.assign(reinterpret_cast<const char*>(G + i * n), sizeof(double) * n);
-    key.append(reinterpret_cast<const char*>(c + i), sizeof(double));
-    auto it = key_to_group.find(key);
-    if (it == key_to_group.end()) {
-      key_to_group.emplace(key, static_cast<index_t>(reps.size()));
-      group_of[i] = static_cast<index_t>(reps.size());
-      reps.push_back(i);
-      sizes.push_back(1);
-    } else {
-      group_of[i] = it->second;
-      ++sizes[it->second];
+    const std::uint64_t key = bits(c[i]) ^ (bits(G[i * n + i]) * 0x9E3779B97F4A7C15ull);
+    std::vector<index_t>& cands = groups_with_key[key];
+    index_t found = -1;
+    for (index_t gi : cands) {
+      const index_t r = reps[gi];
+      if (bits(c[r]) == bits(c[i]) && std::memcmp(G + r * n, G + i * n, sizeof(double) * n) == 0) {
+        found = gi;
+        break;
+      }
     }
+    if (found < 0) {
+      found = static_cast<index_t>(reps.size());
+      cands.push_back(found);
+      reps.push_back(i);
+      sizes.push_back(0);
+    }
+    group_of[i] = found;
+    ++sizes[found];
   }
   const index_t m = static_cast<index_t>(reps.size());
   Vec Gr(static_cast<size_t>(m * m)), cr(static_cast<size_t>(m)), y(static_cast<size_t>(m)), y0;
