@@ -202,13 +202,16 @@ LWE_ROUTE_INNER(double)
 double peak_fma_f32(double seconds) { return LWE_ROUTE(probe_fma_f32, seconds); }
 double peak_exp_f32(double seconds) { return LWE_ROUTE(probe_exp_f32, seconds); }
 
-void point_gram(const double* z, index_t K, index_t d, double gamma, double* G) {
-  LWE_ROUTE(point_gram, z, K, d, gamma, G);
+void point_gram(const double* z, index_t K, index_t d, double gamma, double* G, SpinTeam* team) {
+  LWE_ROUTE(point_gram, z, K, d, gamma, G, team);
 }
 
+GradRowsFn grad_rows_fn() { return LWE_ROUTE(grad_rows_fn); }
+
 void rs_step_from_gram(const double* z, const double* beta, const double* C, const double* T, const double* G,
-                       index_t K, index_t d, double gamma, double step, double t1_factor, double* out) {
-  LWE_ROUTE(rs_step_from_gram, z, beta, C, T, G, K, d, gamma, step, t1_factor, out);
+                       index_t K, index_t d, double gamma, double step, double t1_factor, double* out,
+                       SpinTeam* team) {
+  LWE_ROUTE(rs_step_from_gram, z, beta, C, T, G, K, d, gamma, step, t1_factor, out, team);
 }
 
 void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, index_t Q, const double* c,

@@ -54,7 +54,7 @@ int fit_reference(const Tx* x, index_t n, index_t d, double* z, index_t K, doubl
     // the beta update at z (moments, Gram, QP); false where G or C is not finite (a diverged step)
     auto beta_update = [&](bool with_t, const double* x0) {
       zx_moments(z, K, x, n, d, gamma, C.data(), with_t ? T.data() : nullptr, team);
-      point_gram(z, K, d, gamma, G.data());
+      point_gram(z, K, d, gamma, G.data(), team);
       if (!all_finite(G) || !all_finite(C)) return false;
       simplex_qp(G.data(), C.data(), K, beta, x0);
       return true;
@@ -65,7 +65,7 @@ int fit_reference(const Tx* x, index_t n, index_t d, double* z, index_t K, doubl
     }
     objectives[0] = fit_objective(G.data(), C.data(), beta, K);
     for (int t = 0; t < steps; ++t) {
-      rs_step_from_gram(z, beta, C.data(), T.data(), G.data(), K, d, gamma, step_size, 1.0, z_next.data());
+      rs_step_from_gram(z, beta, C.data(), T.data(), G.data(), K, d, gamma, step_size, 1.0, z_next.data(), team);
       std::copy(z_next.begin(), z_next.end(), z);
       std::copy(beta, beta + K, warm.begin());
       if (!beta_update(t + 1 < steps, warm.data())) {
@@ -75,9 +75,10 @@ int fit_reference(const Tx* x, index_t n, index_t d, double* z, index_t K, doubl
       objectives[t + 1] = fit_objective(G.data(), C.data(), beta, K);
     }
   };
-  // k-means and the moment passes on one two-thread team (one wake-up for the fit instead of one
-  // per call) where they would split anyway and are small (large ones split through OpenMP, as
-  // alone); results do not depend on the team (k-means rows and moment chunks are independent).
+  // k-means, the moment passes, the Grams and the Z steps on one two-thread team (one wake-up for
+  // the fit instead of one per call) where they would split anyway and are small (large ones split
+  // through OpenMP, as alone); results do not depend on the team (k-means rows, moment chunks and
+  // Gram / Z-step rows are independent).
   const double work = static_cast<double>(K) * static_cast<double>(n) * static_cast<double>(d);
   with_spin_team(work < kAlwaysSplitWork && split_pays(work, kMomentsCostT), loop);
   return status;

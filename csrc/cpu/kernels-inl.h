@@ -369,7 +369,20 @@ inline void ball_bound_impl(const double* qz, const double* qw, const index_t* q
 // G_ij = exp(-gamma ((|z_i|^2 + |z_j|^2) - 2 z_i.z_j)) in float64: the expansion with the two norms
 // added first, so that G_ij == G_ji and bit-identical points give bit-identical rows (the QP merges
 // those).  Lanes run over j; every dot product is one FMA chain over the coordinates in order.
-inline void point_gram_impl(const double* z, index_t K, index_t d, double gamma, double* G) {
+constexpr index_t kRowsPerTask = 16;  // point_gram / rs_step rows per team task
+
+// body(i0, i1) over [0, K) in blocks of kRowsPerTask rows, on the team when there is one
+template <class Body>
+inline void over_row_blocks(index_t K, SpinTeam* team, Body&& body) {
+  if (team && K > kRowsPerTask) {
+    auto task = [&](index_t t, int) { body(t * kRowsPerTask, std::min(K, (t + 1) * kRowsPerTask)); };
+    team->run((K + kRowsPerTask - 1) / kRowsPerTask, task);
+  } else {
+    body(0, K);
+  }
+}
+
+inline void point_gram_impl(const double* z, index_t K, index_t d, double gamma, double* G, SpinTeam* team) {
   using V = vf64;
   const index_t Kp = round_up(K, kW64);
   std::vector<double> zT(static_cast<size_t>(d * Kp), 0.0), zn(static_cast<size_t>(Kp), 0.0);
@@ -381,9 +394,9 @@ inline void point_gram_impl(const double* z, index_t K, index_t d, double gamma,
     }
     zn[j] = s;
   }
-  double row[kW64];
   // NB lane vectors of row i from column j0: NB independent dot chains (one was latency-bound)
   auto block = [&](auto nb, index_t i, index_t j0) {
+    double row[kW64];
     constexpr int NB = decltype(nb)::value;
     const double* zi = z + i * d;
     V acc[NB];
@@ -404,10 +417,41 @@ inline void point_gram_impl(const double* z, index_t K, index_t d, double gamma,
       }
     }
   };
-  for (index_t i = 0; i < K; ++i) {
-    index_t j0 = 0;
-    for (; j0 + 4 * kW64 <= Kp; j0 += 4 * kW64) block(std::integral_constant<int, 4>{}, i, j0);
-    for (; j0 < Kp; j0 += kW64) block(std::integral_constant<int, 1>{}, i, j0);
+  over_row_blocks(K, team, [&](index_t i0, index_t i1) {
+    for (index_t i = i0; i < i1; ++i) {
+      index_t j0 = 0;
+      for (; j0 + 4 * kW64 <= Kp; j0 += 4 * kW64) block(std::integral_constant<int, 4>{}, i, j0);
+      for (; j0 < Kp; j0 += kW64) block(std::integral_constant<int, 1>{}, i, j0);
+    }
+  });
+}
+
+// ------------------------------------------------------------------ the QP's gradient
+// out_j = -c_j + sum_a x[rows[a]] G[rows[a], j], the rows in order; columns in blocks of 4 lane
+// vectors held in registers across the rows.
+template <int NV>
+inline void grad_rows_block(const double* G, index_t n, const index_t* rows, index_t m, const double* x,
+                            const double* c, index_t j, double* out) {
+  using V = vf64;
+  V acc[NV];
+  for (int b = 0; b < NV; ++b) acc[b] = -vload<V>(c + j + b * kW64);
+  for (index_t a = 0; a < m; ++a) {
+    const V w = vbroadcast<V>(x[rows[a]]);
+    const double* gr = G + rows[a] * n + j;
+    for (int b = 0; b < NV; ++b) acc[b] += w * vload<V>(gr + b * kW64);
+  }
+  for (int b = 0; b < NV; ++b) vstore(out + j + b * kW64, acc[b]);
+}
+
+inline void grad_rows_impl(const double* G, index_t n, const index_t* rows, index_t m, const double* x,
+                           const double* c, double* out) {
+  index_t j = 0;
+  for (; j + 4 * kW64 <= n; j += 4 * kW64) grad_rows_block<4>(G, n, rows, m, x, c, j, out);
+  for (; j + kW64 <= n; j += kW64) grad_rows_block<1>(G, n, rows, m, x, c, j, out);
+  for (; j < n; ++j) {
+    double s = -c[j];
+    for (index_t a = 0; a < m; ++a) s += x[rows[a]] * G[rows[a] * n + j];
+    out[j] = s;
   }
 }
 
@@ -444,25 +488,28 @@ inline void rs_wz_rows(const double* G, const double* beta, const double* zp, in
 
 inline void rs_step_from_gram_impl(const double* z, const double* beta, const double* C, const double* T,
                                    const double* G, index_t K, index_t d, double gamma, double step,
-                                   double t1_factor, double* out) {
+                                   double t1_factor, double* out, SpinTeam* team) {
   const index_t dp = round_up(d, kW64);
-  std::vector<double> zp(static_cast<size_t>(K * dp), 0.0), wz(static_cast<size_t>(4 * dp));
+  std::vector<double> zp(static_cast<size_t>(K * dp), 0.0);
   for (index_t j = 0; j < K; ++j) std::copy(z + j * d, z + (j + 1) * d, zp.begin() + j * dp);
-  for (index_t i0 = 0; i0 < K; i0 += 4) {
-    const index_t nr = std::min<index_t>(4, K - i0);
-    if (nr == 4)
-      rs_wz_rows<4>(G, beta, zp.data(), K, dp, i0, wz.data());
-    else
-      for (index_t r = 0; r < nr; ++r) rs_wz_rows<1>(G, beta, zp.data(), K, dp, i0 + r, wz.data() + r * dp);
-    for (index_t r = 0; r < nr; ++r) {
-      const index_t i = i0 + r;
-      double wsum = 0.0;
-      for (index_t j = 0; j < K; ++j) wsum += beta[j] * G[i * K + j];
-      for (index_t k = 0; k < d; ++k)
-        out[i * d + k] = rs_step_coord(z[i * d + k], wsum, wz[r * dp + k], C[i], T[i * d + k], beta[i], gamma,
-                                       step, t1_factor);
+  over_row_blocks(K, team, [&](index_t b0, index_t b1) {
+    std::vector<double> wz(static_cast<size_t>(4 * dp));
+    for (index_t i0 = b0; i0 < b1; i0 += 4) {
+      const index_t nr = std::min<index_t>(4, b1 - i0);
+      if (nr == 4)
+        rs_wz_rows<4>(G, beta, zp.data(), K, dp, i0, wz.data());
+      else
+        for (index_t r = 0; r < nr; ++r) rs_wz_rows<1>(G, beta, zp.data(), K, dp, i0 + r, wz.data() + r * dp);
+      for (index_t r = 0; r < nr; ++r) {
+        const index_t i = i0 + r;
+        double wsum = 0.0;
+        for (index_t j = 0; j < K; ++j) wsum += beta[j] * G[i * K + j];
+        for (index_t k = 0; k < d; ++k)
+          out[i * d + k] = rs_step_coord(z[i * d + k], wsum, wz[r * dp + k], C[i], T[i * d + k], beta[i],
+                                         gamma, step, t1_factor);
+      }
     }
-  }
+  });
 }
 
 // ------------------------------------------------------------------ data moments
@@ -757,12 +804,18 @@ LWE_INNER_DEF(float)
 LWE_INNER_DEF(double)
 #undef LWE_INNER_DEF
 
-void point_gram(const double* z, index_t K, index_t d, double gamma, double* G) {
-  point_gram_impl(z, K, d, gamma, G);
+void point_gram(const double* z, index_t K, index_t d, double gamma, double* G, SpinTeam* team) {
+  point_gram_impl(z, K, d, gamma, G, team);
 }
+void grad_rows(const double* G, index_t n, const index_t* rows, index_t m, const double* x, const double* c,
+               double* out) {
+  grad_rows_impl(G, n, rows, m, x, c, out);
+}
+GradRowsFn grad_rows_fn() { return &grad_rows; }
 void rs_step_from_gram(const double* z, const double* beta, const double* C, const double* T, const double* G,
-                       index_t K, index_t d, double gamma, double step, double t1_factor, double* out) {
-  rs_step_from_gram_impl(z, beta, C, T, G, K, d, gamma, step, t1_factor, out);
+                       index_t K, index_t d, double gamma, double step, double t1_factor, double* out,
+                       SpinTeam* team) {
+  rs_step_from_gram_impl(z, beta, C, T, G, K, d, gamma, step, t1_factor, out, team);
 }
 int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol, SpinTeam* team) {
   return kmeans_lloyd_impl(x, n, d, c, k, max_iter, tol, team);

@@ -29,6 +29,7 @@ namespace LWE_ISA {
 
 constexpr index_t kKmRows = 2 * kW32;  // rows per scoring tile (two vectors of lanes)
 constexpr int kKmCols = 6;       // centroids per register block
+constexpr index_t kKmChunk = 256;  // rows per bounds task
 
 template <>
 inline vi32 vbroadcast<vi32, std::int32_t>(std::int32_t s) {
@@ -128,23 +129,23 @@ inline std::int64_t km_scalar_label(const float* xr, index_t d, const float* c, 
   return bestj;
 }
 
-// |a - b|^2 in float64 over four independent chains (a bound, not a score: any order will do, the
-// caller's factor `up` covers the rounding); one chain was latency-bound at ~4 cycles per coordinate.
+// |a - b|^2 in float64, a lane vector at a time (a bound, not a score: any order will do, the
+// caller's factor `up` covers the rounding).
 inline double km_sq_dist(const float* a, const float* b, index_t d) {
-  double s[4] = {0.0, 0.0, 0.0, 0.0};
+  typedef float vhalf __attribute__((vector_size(LWE_VBYTES / 2)));  // kW64 floats
+  vf64 acc = vf64{};
   index_t t = 0;
-  for (; t + 4 <= d; t += 4) {
-    _Pragma("GCC unroll 4")
-    for (int j = 0; j < 4; ++j) {
-      const double diff = static_cast<double>(a[t + j]) - static_cast<double>(b[t + j]);
-      s[j] += diff * diff;
-    }
+  for (; t + kW64 <= d; t += kW64) {
+    const vf64 diff = __builtin_convertvector(vload<vhalf>(a + t), vf64) -
+                      __builtin_convertvector(vload<vhalf>(b + t), vf64);
+    acc += diff * diff;
   }
+  double s = hsum<double>(acc);
   for (; t < d; ++t) {
     const double diff = static_cast<double>(a[t]) - static_cast<double>(b[t]);
-    s[0] += diff * diff;
+    s += diff * diff;
   }
-  return (s[0] + s[1]) + (s[2] + s[3]);
+  return s;
 }
 
 inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter,
@@ -171,6 +172,8 @@ inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, ind
   const bool big = full >= 5e7;
   const bool want_team = !big && n > kKmRows && split_pays(4.0 * full, 1.6);
   std::vector<float> xT(static_cast<size_t>(2 * d * kKmRows));  // one scratch tile per team slot
+  const index_t nchunks = (n + kKmChunk - 1) / kKmChunk;
+  std::vector<index_t> chunk_todo(static_cast<size_t>(nchunks));
 
   index_t ntodo = 0;
   double cmax = 0.0;
@@ -214,23 +217,37 @@ inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, ind
         for (index_t i = 0; i < n; ++i) todo[i] = i;
         ntodo = n;
       } else {
-        index_t nl = 0;
-        for (index_t i = 0; i < n; ++i) {
+        // in chunks of rows (the team's or OpenMP's tasks): the rows the loose u cannot prove,
+        // u tightened for those, and the rows still unproven into todo at the chunk's offset
+        auto proven = [&](index_t i) {
           const double li = l[i];
-          loose[nl] = i;
-          nl += static_cast<index_t>(!((li > 0.0) & (li * li - u[i] * u[i] > 2.0 * err_coef * (xn[i] + cmax))));
-        }
-#pragma omp parallel for schedule(static, 1024) if (big)
-        for (index_t a = 0; a < nl; ++a) {
-          const index_t i = loose[a];
-          u[i] = std::sqrt(km_sq_dist(x + i * d, c + label[i] * d, d)) * up;
+          return (li > 0.0) & (li * li - u[i] * u[i] > 2.0 * err_coef * (xn[i] + cmax));
+        };
+        auto bounds_chunk = [&](index_t t, int) {
+          const index_t i0 = t * kKmChunk, i1 = std::min(n, i0 + kKmChunk);
+          index_t nl = i0, m = i0;
+          for (index_t i = i0; i < i1; ++i) {
+            loose[nl] = i;
+            nl += static_cast<index_t>(!proven(i));
+          }
+          for (index_t a = i0; a < nl; ++a) {
+            const index_t i = loose[a];
+            u[i] = std::sqrt(km_sq_dist(x + i * d, c + label[i] * d, d)) * up;
+            todo[m] = i;
+            m += static_cast<index_t>(!proven(i));
+          }
+          chunk_todo[t] = m - i0;
+        };
+        if (team) {
+          team->run(nchunks, bounds_chunk);
+        } else {
+#pragma omp parallel for schedule(static, 4) if (big)
+          for (index_t t = 0; t < nchunks; ++t) bounds_chunk(t, 0);
         }
         ntodo = 0;
-        for (index_t a = 0; a < nl; ++a) {
-          const index_t i = loose[a];
-          const double li = l[i];
-          todo[ntodo] = i;
-          ntodo += static_cast<index_t>(!((li > 0.0) & (li * li - u[i] * u[i] > 2.0 * err_coef * (xn[i] + cmax))));
+        for (index_t t = 0; t < nchunks; ++t) {
+          std::memmove(todo.data() + ntodo, todo.data() + t * kKmChunk, sizeof(index_t) * chunk_todo[t]);
+          ntodo += chunk_todo[t];
         }
       }
       const index_t ntiles = (ntodo + kKmRows - 1) / kKmRows;

@@ -330,8 +330,9 @@ void active_set_qp(const double* G, const double* c, index_t n, const double* y0
   const index_t max_iter = 100 * n + 100;
   bool x_changed = true;  // freeing a bound leaves x, hence g, unchanged
   // a (bitwise) symmetric G -- every Gram matrix -- has g = G x = sum over the free j of x_j G[j, :]:
-  // contiguous rows, only |F| of them, vectorised (the general case reads all n entries of every row)
+  // contiguous rows, only |F| of them, on the active SIMD path (the general case reads every row)
   bool symmetric = true;
+  const GradRowsFn grad_rows = grad_rows_fn();
   for (index_t i = 0; symmetric && i < n; ++i)
     for (index_t j = 0; j < i; ++j)
       if (G[i * n + j] != G[j * n + i]) {
@@ -340,13 +341,7 @@ void active_set_qp(const double* G, const double* c, index_t n, const double* y0
       }
   for (index_t iter = 0; iter < max_iter; ++iter) {
     if (x_changed && symmetric) {
-      double* gp = g.data();
-      for (index_t i = 0; i < n; ++i) gp[i] = -c[i];
-      for (index_t v : F) {
-        const double xv = x[v];
-        const double* gv = G + v * n;
-        for (index_t i = 0; i < n; ++i) gp[i] += xv * gv[i];
-      }
+      grad_rows(G, n, F.data(), static_cast<index_t>(F.size()), x, c, g.data());
       x_changed = false;
     }
     for (index_t i = 0; x_changed && i < n; ++i) {
