@@ -371,14 +371,15 @@ inline void ball_bound_impl(const double* qz, const double* qw, const index_t* q
 // those).  Lanes run over j; every dot product is one FMA chain over the coordinates in order.
 constexpr index_t kRowsPerTask = 16;  // point_gram / rs_step rows per team task
 
-// body(i0, i1) over [0, K) in blocks of kRowsPerTask rows, on the team when there is one
+// body(i0, i1, slot) over [0, K) in blocks of kRowsPerTask rows, on the team when there is one (slot:
+// the team thread, 0 or 1, for per-thread scratch allocated beforehand: team tasks must not throw)
 template <class Body>
 inline void over_row_blocks(index_t K, SpinTeam* team, Body&& body) {
   if (team && K > kRowsPerTask) {
-    auto task = [&](index_t t, int) { body(t * kRowsPerTask, std::min(K, (t + 1) * kRowsPerTask)); };
+    auto task = [&](index_t t, int slot) { body(t * kRowsPerTask, std::min(K, (t + 1) * kRowsPerTask), slot); };
     team->run((K + kRowsPerTask - 1) / kRowsPerTask, task);
   } else {
-    body(0, K);
+    body(0, K, 0);
   }
 }
 
@@ -417,7 +418,7 @@ inline void point_gram_impl(const double* z, index_t K, index_t d, double gamma,
       }
     }
   };
-  over_row_blocks(K, team, [&](index_t i0, index_t i1) {
+  over_row_blocks(K, team, [&](index_t i0, index_t i1, int) {
     for (index_t i = i0; i < i1; ++i) {
       index_t j0 = 0;
       for (; j0 + 4 * kW64 <= Kp; j0 += 4 * kW64) block(std::integral_constant<int, 4>{}, i, j0);
@@ -490,16 +491,16 @@ inline void rs_step_from_gram_impl(const double* z, const double* beta, const do
                                    const double* G, index_t K, index_t d, double gamma, double step,
                                    double t1_factor, double* out, SpinTeam* team) {
   const index_t dp = round_up(d, kW64);
-  std::vector<double> zp(static_cast<size_t>(K * dp), 0.0);
+  std::vector<double> zp(static_cast<size_t>(K * dp), 0.0), wz2(static_cast<size_t>(2 * 4 * dp));
   for (index_t j = 0; j < K; ++j) std::copy(z + j * d, z + (j + 1) * d, zp.begin() + j * dp);
-  over_row_blocks(K, team, [&](index_t b0, index_t b1) {
-    std::vector<double> wz(static_cast<size_t>(4 * dp));
+  over_row_blocks(K, team, [&](index_t b0, index_t b1, int slot) {
+    double* wz = wz2.data() + slot * 4 * dp;
     for (index_t i0 = b0; i0 < b1; i0 += 4) {
       const index_t nr = std::min<index_t>(4, b1 - i0);
       if (nr == 4)
-        rs_wz_rows<4>(G, beta, zp.data(), K, dp, i0, wz.data());
+        rs_wz_rows<4>(G, beta, zp.data(), K, dp, i0, wz);
       else
-        for (index_t r = 0; r < nr; ++r) rs_wz_rows<1>(G, beta, zp.data(), K, dp, i0 + r, wz.data() + r * dp);
+        for (index_t r = 0; r < nr; ++r) rs_wz_rows<1>(G, beta, zp.data(), K, dp, i0 + r, wz + r * dp);
       for (index_t r = 0; r < nr; ++r) {
         const index_t i = i0 + r;
         double wsum = 0.0;
