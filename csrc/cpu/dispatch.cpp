@@ -206,7 +206,17 @@ void point_gram(const double* z, index_t K, index_t d, double gamma, double* G, 
   LWE_ROUTE(point_gram, z, K, d, gamma, G, team);
 }
 
-GradRowsFn grad_rows_fn() { return LWE_ROUTE(grad_rows_fn); }
+double simplex_qp(const double* G, const double* c, index_t n, double* x, const double* x0) {
+  return LWE_ROUTE(simplex_qp, G, c, n, x, x0);
+}
+
+void simplex_qp_batch(const double* Gs, const double* cs, index_t B, index_t n, double* xs, double* objs) {
+  // the search's batches of tiny QPs stay on this thread unless splitting saves more than the wake-up
+  const double nd = static_cast<double>(n);
+  const double work = static_cast<double>(B) * nd * nd * (nd + 8.0);
+#pragma omp parallel for schedule(dynamic, 1) if (work >= kAlwaysSplitWork || split_pays(work, 2.0))
+  for (index_t b = 0; b < B; ++b) objs[b] = simplex_qp(Gs + b * n * n, cs + b * n, n, xs + b * n, nullptr);
+}
 
 void rs_step_from_gram(const double* z, const double* beta, const double* C, const double* T, const double* G,
                        index_t K, index_t d, double gamma, double step, double t1_factor, double* out,

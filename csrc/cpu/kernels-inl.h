@@ -427,7 +427,7 @@ inline void point_gram_impl(const double* z, index_t K, index_t d, double gamma,
   });
 }
 
-// ------------------------------------------------------------------ the QP's gradient
+// ------------------------------------------------------------------ the QP's gradient (qp-inl.h)
 // out_j = -c_j + sum_a x[rows[a]] G[rows[a], j], the rows in order; columns in blocks of 4 lane
 // vectors held in registers across the rows.
 template <int NV>
@@ -713,6 +713,7 @@ void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t
 }  // namespace lwe
 
 #include "kmeans-inl.h"
+#include "qp-inl.h"
 
 namespace lwe {
 namespace LWE_ISA {
@@ -808,11 +809,9 @@ LWE_INNER_DEF(double)
 void point_gram(const double* z, index_t K, index_t d, double gamma, double* G, SpinTeam* team) {
   point_gram_impl(z, K, d, gamma, G, team);
 }
-void grad_rows(const double* G, index_t n, const index_t* rows, index_t m, const double* x, const double* c,
-               double* out) {
-  grad_rows_impl(G, n, rows, m, x, c, out);
+double simplex_qp(const double* G, const double* c, index_t n, double* x, const double* x0) {
+  return simplex_qp_impl(G, c, n, x, x0);
 }
-GradRowsFn grad_rows_fn() { return &grad_rows; }
 void rs_step_from_gram(const double* z, const double* beta, const double* C, const double* T, const double* G,
                        index_t K, index_t d, double gamma, double step, double t1_factor, double* out,
                        SpinTeam* team) {

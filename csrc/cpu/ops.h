@@ -54,13 +54,7 @@ int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_it
 // ---- G_ij = k(z_i, z_j) of K single points (symmetric, duplicates give identical rows)
 void point_gram(const double* z, index_t K, index_t d, double gamma, double* G, SpinTeam* team = nullptr);
 
-// ---- the QP's gradient over the free set (kernels-inl.h, per ISA): out_j = -c_j + sum_a x[rows[a]]
-// G[rows[a], j] (a in increasing order); grad_rows_fn() is the active path's, chosen once per QP
-using GradRowsFn = void (*)(const double* G, index_t n, const index_t* rows, index_t m, const double* x,
-                            const double* c, double* out);
-GradRowsFn grad_rows_fn();
-
-// ---- reduced-set step and QP (kernels-inl.h, moments.cpp, qp.cpp)
+// ---- reduced-set step and QP (kernels-inl.h, moments.cpp, qp-inl.h; the QP per ISA)
 // rs_step_from_gram: the same step given G = point_gram(z) (the beta update's matrix at z)
 void rs_step_from_gram(const double* z, const double* beta, const double* C, const double* T,
                        const double* G, index_t K, index_t d, double gamma, double step,
@@ -131,9 +125,7 @@ void thread_probe_values(bool* cores, double* lane_fma_s, double* wake_s);
   int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol,   \
              SpinTeam* team);                                                                      \
   void point_gram(const double* z, index_t K, index_t d, double gamma, double* G, SpinTeam* team);\
-  void grad_rows(const double* G, index_t n, const index_t* rows, index_t m, const double* x,      \
-                 const double* c, double* out);                                                    \
-  GradRowsFn grad_rows_fn();                                                                       \
+  double simplex_qp(const double* G, const double* c, index_t n, double* x, const double* x0);     \
   void rs_step_from_gram(const double* z, const double* beta, const double* C, const double* T,     \
                          const double* G, index_t K, index_t d, double gamma, double step,          \
                          double t1_factor, double* out, SpinTeam* team);                            \

@@ -1,4 +1,6 @@
-// Exact simplex-constrained QP:  min 1/2 x'Gx - c'x  s.t. x >= 0, sum x = 1.
+#pragma once
+// Exact simplex-constrained QP, per ISA (included by kernels-inl.h; the gradient over the free rows
+// runs in lane vectors, grad_rows_impl):  min 1/2 x'Gx - c'x  s.t. x >= 0, sum x = 1.
 // A port of lwengine._reference.simplex_qp: bit-identical (row, c) pairs are merged and share their
 // weight equally; a primal active-set method starts at the best vertex (or at a given feasible
 // point x0), takes Newton steps on the face {sum p = 0} of the free set F (rays along zero/negative
@@ -19,15 +21,14 @@
 #include <unordered_map>
 #include <vector>
 
-#include "ops.h"
-
 namespace lwe {
-namespace {
+namespace LWE_ISA {
+namespace qp_detail {
 
 using Vec = std::vector<double>;
 
 // Cyclic Jacobi eigendecomposition of a symmetric m x m matrix A (destroyed): w, V (columns).
-void jacobi_eigh(Vec& A, index_t m, Vec& w, Vec& V) {
+inline void jacobi_eigh(Vec& A, index_t m, Vec& w, Vec& V) {
   V.assign(static_cast<size_t>(m * m), 0.0);
   for (index_t i = 0; i < m; ++i) V[i * m + i] = 1.0;
   for (int sweep = 0; sweep < 100; ++sweep) {
@@ -85,7 +86,7 @@ struct EigWork {
 
 // Eigen-based face direction, exactly the reference's rule (used when Cholesky is not safe).
 // H is f x f (F in increasing index order), p receives the direction in that order.
-Face face_direction_eig(const Vec& H, const double* g, index_t f, double* p, EigWork& ws) {
+inline Face face_direction_eig(const Vec& H, const double* g, index_t f, double* p, EigWork& ws) {
   const index_t m = f - 1;
   // orthonormal basis of {sum p = 0}: columns 2..f of the Householder reflector mapping e1 to 1/sqrt(f)
   Vec hv(static_cast<size_t>(f));
@@ -306,7 +307,7 @@ class FaceFactor {
 };
 
 // y: start point (feasible, length n) or nullptr for the best vertex.
-void active_set_qp(const double* G, const double* c, index_t n, const double* y0, double* x) {
+inline void active_set_qp(const double* G, const double* c, index_t n, const double* y0, double* x) {
   std::vector<char> is_free(static_cast<size_t>(n), 0);
   std::vector<index_t> F;  // free set, kept in increasing index order
   if (y0 == nullptr) {
@@ -330,9 +331,8 @@ void active_set_qp(const double* G, const double* c, index_t n, const double* y0
   const index_t max_iter = 100 * n + 100;
   bool x_changed = true;  // freeing a bound leaves x, hence g, unchanged
   // a (bitwise) symmetric G -- every Gram matrix -- has g = G x = sum over the free j of x_j G[j, :]:
-  // contiguous rows, only |F| of them, on the active SIMD path (the general case reads every row)
+  // contiguous rows, only |F| of them, in lane vectors (the general case reads every row)
   bool symmetric = true;
-  const GradRowsFn grad_rows = grad_rows_fn();
   for (index_t i = 0; symmetric && i < n; ++i)
     for (index_t j = 0; j < i; ++j)
       if (G[i * n + j] != G[j * n + i]) {
@@ -341,7 +341,7 @@ void active_set_qp(const double* G, const double* c, index_t n, const double* y0
       }
   for (index_t iter = 0; iter < max_iter; ++iter) {
     if (x_changed && symmetric) {
-      grad_rows(G, n, F.data(), static_cast<index_t>(F.size()), x, c, g.data());
+      grad_rows_impl(G, n, F.data(), static_cast<index_t>(F.size()), x, c, g.data());
       x_changed = false;
     }
     for (index_t i = 0; x_changed && i < n; ++i) {
@@ -437,9 +437,9 @@ void active_set_qp(const double* G, const double* c, index_t n, const double* y0
   }
 }
 
-}  // namespace
+}  // namespace qp_detail
 
-double simplex_qp(const double* G, const double* c, index_t n, double* x, const double* x0) {
+inline double simplex_qp_impl(const double* G, const double* c, index_t n, double* x, const double* x0) {
   // group bit-identical (row, c) pairs, in order of first occurrence: candidates share the bits of
   // (c_i, G_ii), and only those are compared in full
   auto bits = [](double v) {
@@ -470,7 +470,7 @@ double simplex_qp(const double* G, const double* c, index_t n, double* x, const 
     ++sizes[found];
   }
   const index_t m = static_cast<index_t>(reps.size());
-  Vec Gr(static_cast<size_t>(m * m)), cr(static_cast<size_t>(m)), y(static_cast<size_t>(m)), y0;
+  qp_detail::Vec Gr(static_cast<size_t>(m * m)), cr(static_cast<size_t>(m)), y(static_cast<size_t>(m)), y0;
   for (index_t a = 0; a < m; ++a) {
     cr[a] = c[reps[a]];
     for (index_t b = 0; b < m; ++b) Gr[a * m + b] = G[reps[a] * n + reps[b]];
@@ -484,7 +484,7 @@ double simplex_qp(const double* G, const double* c, index_t n, double* x, const 
     }
     for (double& v : y0) v /= s;
   }
-  active_set_qp(Gr.data(), cr.data(), m, x0 ? y0.data() : nullptr, y.data());
+  qp_detail::active_set_qp(Gr.data(), cr.data(), m, x0 ? y0.data() : nullptr, y.data());
   for (index_t i = 0; i < n; ++i) x[i] = y[group_of[i]] / static_cast<double>(sizes[group_of[i]]);
   double quad = 0.0, lin = 0.0;
   for (index_t j = 0; j < n; ++j) {
@@ -496,12 +496,5 @@ double simplex_qp(const double* G, const double* c, index_t n, double* x, const 
   return 0.5 * quad - lin;
 }
 
-void simplex_qp_batch(const double* Gs, const double* cs, index_t B, index_t n, double* xs, double* objs) {
-  // the search's batches of tiny QPs stay on this thread unless splitting saves more than the wake-up
-  const double nd = static_cast<double>(n);
-  const double work = static_cast<double>(B) * nd * nd * (nd + 8.0);
-#pragma omp parallel for schedule(dynamic, 1) if (work >= kAlwaysSplitWork || split_pays(work, 2.0))
-  for (index_t b = 0; b < B; ++b) objs[b] = simplex_qp(Gs + b * n * n, cs + b * n, n, xs + b * n, nullptr);
-}
-
+}  // namespace LWE_ISA
 }  // namespace lwe
