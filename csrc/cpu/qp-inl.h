@@ -66,7 +66,7 @@ inline void jacobi_eigh(Vec& A, index_t m, Vec& w, Vec& V) {
 
 enum class Face { kStationary, kStep, kRay };
 
-// sum_k a_k b_k over four interleaved partial sums (the factor's rows: one chain was latency-bound)
+// sum_k a_k b_k over four interleaved partial sums (one chain was latency-bound)
 inline double dot(const double* a, const double* b, index_t m) {
   double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
   index_t k = 0;
@@ -344,19 +344,7 @@ inline void active_set_qp(const double* G, const double* c, index_t n, const dou
       grad_rows_impl(G, n, F.data(), static_cast<index_t>(F.size()), x, c, g.data());
       x_changed = false;
     }
-    for (index_t i = 0; x_changed && i < n; ++i) {
-      const double* gi = G + i * n;
-      double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-      index_t j = 0;
-      for (; j + 4 <= n; j += 4) {
-        s0 += gi[j] * x[j];
-        s1 += gi[j + 1] * x[j + 1];
-        s2 += gi[j + 2] * x[j + 2];
-        s3 += gi[j + 3] * x[j + 3];
-      }
-      for (; j < n; ++j) s0 += gi[j] * x[j];
-      g[i] = ((s0 + s1) + (s2 + s3)) - c[i];
-    }
+    for (index_t i = 0; x_changed && i < n; ++i) g[i] = dot(G + i * n, x, n) - c[i];
     x_changed = false;
     const index_t f = static_cast<index_t>(F.size());
     if (!stationary) {
