@@ -552,66 +552,42 @@ inline void zx_chunk(const double* zr, index_t d, const double* zn, const double
   }
 }
 
-// tp[r * d + k] += sum_j e[r * kTileX + j] xT[k * kTileX + j] for R rows of the kernel block
-template <int R>
-inline void zx_t_block(const double* e, const double* xT, index_t d, index_t mp, double* tp) {
+// tp[r * d + k + c] += sum_j e[r * kTileX + j] xT[(k + c) * kTileX + j] for R rows of the kernel block
+// and NC coordinates from k (R x NC accumulators)
+template <int R, int NC>
+inline void zx_t_cols(const double* e, const double* xT, index_t d, index_t mp, double* tp, index_t k) {
   using V = vf64;
-  index_t k = 0;
-  for (; k + 4 <= d; k += 4) {
-    V a[R][4];
+  V a[R][NC];
+  _Pragma("GCC unroll 4")
+  for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 4")
-    for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = a[r][2] = a[r][3] = V{};
-    const double* x0 = xT + k * kTileX;
-    for (index_t j = 0; j < mp; j += kW64) {
-      V xv[4];
-      _Pragma("GCC unroll 4")
-      for (int c = 0; c < 4; ++c) xv[c] = vload<V>(x0 + c * kTileX + j);
-      _Pragma("GCC unroll 4")
-      for (int r = 0; r < R; ++r) {
-        const V ev = vload<V>(e + r * kTileX + j);
-        _Pragma("GCC unroll 4")
-        for (int c = 0; c < 4; ++c) a[r][c] += ev * xv[c];
-      }
-    }
+    for (int c = 0; c < NC; ++c) a[r][c] = V{};
+  const double* x0 = xT + k * kTileX;
+  for (index_t j = 0; j < mp; j += kW64) {
+    V xv[NC];
     _Pragma("GCC unroll 4")
-    for (int r = 0; r < R; ++r)
-      _Pragma("GCC unroll 4")
-      for (int c = 0; c < 4; ++c) tp[r * d + k + c] += hsum<double>(a[r][c]);
-  }
-  for (; k + 2 <= d; k += 2) {
-    V a[R][2];
-    _Pragma("GCC unroll 4")
-    for (int r = 0; r < R; ++r) a[r][0] = a[r][1] = V{};
-    const double* x0 = xT + k * kTileX;
-    const double* x1 = x0 + kTileX;
-    for (index_t j = 0; j < mp; j += kW64) {
-      const V xv0 = vload<V>(x0 + j), xv1 = vload<V>(x1 + j);
-      _Pragma("GCC unroll 4")
-      for (int r = 0; r < R; ++r) {
-        const V ev = vload<V>(e + r * kTileX + j);
-        a[r][0] += ev * xv0;
-        a[r][1] += ev * xv1;
-      }
-    }
+    for (int c = 0; c < NC; ++c) xv[c] = vload<V>(x0 + c * kTileX + j);
     _Pragma("GCC unroll 4")
     for (int r = 0; r < R; ++r) {
-      tp[r * d + k] += hsum<double>(a[r][0]);
-      tp[r * d + k + 1] += hsum<double>(a[r][1]);
-    }
-  }
-  if (k < d) {
-    V a[R];
-    _Pragma("GCC unroll 4")
-    for (int r = 0; r < R; ++r) a[r] = V{};
-    const double* x0 = xT + k * kTileX;
-    for (index_t j = 0; j < mp; j += kW64) {
-      const V xv0 = vload<V>(x0 + j);
+      const V ev = vload<V>(e + r * kTileX + j);
       _Pragma("GCC unroll 4")
-      for (int r = 0; r < R; ++r) a[r] += vload<V>(e + r * kTileX + j) * xv0;
+      for (int c = 0; c < NC; ++c) a[r][c] += ev * xv[c];
     }
-    _Pragma("GCC unroll 4")
-    for (int r = 0; r < R; ++r) tp[r * d + k] += hsum<double>(a[r]);
   }
+  _Pragma("GCC unroll 4")
+  for (int r = 0; r < R; ++r)
+    _Pragma("GCC unroll 4")
+    for (int c = 0; c < NC; ++c) tp[r * d + k + c] += hsum<double>(a[r][c]);
+}
+
+// tp[r * d + k] += sum_j e[r * kTileX + j] xT[k * kTileX + j] for R rows of the kernel block, every k:
+// coordinates in blocks of 4, then 2, then 1
+template <int R>
+inline void zx_t_block(const double* e, const double* xT, index_t d, index_t mp, double* tp) {
+  index_t k = 0;
+  for (; k + 4 <= d; k += 4) zx_t_cols<R, 4>(e, xT, d, mp, tp, k);
+  for (; k + 2 <= d; k += 2) zx_t_cols<R, 2>(e, xT, d, mp, tp, k);
+  if (k < d) zx_t_cols<R, 1>(e, xT, d, mp, tp, k);
 }
 
 template <class Tx>
