@@ -72,6 +72,8 @@ __all__ = [
     "check_packed_store",
     "spec_balls",
     "ball_bound",
+    "projection_bound",
+    "bound_groups",
     "float_array",
     "gather_specs",
     "single_threaded_here",
@@ -389,6 +391,58 @@ def ball_bound(q_z, q_w, q_offsets, centers, radii, gamma):
     if out.size:
         _record("ball_bound", "cpu")
         _native("ball_bound")(q_z, q_w, q_offsets, centers, radii, as_gamma(gamma), out)
+    return out
+
+
+MAX_BOUND_GROUPS = 8  # csrc/cpu/ops.h kMaxBoundGroups
+
+
+def bound_groups(q_z, k: int = MAX_BOUND_GROUPS):
+    """``(labels (K,) int64, centers (g, d))``: the query's points in at most ``k`` groups for
+    :func:`projection_bound` -- farthest-point seeds (the first the point farthest from the mean),
+    each point to its nearest seed, each group's centre its mean.  Deterministic; any grouping gives
+    a valid bound, compact groups a tight one."""
+    q_z = as_points(q_z, "q_z", np.float64)
+    n = q_z.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((1, q_z.shape[1]))
+    k = max(1, min(int(k), MAX_BOUND_GROUPS, n))
+    norms = np.einsum("ij,ij->i", q_z, q_z)
+    seeds = [int(np.argmax(((q_z - q_z.mean(0)) ** 2).sum(1)))]
+    dist = norms + norms[seeds[0]] - 2.0 * (q_z @ q_z[seeds[0]])  # to the nearest seed
+    while len(seeds) < k and dist.max() > 0:
+        seeds.append(int(np.argmax(dist)))
+        dist = np.minimum(dist, norms + norms[seeds[-1]] - 2.0 * (q_z @ q_z[seeds[-1]]))
+    labels = np.argmin(norms[seeds][None, :] - 2.0 * (q_z @ q_z[seeds].T), axis=1)
+    counts = np.bincount(labels, minlength=len(seeds))
+    if not counts.all():  # a seed that lost its own point (rounding): renumber the groups
+        labels = np.cumsum(counts > 0)[labels] - 1
+        counts = counts[counts > 0]
+    centers = (labels[None, :] == np.arange(len(counts))[:, None]) @ q_z / counts[:, None]
+    return labels.astype(np.int64), np.ascontiguousarray(centers)
+
+
+def projection_bound(q_z, q_w, q_group, group_centers, z, offsets, specs, centers, radii, gamma):
+    """(M,) for the store specs ``specs`` (rows ``z``, either precision, ``offsets``; covering balls
+    ``centers``, ``radii`` of the float64 rows): ``sum_a q_w_a exp(-gamma g_a^2)``, an upper bound
+    (rigorous for the float64 rows, also when ``z`` is their float32 copy) on ``sum_a q_w_a max_b
+    k(a, z_b)``.  ``g_a``: the larger of :func:`ball_bound`'s gap and the distance of a's projection
+    from the interval of the rows' projections onto the direction from the spec's centre to the
+    centre of a's group (``q_group``, ``group_centers`` from :func:`bound_groups`).  One query; CPU."""
+    q_z = as_points(q_z, "q_z", np.float64)
+    z = as_points(z, "z")
+    q_w = as_vector(q_w, "q_w", q_z.shape[0])
+    q_group = as_indices(q_group, "q_group", max(len(group_centers), 1))
+    group_centers = as_points(group_centers, "group_centers", np.float64)
+    offsets = as_offsets(offsets, "offsets", z.shape[0])
+    centers = as_points(centers, "centers", np.float64)
+    radii = as_vector(radii, "radii", centers.shape[0])
+    specs = as_indices(specs, "specs", centers.shape[0])
+    out = np.zeros(specs.shape[0])
+    if out.size:
+        _record("projection_bound", "cpu")
+        _native("projection_bound")(q_z, q_w, q_group, group_centers, z, offsets, specs, centers, radii,
+                                    as_gamma(gamma), out)
     return out
 
 

@@ -40,6 +40,7 @@ _METHODS = ("greedy", "auto")
 # ------------------------------------------------------------------------------------ results
 @dataclass
 class SingleResult:
+    __slots__ = ("id", "dist", "score")  # thousands per search: cheaper to build
     id: str
     dist: float | None
     score: float | None
@@ -463,6 +464,7 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
     q_l1 = np.array([np.abs(u.beta).sum() for _, u, _, _ in users])
     q_r2 = np.array([float((z2 * z2).sum(1).max()) for _, _, z2, _ in users])
     q_K = np.array([u.K for _, u, _, _ in users], dtype=np.float64)
+    groups_of_user = None  # the one user's point groups for the projection bound, made on first use
     dists, errs, reps, seqs, gidx, lidx, fars = [], [], [], [], [], [], []
     n_direct = 0
     any_far = False
@@ -476,6 +478,22 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
             if prune and g.family is GAUSSIAN and (device or g.device) == "cpu":
                 bound, far = _far_specs(g, qz, qb, qo, err)
                 far = far if far.any() else None
+        project = PROJECT_FAR and bound is not None and len(users) == 1
+        if project and groups_of_user is None:
+            groups_of_user = (np.abs(qb),) + kernels.bound_groups(qz)
+
+        def screen_rest(specs):  # screen ``specs``, except those the projection bound shows to be far
+            nonlocal far
+            if project:
+                gone, two_b = _projected_far(g, qz, groups_of_user, specs, err[0], bound[0])
+                if len(gone):
+                    far = np.zeros(n, dtype=bool) if far is None else far
+                    far[gone] = True
+                    bound[0, gone] = two_b
+                    specs = specs[~far[specs]]
+            if len(specs):
+                cross[:, specs] = g.cross(qz, qb, qo, screened=True, specs=specs, device=device)
+
         near = None
         if direct and bound is not None and len(users) == 1:  # the pruned path: bounds on the CPU
             near = np.arange(n) if far is None else np.flatnonzero(~far)
@@ -492,17 +510,16 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
                 err[:, at64] = 0.0
                 n_direct += len(at64)
             if not exact.all():
-                at32 = rest[~exact]
-                cross[:, at32] = g.cross(qz, qb, qo, screened=True, specs=at32, device=device)
+                screen_rest(rest[~exact])
             if far is not None:
                 err[:, far] = bound[:, far]
-        elif far is None:
+        elif bound is None or (far is None and not project):
             cross = g.cross(qz, qb, qo, screened=screened, device=device)
         else:
-            near = np.flatnonzero(~far)
             cross = np.zeros((len(users), n))
-            cross[:, near] = g.cross(qz, qb, qo, screened=True, specs=near, device=device)
-            err[:, far] = bound[:, far]
+            screen_rest(np.arange(n) if far is None else np.flatnonzero(~far))
+            if far is not None:
+                err[:, far] = bound[:, far]
         d = finish(g.self_terms()[None, :], cross, uself[:, None])
         if not screened:
             err = np.zeros(d.shape)  # calloc: untouched pages cost nothing
@@ -516,7 +533,9 @@ def scan_groups(index, kind, users, screen, *, device: str | None = None, prune:
                 far[dups[0]] = far[dups[1]]
         for row, (_, u, _, _) in enumerate(users):  # p.dist(p) == 0.0 exactly, as the reference
             if g.family.copy_dist_zero and uparam[row] == g.gamma:
-                same = np.flatnonzero((np.asarray(g.digest[:n]) == udig[row]).all(axis=1))
+                words = np.ascontiguousarray(g.digest[:n]).view(np.uint64)  # (n, 2): two compares per spec
+                u_words = udig[row].view(np.uint64)
+                same = np.flatnonzero((words[:, 0] == u_words[0]) & (words[:, 1] == u_words[1]))
                 d[row, same] = 0.0
                 err[row, same] = 0.0
         if far is None:
@@ -575,6 +594,28 @@ def _far_specs(g, qz, qb, qo, err):
     return two_b, (two_b <= err).all(axis=0)
 
 
+def _projected_far(g, qz, user_groups, specs, err, two_b):
+    """``(gone, their 2B)``: the specs among ``specs`` (local indices, one user) that the projection
+    bound (:func:`lwengine.kernels.projection_bound`) shows to be far -- ``2B <= err`` as in
+    :func:`_far_specs` -- tried only where the ball bound ``two_b`` is within ``PROJECT_MAX_RATIO`` of
+    ``err`` (beyond that the spec is almost surely near)."""
+    cand = specs[two_b[specs] <= PROJECT_MAX_RATIO * err[specs]]
+    if len(cand) == 0:
+        return cand, np.zeros(0)
+    w, labels, centres = user_groups
+    centers, radii = g.balls()
+    _, bl1, _ = g.screen()
+    r = int(g.offsets[g.n])
+    b = kernels.projection_bound(qz, w, labels, centres, g.screen()[0][:r], g.offsets[: g.n + 1], cand,
+                                 centers, radii, g.gamma)
+    two = 2.0 * b * bl1[cand] * (1.0 + 1e-9) + 1e-14 * w.sum() * bl1[cand]  # as _far_specs
+    keep = two <= err[cand]
+    return cand[keep], two[keep]
+
+
+PROJECT_FAR = True  # LocalBackend, one user: bound the specs about to be screened along projections first
+PROJECT_MAX_RATIO = 100.0  # ... those whose ball bound is at most this multiple of their screening bound
+
 DIRECT_FLOAT64 = True  # LocalBackend: scan in float64 at once the specs likely to be reported
 DIRECT_SAMPLE = 256  # scanned specs screened first, to learn which others to compute in float64 (_direct_choice)
 DIRECT_MIN_SPECS = 1024  # fewer scanned specs: always screen first
@@ -594,6 +635,8 @@ def _direct_choice(g, user, sample, sample_cross, rest, far, ball):
     With an uninformative bound this is all or nothing, by the reported share.  Only a speed
     choice, never a result: the refiner recomputes whatever else it needs."""
     none = np.zeros(len(rest), dtype=bool)
+    if len(sample) == 0:
+        return none
     _, _, _, uself = user
     base = finish(g.self_terms(), 0.0, uself)
     d_sample = base[sample] - 2.0 * sample_cross
@@ -653,6 +696,7 @@ class Refiner:
         self.groups, self.gi, self.li, self.rep = groups, gi_all, li_all, rep_all
         self.device = device
         self.err = err.copy()
+        self.has_dups = bool((rep_all != np.arange(len(rep_all))).any())
         self.user = (np.ascontiguousarray(user_z2), user_beta, np.array([0, len(user_beta)], dtype=np.int64))
         self.user_self = user_self
         self.recomputed = 0
@@ -670,7 +714,8 @@ class Refiner:
         need = (err[pos] > 0) & ((lower <= T) | (upper >= lower.max()))  # may rank in the top R, or be the max
         todo = pos[need]
         if len(todo):
-            todo = np.flatnonzero(np.isin(self.rep, self.rep[todo]) & (err > 0))  # keep duplicate ties exact
+            if self.has_dups:  # keep duplicate ties exact
+                todo = np.flatnonzero(np.isin(self.rep, self.rep[todo]) & (err > 0))
             d[todo] = self.exact(todo)
             d[todo] = d[self.rep[todo]]
             err[todo] = 0.0
@@ -860,8 +905,8 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
         names = [ids[i] for i in li_all[top].tolist()]
     else:
         names = [groups[g].ids[i] for g, i in zip(gi_all[top].tolist(), li_all[top].tolist())]
-    result.single = [SingleResult(i, dist, float(score)) for i, dist, score in
-                     zip(names, sorted_d[: pp.n_single].tolist(), pp.single_scores)]
+    scores = np.asarray(pp.single_scores, dtype=np.float64).tolist()  # floats (all-equal scores are ints)
+    result.single = list(map(SingleResult, names, sorted_d[: pp.n_single].tolist(), scores))
     if pp.mixture_kept:
         result.mixture = MixtureResult(mix_ids, [float(w) for w in mix_w], float(mix_dist), float(pp.mixture_score))
     return result

@@ -119,6 +119,31 @@ def test_ball_bound_is_an_upper_bound():
             assert B[i] >= true
 
 
+def test_ball_bound_is_an_upper_bound_at_any_scale(simd):
+    """The float32 form (inputs shifted to the query's mean) and the float64 fallback (coordinates
+    beyond 1e17 after the shift, extreme gamma) both bound the weighted largest kernel values."""
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(150):
+        d, N, K = int(rng.integers(1, 30)), int(rng.integers(1, 60)), int(rng.integers(1, 40))
+        scale, shift = 10 ** rng.uniform(-20, 20), rng.normal(size=d) * 10 ** rng.uniform(-3, 25)
+        sizes = rng.integers(0, 12, N) if rng.uniform() < 0.5 else np.ones(N, dtype=np.int64)  # 1 row: tight
+        off = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        centres = rng.normal(size=(N, d)) * scale * rng.uniform(0, 6) + shift
+        z = np.concatenate([centres[i] + rng.normal(size=(sizes[i], d)) * scale for i in range(N)] + [np.zeros((0, d))])
+        q = rng.normal(size=(K, d)) * scale * rng.uniform(0, 6) + shift + rng.normal(size=d) * scale
+        w = rng.uniform(size=K) * 10 ** rng.uniform(-5, 5)
+        gamma = 10 ** rng.uniform(-3, 2) / scale ** 2
+        c, r = kernels.spec_balls(z, off)
+        B = kernels.ball_bound(q, w, [0, K], c, r, gamma)[0]
+        for i in range(N):
+            zb = z[off[i]:off[i + 1]]
+            if len(zb):
+                assert B[i] >= (w * np.exp(-gamma * ((q[:, None, :] - zb[None]) ** 2).sum(2).min(1))).sum()
+                checked += 1
+    assert checked > 1000
+
+
 @pytest.mark.parametrize("bad, match", [(dict(q_w=[-1.0]), "q_w"), (dict(radii=[np.nan]), "radii"),
                                         (dict(q_z=[[np.inf, 0.0]]), "q_z")])
 def test_ball_bound_rejects_bad_input(bad, match):

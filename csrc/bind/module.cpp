@@ -134,6 +134,67 @@ void ball_bound(const py::object& q_z_o, const py::object& q_w_o, const py::obje
   lwe::ball_bound(qz, w, qo, Q, cp, rp, N, d, gamma, outp);
 }
 
+template <class T>
+void projection_bound_t(const py::object& q_z_o, const py::object& q_w_o, const py::object& q_group_o,
+                        const py::object& gc_o, const py::object& z_o, const py::object& off_o,
+                        const py::object& specs_o, const py::object& c_o, const py::object& r_o, double gamma,
+                        const py::object& out_o) {
+  py::array q_z = checked<double>(q_z_o, "q_z", 2), gc = checked<double>(gc_o, "group_centers", 2);
+  py::array z = checked<T>(z_o, "z", 2), c = checked<double>(c_o, "centers", 2);
+  const index_t Ka = q_z.shape(0), d = z.shape(1), ng = gc.shape(0), N = c.shape(0);
+  for (const auto& [a, name] : {std::pair{&q_z, "q_z"}, std::pair{&gc, "group_centers"}, std::pair{&c, "centers"}})
+    if (a->shape(1) != d)
+      fail(std::string(name) + " has dimension " + std::to_string(a->shape(1)) + " but z has dimension " +
+           std::to_string(d));
+  if (ng < 1 || ng > lwe::kMaxBoundGroups)
+    fail("group_centers must have 1 to " + std::to_string(lwe::kMaxBoundGroups) + " rows, got " + std::to_string(ng));
+  py::array q_w = checked<double>(q_w_o, "q_w", 1), q_group = checked<std::int64_t>(q_group_o, "q_group", 1);
+  expect_dim(q_w, "q_w", 0, Ka, "length");
+  expect_dim(q_group, "q_group", 0, Ka, "length");
+  const double* w = static_cast<const double*>(q_w.data());
+  const auto* grp = static_cast<const index_t*>(q_group.data());
+  for (index_t a = 0; a < Ka; ++a) {
+    if (!(w[a] >= 0) || !std::isfinite(w[a])) fail("q_w must be finite and >= 0");
+    if (grp[a] < 0 || grp[a] >= ng) fail("q_group must hold group indices in [0, " + std::to_string(ng) + ")");
+  }
+  check_finite(static_cast<const double*>(q_z.data()), Ka * d, "q_z");
+  check_finite(static_cast<const double*>(gc.data()), ng * d, "group_centers");
+  const index_t* o = checked_offsets(off_o, "offsets", z.shape(0));
+  if (py::reinterpret_borrow<py::array>(off_o).shape(0) - 1 != N)
+    fail("offsets must have one entry more than centers has rows (" + std::to_string(N) + ")");
+  py::array r = checked<double>(r_o, "radii", 1), specs = checked<std::int64_t>(specs_o, "specs", 1);
+  expect_dim(r, "radii", 0, N, "length");
+  const index_t M = specs.shape(0);
+  const auto* sel = static_cast<const index_t*>(specs.data());
+  const double* cp = static_cast<const double*>(c.data());
+  const double* rp = static_cast<const double*>(r.data());
+  for (index_t j = 0; j < M; ++j) {
+    if (sel[j] < 0 || sel[j] >= N)
+      fail("specs must hold spec indices in [0, " + std::to_string(N) + "), got " + std::to_string(sel[j]) +
+           " at position " + std::to_string(j));
+    if (!(rp[sel[j]] >= 0) || !std::isfinite(rp[sel[j]])) fail("radii must be finite and >= 0");
+    check_finite(cp + sel[j] * d, d, "centers");
+  }
+  py::array out = checked<double>(out_o, "out", 1, true);
+  expect_dim(out, "out", 0, M, "length");
+  checked_gamma(gamma);
+  const double* qz = static_cast<const double*>(q_z.data());
+  const double* gcp = static_cast<const double*>(gc.data());
+  const T* zp = static_cast<const T*>(z.data());
+  double* outp = static_cast<double*>(out.mutable_data());
+  py::gil_scoped_release nogil;
+  lwe::projection_bound<T>(qz, w, grp, Ka, gcp, ng, zp, o, sel, M, cp, rp, d, gamma, outp);
+}
+
+void projection_bound(const py::object& q_z, const py::object& q_w, const py::object& q_group, const py::object& gc,
+                      const py::object& z, const py::object& off, const py::object& specs, const py::object& c,
+                      const py::object& r, double gamma, const py::object& out) {
+  if (points_are_f32(z, "z"))
+    projection_bound_t<float>(q_z, q_w, q_group, gc, z, off, specs, c, r, gamma, out);
+  else
+    projection_bound_t<double>(q_z, q_w, q_group, gc, z, off, specs, c, r, gamma, out);
+}
+
 template <class T, bool Gram>
 void store_op_t(const py::object& z_o, const py::object& beta_o, const py::object& off_o, double gamma,
                 const py::object& out_o) {
@@ -483,6 +544,11 @@ PYBIND11_MODULE(_core, m) {
   m.def("ball_bound", &ball_bound, py::arg("q_z"), py::arg("q_w"), py::arg("q_offsets"), py::arg("centers"),
         py::arg("radii"), py::arg("gamma"), py::arg("out"),
         "out[q, i] = sum_a q_w_a exp(-gamma max(0, |a - c_i| - r_i)^2) (a rigorous upper bound, q_w >= 0).");
+  m.def("projection_bound", &projection_bound, py::arg("q_z"), py::arg("q_w"), py::arg("q_group"),
+        py::arg("group_centers"), py::arg("z"), py::arg("offsets"), py::arg("specs"), py::arg("centers"),
+        py::arg("radii"), py::arg("gamma"), py::arg("out"),
+        "out[j] = sum_a q_w_a exp(-gamma g_a^2) >= sum_a q_w_a max_b k(a, z_b) over spec specs[j]'s rows, g_a the "
+        "larger of the ball gap and the gap along the direction from c_i to a's group centre (rigorous).");
   m.def("self_inner", &store_op<false>, py::arg("z"), py::arg("beta"), py::arg("offsets"), py::arg("gamma"),
         py::arg("out"), "out[i] = <mu_i, mu_i> for every spec of a packed store.");
   m.def("gram", &store_op<true>, py::arg("z"), py::arg("beta"), py::arg("offsets"), py::arg("gamma"),

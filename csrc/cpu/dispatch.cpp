@@ -229,6 +229,19 @@ void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, inde
   LWE_ROUTE(ball_bound, q_z, q_w, q_off, Q, c, r, N, d, gamma, out);
 }
 
+template <class T>
+void projection_bound(const double* q_z, const double* q_w, const index_t* q_group, index_t Ka, const double* gc,
+                      index_t ng, const T* z, const index_t* off, const index_t* specs, index_t M,
+                      const double* c, const double* r, index_t d, double gamma, double* out) {
+  LWE_ROUTE(projection_bound, q_z, q_w, q_group, Ka, gc, ng, z, off, specs, M, c, r, d, gamma, out);
+}
+template void projection_bound<float>(const double*, const double*, const index_t*, index_t, const double*, index_t,
+                                      const float*, const index_t*, const index_t*, index_t, const double*,
+                                      const double*, index_t, double, double*);
+template void projection_bound<double>(const double*, const double*, const index_t*, index_t, const double*, index_t,
+                                       const double*, const index_t*, const index_t*, index_t, const double*,
+                                       const double*, index_t, double, double*);
+
 int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_iter, double tol, SpinTeam* team) {
   return LWE_ROUTE(kmeans, x, n, d, c, k, max_iter, tol, team);
 }

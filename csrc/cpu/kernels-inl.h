@@ -274,6 +274,7 @@ void gram_impl(const T* z, const double* beta, const index_t* off, index_t N, in
 // (dot product, norms and the two additions), r_i widened by 4u, the exp and the sum over a
 // covered by a relative 1e-10, underflow by an absolute K 1e-300.  Lanes run over the specs.
 constexpr index_t kBallTile = 256;
+constexpr index_t kBallStride = kBallTile + 8;  // cT row stride: not a multiple of 4 KB / 2 (L1 set conflicts)
 
 // acc[b] = the bound's sum over the query's points a0..a1 for the NB lane vectors of specs at j0 + b W
 // of a tile (centres transposed in cT, squared norms cn, widened radii rr); per lane the same
@@ -295,7 +296,7 @@ inline void ball_block(const double* qz, const double* qw, const double* qn, ind
     for (int b = 0; b < NB; ++b) dot[b] = V{};
     for (index_t k = 0; k < d; ++k) {
       const V qa = vbroadcast<V>(qz[a * d + k]);
-      for (int b = 0; b < NB; ++b) dot[b] += qa * vload<V>(&cT[k * kBallTile + j0 + b * W]);
+      for (int b = 0; b < NB; ++b) dot[b] += qa * vload<V>(&cT[k * kBallStride + j0 + b * W]);
     }
     for (int b = 0; b < NB; ++b) {
       const V nrm = cnv[b] + qn[a];
@@ -308,7 +309,7 @@ inline void ball_block(const double* qz, const double* qw, const double* qn, ind
   }
 }
 
-inline void ball_bound_impl(const double* qz, const double* qw, const index_t* qoff, index_t Q, const double* c,
+inline void ball_bound_f64_impl(const double* qz, const double* qw, const index_t* qoff, index_t Q, const double* c,
                             const double* r, index_t N, index_t d, double gamma, double* out) {
   using V = vf64;
   constexpr int W = kW64;
@@ -324,7 +325,7 @@ inline void ball_bound_impl(const double* qz, const double* qw, const index_t* q
   const index_t ntiles = (N + kBallTile - 1) / kBallTile;
 #pragma omp parallel
   {
-    std::vector<double> cT(static_cast<size_t>(d * kBallTile)), cn(kBallTile), rr(kBallTile);
+    std::vector<double> cT(static_cast<size_t>(d * kBallStride)), cn(kBallTile), rr(kBallTile);
     double lane[W];
 #pragma omp for schedule(static)
     for (index_t t = 0; t < ntiles; ++t) {
@@ -335,7 +336,7 @@ inline void ball_bound_impl(const double* qz, const double* qw, const index_t* q
         if (j < m)
           for (index_t k = 0; k < d; ++k) {
             const double v = c[(i0 + j) * d + k];
-            cT[k * kBallTile + j] = v;
+            cT[k * kBallStride + j] = v;
             s += v * v;
           }
         cn[j] = s;
@@ -361,6 +362,312 @@ inline void ball_bound_impl(const double* qz, const double* qw, const index_t* q
           put(j0, acc, 1);
         }
       }
+    }
+  }
+}
+
+// The float32 form of ball_block (16 lanes on AVX-512): points and centres relative to the query's
+// mean (cT, qz32), rounded to float32.  Every step keeps the bound: |s~ - s| <= kappa (|a|^2 + |c|^2)
+// for the squared distance s (the rounding of the shifted inputs, the d-term dot product and the
+// norms), subtracted; the square root, the gap (against a radius rounded up) and gamma g^2 each
+// move one rounding in the safe direction; the exponent is clamped at -87 (exp's float32 range,
+// above every true value it replaces).  ball_bound_impl widens the lane sums for the exp's and the
+// additions' error.
+template <int NB>
+inline void ball_block_f32(const float* qz, const float* qw, const float* qn, index_t a0, index_t a1, index_t d,
+                           const float* cT, const float* cn, const float* rr, index_t j0, float gamma, float kappa,
+                           vf32* acc) {
+  using V = vf32;
+  constexpr int W = kW32;
+  constexpr float down = 1.0f - 0x1p-22f;
+  V cnv[NB], rv[NB];
+  for (int b = 0; b < NB; ++b) {
+    cnv[b] = vload<V>(&cn[j0 + b * W]);
+    rv[b] = vload<V>(&rr[j0 + b * W]);
+    acc[b] = V{};
+  }
+  for (index_t a = a0; a < a1; ++a) {
+    V dot[NB];
+    for (int b = 0; b < NB; ++b) dot[b] = V{};
+    for (index_t k = 0; k < d; ++k) {
+      const V qa = vbroadcast<V>(qz[a * d + k]);
+      for (int b = 0; b < NB; ++b) dot[b] += qa * vload<V>(&cT[k * kBallStride + j0 + b * W]);
+    }
+    for (int b = 0; b < NB; ++b) {
+      const V nrm = cnv[b] + qn[a];
+      V sq = (nrm - dot[b] * 2.0f) - nrm * kappa;
+      sq = sq > V{} ? sq : V{};
+      V gap = vsqrt(sq) * down - rv[b];
+      gap = gap > V{} ? gap * down : V{};
+      V e = (gap * gap) * (-gamma * down);
+      e = e > vbroadcast<V>(-87.0f) ? e : vbroadcast<V>(-87.0f);
+      acc[b] += qw[a] * exp_f32(e);
+    }
+  }
+}
+
+// float32 is safe where the shifted coordinates, radii and gamma keep every intermediate normal
+// and finite (squares of |x| <= 1e17 over d <= 1e3 coordinates stay below 1e38)
+inline bool ball_f32_safe(double max_abs, double max_r, double gamma, index_t d) {
+  return d <= 1000 && max_abs <= 1e17 && max_r <= 1e17 && gamma >= 1e-30 && gamma <= 1e30;
+}
+
+inline void ball_bound_f32_impl(const double* qz, const double* qw, const index_t* qoff, index_t Q, const double* c,
+                                const double* r, index_t N, index_t d, double gamma, const double* origin,
+                                double* out) {
+  using V = vf32;
+  constexpr int W = kW32;
+  constexpr double u = 0x1p-24;
+  const float kappa = static_cast<float>((2.0 * static_cast<double>(d) + 24.0) * u + 0x1p-22);
+  const float gam = static_cast<float>(gamma);
+  const index_t Mq = qoff[Q];
+  std::vector<float> q32(static_cast<size_t>(Mq * d)), qn(static_cast<size_t>(Mq)), w32(static_cast<size_t>(Mq));
+  std::vector<double> wsum(static_cast<size_t>(Q), 0.0);
+  for (index_t q = 0; q < Q; ++q)
+    for (index_t a = qoff[q]; a < qoff[q + 1]; ++a) {
+      double s = 0.0;
+      for (index_t k = 0; k < d; ++k) {
+        const float v = static_cast<float>(qz[a * d + k] - origin[q * d + k]);
+        q32[a * d + k] = v;
+        s += static_cast<double>(v) * v;
+      }
+      qn[a] = static_cast<float>(s);
+      w32[a] = std::nextafter(static_cast<float>(qw[a]), std::numeric_limits<float>::infinity());
+      wsum[q] += qw[a];
+    }
+  const index_t ntiles = (N + kBallTile - 1) / kBallTile;
+#pragma omp parallel
+  {
+    std::vector<float> cT(static_cast<size_t>(d * kBallStride)), cn(kBallTile), rr(kBallTile);
+    float lane[W];
+#pragma omp for schedule(static)
+    for (index_t t = 0; t < ntiles * Q; ++t) {
+      const index_t q = t % Q, i0 = (t / Q) * kBallTile, m = std::min(kBallTile, N - i0), mp = round_up(m, W);
+      const index_t a0 = qoff[q], a1 = qoff[q + 1];
+      std::fill(cT.begin(), cT.end(), 0.0f);
+      std::fill(cn.begin(), cn.end(), 0.0f);
+      std::fill(rr.begin(), rr.end(), 0.0f);  // padding lanes: zero centre and radius, never stored
+      for (index_t j = 0; j < m; ++j) {
+        for (index_t k = 0; k < d; ++k) cT[k * kBallStride + j] = static_cast<float>(c[(i0 + j) * d + k] - origin[q * d + k]);
+        rr[j] = std::nextafter(static_cast<float>(r[i0 + j] * (1.0 + 4.0 * u)), std::numeric_limits<float>::infinity());
+      }
+      for (index_t k = 0; k < d; ++k)  // the squared norms, lanes over the tile
+        for (index_t j = 0; j < mp; j += W) {
+          const V v = vload<V>(&cT[k * kBallStride + j]);
+          vstore(&cn[j], vload<V>(&cn[j]) + v * v);
+        }
+      // the lane sums: a-many float32 additions and the exp's error (<= 4 ulp), widened
+      const double widen = 1.0 + (static_cast<double>(a1 - a0) + 16.0) * 0x1p-22;
+      const double floor = wsum[q] * 2e-38 + static_cast<double>(a1 - a0) * 1e-44;  // clamped / underflowed terms
+      auto put = [&](index_t j0, const V* acc, int nb) {
+        for (int b = 0; b < nb; ++b) {
+          vstore(lane, acc[b]);
+          for (index_t j = j0 + b * W; j < std::min(m, j0 + (b + 1) * W); ++j)
+            out[q * N + i0 + j] = static_cast<double>(lane[j - j0 - b * W]) * widen + floor;
+        }
+      };
+      index_t j0 = 0;
+      V acc[4];
+      for (; j0 + 4 * W <= mp; j0 += 4 * W) {
+        ball_block_f32<4>(q32.data(), w32.data(), qn.data(), a0, a1, d, cT.data(), cn.data(), rr.data(), j0, gam,
+                          kappa, acc);
+        put(j0, acc, 4);
+      }
+      for (; j0 < mp; j0 += W) {
+        ball_block_f32<1>(q32.data(), w32.data(), qn.data(), a0, a1, d, cT.data(), cn.data(), rr.data(), j0, gam,
+                          kappa, acc);
+        put(j0, acc, 1);
+      }
+    }
+  }
+}
+
+// float32 where the inputs allow it (ball_f32_safe, after shifting every query to its own mean),
+// else float64: both are rigorous upper bounds; float32 runs twice the lanes
+inline void ball_bound_impl(const double* qz, const double* qw, const index_t* qoff, index_t Q, const double* c,
+                            const double* r, index_t N, index_t d, double gamma, double* out) {
+  std::vector<double> origin(static_cast<size_t>(Q * d), 0.0);
+  double max_abs = 0.0, max_r = 0.0, max_c = 0.0;
+  for (index_t q = 0; q < Q; ++q) {
+    const index_t a0 = qoff[q], a1 = qoff[q + 1];
+    for (index_t a = a0; a < a1; ++a)
+      for (index_t k = 0; k < d; ++k) origin[q * d + k] += qz[a * d + k];
+    for (index_t k = 0; k < d; ++k) origin[q * d + k] /= static_cast<double>(std::max<index_t>(a1 - a0, 1));
+    for (index_t a = a0; a < a1; ++a)
+      for (index_t k = 0; k < d; ++k) max_abs = std::max(max_abs, std::abs(qz[a * d + k] - origin[q * d + k]));
+  }
+  double mc[4] = {0.0, 0.0, 0.0, 0.0};  // independent chains (the centres are finite)
+  index_t t = 0;
+  for (; t + 4 <= N * d; t += 4)
+    for (int l = 0; l < 4; ++l) mc[l] = std::max(mc[l], std::abs(c[t + l]));
+  for (; t < N * d; ++t) mc[0] = std::max(mc[0], std::abs(c[t]));
+  max_c = std::max(std::max(mc[0], mc[1]), std::max(mc[2], mc[3]));
+  for (index_t i = 0; i < N; ++i) max_r = std::max(max_r, r[i]);
+  double max_o = 0.0;
+  for (index_t t = 0; t < Q * d; ++t) max_o = std::max(max_o, std::abs(origin[t]));
+  if (ball_f32_safe(std::max(max_abs, max_c + max_o), max_r, gamma, d))
+    ball_bound_f32_impl(qz, qw, qoff, Q, c, r, N, d, gamma, origin.data(), out);
+  else
+    ball_bound_f64_impl(qz, qw, qoff, Q, c, r, N, d, gamma, out);
+}
+
+// ------------------------------------------------------------------ far-spec bound along directions
+// out[j] for spec i = specs[j]: sum_a w_a exp(-gamma g_a^2) >= sum_a w_a max_b k(a, z_b) over the
+// spec's rows z_b, where g_a is the larger of two lower bounds on min_b |a - z_b|: the ball gap of
+// ball_bound, and the distance of a's projection from the interval of the rows' projections onto
+// v = gc_G - c_i (G = group[a], gc_G that group's centre): |a - z_b| >= |v.a - v.z_b| / |v| for any v.
+// In 20 dimensions the rows of a spec fill little of their ball, so for a spec far from a group
+// of query points this bound is far tighter than the ball's.  Rigorous for the exact float64 rows
+// when z holds their float32 copy: a computed projection is within (gamma_d |x| + 2^-24 |z_b|) |v|
+// of the exact one (x = a or z_b, |z_b| <= |c_i| + r_i), |v| is rounded up, the interval distance
+// and the division are widened by 4u.  A group whose projections or direction are not finite (or
+// v = 0) falls back to the ball gap; so does any lane whose projected gap is not finite.
+template <class T>
+inline void projection_bound_impl(const double* qz, const double* qw, const index_t* qgroup, index_t Ka,
+                                  const double* gc, index_t ng, const T* z, const index_t* off,
+                                  const index_t* specs, index_t M, const double* c, const double* r, index_t d,
+                                  double gamma, double* out) {
+  using V = vf64;
+  constexpr int W = kW64;
+  constexpr int NC = (kMaxBoundGroups + W - 1) / W;  // direction lanes: every group, padded
+  constexpr index_t Lp = NC * W;
+  constexpr double u = 1.1102230246251565e-16;  // 2^-53
+  const double coef = (2.0 * static_cast<double>(d) + 8.0) * u;  // the ball gap's margin (ball_bound)
+  const double dot_err = 2.0 * (static_cast<double>(d) + 2.0) * u;  // a d-term dot product, relative to |x| |y|
+  const double row_err = dot_err + (std::is_same_v<T, float> ? 0x1p-23 : 0.0);  // + the float32 copy
+  // the query points ordered by group, each group from a lane-aligned start; padding: w = 0, a = 0.
+  // Per point: |a|^2, |a| (rounded up) and a.gc of its group (spec-independent)
+  std::vector<index_t> gstart(static_cast<size_t>(ng) + 1, 0), count(static_cast<size_t>(ng), 0);
+  for (index_t a = 0; a < Ka; ++a) ++count[qgroup[a]];
+  for (index_t g = 0; g < ng; ++g) gstart[g + 1] = gstart[g] + round_up(count[g], W);
+  const index_t Ap = round_up(std::max<index_t>(gstart[ng], 1), 4 * W);  // whole blocks of 4 lane vectors
+  std::vector<double> uT(static_cast<size_t>(d * Ap), 0.0), wq(Ap, 0.0), qn(Ap, 0.0), qnorm(Ap, 0.0),
+      qgc(Ap, 0.0), gcn(ng, 0.0);
+  for (index_t g = 0; g < ng; ++g) {
+    double s = 0.0;
+    for (index_t k = 0; k < d; ++k) s += gc[g * d + k] * gc[g * d + k];
+    gcn[g] = std::sqrt(s) * (1.0 + static_cast<double>(d + 4) * u);
+  }
+  {
+    std::vector<index_t> fill(gstart.begin(), gstart.end() - 1);
+    for (index_t a = 0; a < Ka; ++a) {
+      const index_t g = qgroup[a], j = fill[g]++;
+      double s = 0.0, t = 0.0;
+      for (index_t k = 0; k < d; ++k) {
+        uT[k * Ap + j] = qz[a * d + k];
+        s += qz[a * d + k] * qz[a * d + k];
+        t += qz[a * d + k] * gc[g * d + k];
+      }
+      wq[j] = qw[a];
+      qn[j] = s;
+      qnorm[j] = std::sqrt(s) * (1.0 + static_cast<double>(d + 4) * u);
+      qgc[j] = t;
+    }
+  }
+  const V zero{}, inf = vbroadcast<V>(std::numeric_limits<double>::infinity());
+#pragma omp parallel if (M >= 64)
+  {
+    std::vector<double> cols(static_cast<size_t>(d * Lp), 0.0), rows, pcs(Ap);
+    double lo[Lp], hi[Lp], bad[Lp];
+#pragma omp for schedule(dynamic, 16)
+    for (index_t j = 0; j < M; ++j) {
+      const index_t i = specs[j], b0 = off[i], nb = off[i + 1] - b0;
+      if (j + 2 < M) {  // scattered specs: fetch the rows of the one after next (the work per spec is short)
+        const index_t n2 = specs[j + 2];
+        prefetch_l2(z + off[n2] * d, static_cast<size_t>(off[n2 + 1] - off[n2]) * static_cast<size_t>(d) * sizeof(T));
+      }
+      const double* ci = c + i * d;
+      double cn = 0.0;
+      for (index_t k = 0; k < d; ++k) cn += ci[k] * ci[k];
+      const double csn = std::sqrt(cn) * (1.0 + static_cast<double>(d + 4) * u);
+      // directions v_g = gc_g - c_i in lanes (padding lanes stay 0)
+      for (index_t g = 0; g < ng; ++g)
+        for (index_t k = 0; k < d; ++k) cols[k * Lp + g] = gc[g * d + k] - ci[k];
+      // the rows' projections onto every direction: their interval (bad: NaN where one is not finite)
+      const double* zr;
+      if constexpr (std::is_same_v<T, double>) {
+        zr = z + b0 * d;
+      } else {
+        rows.resize(static_cast<size_t>(nb * d));
+        for (index_t t = 0; t < nb * d; ++t) rows[t] = static_cast<double>(z[b0 * d + t]);
+        zr = rows.data();
+      }
+      V vlo[NC], vhi[NC], vbad[NC];
+      for (int h = 0; h < NC; ++h) {
+        vlo[h] = inf;
+        vhi[h] = -inf;
+        vbad[h] = zero;
+      }
+      auto take = [&](const V* acc) {
+        for (int h = 0; h < NC; ++h) {
+          vlo[h] = acc[h] < vlo[h] ? acc[h] : vlo[h];
+          vhi[h] = acc[h] > vhi[h] ? acc[h] : vhi[h];
+          vbad[h] += acc[h] - acc[h];
+        }
+      };
+      index_t b = 0;
+      for (; b + 8 <= nb; b += 8) {  // 8 rows at a time: independent FMA chains
+        V acc[8][NC] = {};
+        for (index_t k = 0; k < d; ++k)
+          for (int h = 0; h < NC; ++h) {
+            const V v = vload<V>(&cols[k * Lp + h * W]);
+            for (int t = 0; t < 8; ++t) acc[t][h] += vbroadcast<V>(zr[(b + t) * d + k]) * v;
+          }
+        for (int t = 0; t < 8; ++t) take(acc[t]);
+      }
+      for (; b < nb; ++b) {
+        V acc[NC] = {};
+        for (index_t k = 0; k < d; ++k)
+          for (int h = 0; h < NC; ++h) acc[h] += vbroadcast<V>(zr[b * d + k]) * vload<V>(&cols[k * Lp + h * W]);
+        take(acc);
+      }
+      for (int h = 0; h < NC; ++h) {
+        vstore(lo + h * W, vlo[h]);
+        vstore(hi + h * W, vhi[h]);
+        vstore(bad + h * W, vbad[h]);
+      }
+      // a.c_i for every query point: 4 lane vectors at a time
+      for (index_t a = 0; a < Ap; a += 4 * W) {
+        V pc[4] = {};
+        for (index_t k = 0; k < d; ++k) {
+          const V x = vbroadcast<V>(ci[k]);
+          for (int t = 0; t < 4; ++t) pc[t] += vload<V>(&uT[k * Ap + a + t * W]) * x;
+        }
+        for (int t = 0; t < 4; ++t) vstore(&pcs[a + t * W], pc[t]);
+      }
+      const double rs = r[i] * (1.0 + 4.0 * u);
+      const double zmax = (csn + r[i]) * (1.0 + 1e-6);  // >= |z_b| (the float32 copy included)
+      V acc = zero;
+      const V cnv = vbroadcast<V>(cn), rv = vbroadcast<V>(rs);
+      for (index_t g = 0; g < ng; ++g) {
+        double nw = 0.0;
+        for (index_t k = 0; k < d; ++k) nw += cols[k * Lp + g] * cols[k * Lp + g];
+        nw = std::sqrt(nw) * (1.0 + static_cast<double>(d + 4) * u);
+        const bool use = nb > 0 && bad[g] == 0.0 && std::isfinite(nw) && nw > 0.0 && std::isfinite(zmax);
+        const V glo = vbroadcast<V>(lo[g]), ghi = vbroadcast<V>(hi[g]);
+        const V inv = vbroadcast<V>(use ? (1.0 - 4.0 * u) / nw : 0.0);
+        // a's projection a.v = a.gc - a.c_i within dot_err |a| (|gc| + |c_i|) of its exact value, the
+        // rows' (z_b.v computed with v rounded) within row_err |z_b| |v|
+        const V perr = vbroadcast<V>(use ? dot_err * (gcn[g] + csn) / nw : 0.0);
+        const V zerr = vbroadcast<V>(row_err * zmax);
+        for (index_t a = gstart[g]; a < gstart[g + 1]; a += W) {
+          const V pc = vload<V>(&pcs[a]), p = vload<V>(&qgc[a]) - pc, qa = vload<V>(&qnorm[a]);
+          const V t1 = glo - p, t2 = p - ghi;
+          V gp = (t1 > t2 ? t1 : t2) * inv - zerr - qa * perr;
+          gp = (gp > zero) & (gp < inf) ? gp : zero;
+          // ball gap (as ball_block)
+          const V nrm = cnv + vload<V>(&qn[a]);
+          V sq = (nrm - pc * 2) - nrm * coef;
+          sq = sq > zero ? sq : zero;
+          V gb = vsqrt(sq) - rv;
+          gb = (gb > zero) & (gb < inf) ? gb : zero;
+          const V gap = gp > gb ? gp : gb;
+          V e = -gamma * (gap * gap);
+          e = e > vbroadcast<V>(-708.0) ? e : vbroadcast<V>(-708.0);  // exp's fast range; rounds up
+          acc += vload<V>(&wq[a]) * exp_f64(e);
+        }
+      }
+      out[j] = hsum<double>(acc) * (1.0 + 1e-10) + static_cast<double>(Ka) * 1e-300;
     }
   }
 }
@@ -799,6 +1106,16 @@ int kmeans(const float* x, index_t n, index_t d, float* c, index_t k, int max_it
 void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, index_t Q, const double* c,
                 const double* r, index_t N, index_t d, double gamma, double* out) {
   ball_bound_impl(q_z, q_w, q_off, Q, c, r, N, d, gamma, out);
+}
+void projection_bound(const double* q_z, const double* q_w, const index_t* q_group, index_t Ka, const double* gc,
+                      index_t ng, const float* z, const index_t* off, const index_t* specs, index_t M,
+                      const double* c, const double* r, index_t d, double gamma, double* out) {
+  projection_bound_impl(q_z, q_w, q_group, Ka, gc, ng, z, off, specs, M, c, r, d, gamma, out);
+}
+void projection_bound(const double* q_z, const double* q_w, const index_t* q_group, index_t Ka, const double* gc,
+                      index_t ng, const double* z, const index_t* off, const index_t* specs, index_t M,
+                      const double* c, const double* r, index_t d, double gamma, double* out) {
+  projection_bound_impl(q_z, q_w, q_group, Ka, gc, ng, z, off, specs, M, c, r, d, gamma, out);
 }
 double probe_fma_f32(double seconds) { return probe_fma_impl(seconds); }
 double probe_exp_f32(double seconds) { return probe_exp_impl(seconds); }

@@ -45,6 +45,14 @@ template <class T>
 void spec_balls(const T* z, const index_t* off, index_t N, index_t d, double* centers, double* radii);
 void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, index_t Q, const double* c,
                 const double* r, index_t N, index_t d, double gamma, double* out);
+// projection_bound: out (M,) for spec specs[j] = sum_a w_a exp(-gamma g_a^2) >= the same weighted
+// largest kernel values (one query), g_a the larger of the ball gap and the gap of the projections
+// onto the direction from c_i to the centre gc of a's group (q_group[a] in [0, ng), ng <= 8).
+constexpr index_t kMaxBoundGroups = 8;
+template <class T>
+void projection_bound(const double* q_z, const double* q_w, const index_t* q_group, index_t Ka, const double* gc,
+                      index_t ng, const T* z, const index_t* off, const index_t* specs, index_t M,
+                      const double* c, const double* r, index_t d, double gamma, double* out);
 
 // ---- k-means (Lloyd, float32, reference rules); returns the number of iterations run
 // (team: score on the caller's two-thread team, team.h; else one of its own where that pays)
@@ -131,6 +139,14 @@ void thread_probe_values(bool* cores, double* lane_fma_s, double* wake_s);
                          double t1_factor, double* out, SpinTeam* team);                            \
   void ball_bound(const double* q_z, const double* q_w, const index_t* q_off, index_t Q,          \
                   const double* c, const double* r, index_t N, index_t d, double gamma, double* out); \
+  void projection_bound(const double* q_z, const double* q_w, const index_t* q_group, index_t Ka,  \
+                        const double* gc, index_t ng, const float* z, const index_t* off,           \
+                        const index_t* specs, index_t M, const double* c, const double* r,          \
+                        index_t d, double gamma, double* out);                                      \
+  void projection_bound(const double* q_z, const double* q_w, const index_t* q_group, index_t Ka,  \
+                        const double* gc, index_t ng, const double* z, const index_t* off,          \
+                        const index_t* specs, index_t M, const double* c, const double* r,          \
+                        index_t d, double gamma, double* out);                                      \
   double probe_fma_f32(double seconds);                                                           \
   double probe_exp_f32(double seconds);                                                           \
   }

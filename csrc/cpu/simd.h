@@ -93,6 +93,16 @@ inline vf32 vmin(vf32 a, vf32 b) {
   return a < b ? a : b;
 #endif
 }
+inline vf32 vsqrt(vf32 a) {
+#if defined(__AVX512F__)
+  return (vf32)_mm512_sqrt_ps((__m512)a);
+#elif defined(__AVX__)
+  return (vf32)_mm256_sqrt_ps((__m256)a);
+#else
+  for (int l = 0; l < int(sizeof(vf32) / sizeof(float)); ++l) a[l] = std::sqrt(a[l]);
+  return a;
+#endif
+}
 inline vf64 vsqrt(vf64 a) {
 #if defined(__AVX512F__)
   return (vf64)_mm512_sqrt_pd((__m512d)a);
