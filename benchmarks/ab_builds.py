@@ -1,12 +1,13 @@
 """A/B of two builds of the native core in alternating processes: the installed one against another.
 
     python benchmarks/ab_builds.py --base OTHER/_core.cpython-311-x86_64-linux-gnu.so [--rounds 10]
-                                   [--what fit|kmeans] [--json out.json]
+                                   [--what fit|kmeans|search] [--json out.json]
     python benchmarks/ab_builds.py --smoke      # the installed build against itself, briefly (CI)
 
 Each round runs one process per build (base first, then the installed build); a process times
 ``RKMESpec.fit`` (n = 2000, d = 20, K = 100, the benchmark's data) or k-means alone in 25 batches of
-8 calls after a warm-up and reports the fastest batch and the median batch (ms per call).  The
+8 calls after a warm-up, or ``SpecIndex.search`` on bench_search.py's market (N = 10^4) in 15 batches
+of 1 call, and reports the fastest batch and the median batch (ms per call).  The
 summary is the median over rounds of each.  Alternating processes keep the comparison fair on a
 shared, noisy machine (the base build of a worktree: ``ninja -C build`` there, then this script).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,9 +31,15 @@ if base:
     spec.loader.exec_module(mod)
 import lwengine
 from lwengine import kernels
-X = np.random.default_rng(2000).standard_normal((2000, 20)).astype(np.float32)
-f = {"fit": lambda: lwengine.RKMESpec.fit(X, K=100, seed=0),
-     "kmeans": lambda: kernels.kmeans(X, 100, seed=0)}[sys.argv[2]]
+if sys.argv[2] == "search":  # bench_search.py's market, N = 10^4
+    sys.path.insert(0, sys.argv[5])
+    import bench_search
+    index, user = bench_search.build(10000), bench_search.user_spec()
+    f = lambda: index.search(user)
+else:
+    X = np.random.default_rng(2000).standard_normal((2000, 20)).astype(np.float32)
+    f = {"fit": lambda: lwengine.RKMESpec.fit(X, K=100, seed=0),
+         "kmeans": lambda: kernels.kmeans(X, 100, seed=0)}[sys.argv[2]]
 for _ in range(5):
     f()
 times = []
@@ -45,7 +53,8 @@ print(min(times), statistics.median(times))
 
 
 def run_once(base: str, what: str, batches: int = 25, calls: int = 8) -> tuple[float, float]:
-    out = subprocess.run([sys.executable, "-c", CHILD, base, what, str(batches), str(calls)],
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.run([sys.executable, "-c", CHILD, base, what, str(batches), str(calls), here],
                          capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"timing process failed ({base or 'installed build'}):\n{out.stderr}")
@@ -58,10 +67,10 @@ def main(argv=None):
     p.add_argument("--base", help="path of the other build's _core extension module")
     p.add_argument("--smoke", action="store_true", help="the installed build against itself, one short round")
     p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--what", choices=("fit", "kmeans"), default="fit")
+    p.add_argument("--what", choices=("fit", "kmeans", "search"), default="fit")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    size = (25, 8)
+    size = (15, 1) if args.what == "search" else (25, 8)
     if args.smoke:
         import lwengine._core
 

@@ -327,7 +327,7 @@ inline void ball_bound_f64_impl(const double* qz, const double* qw, const index_
   {
     std::vector<double> cT(static_cast<size_t>(d * kBallStride)), cn(kBallTile), rr(kBallTile);
     double lane[W];
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)  // a descheduled vCPU does not hold the other back
     for (index_t t = 0; t < ntiles; ++t) {
       const index_t i0 = t * kBallTile, m = std::min(kBallTile, N - i0), mp = round_up(m, W);
       std::fill(cT.begin(), cT.end(), 0.0);
@@ -440,7 +440,7 @@ inline void ball_bound_f32_impl(const double* qz, const double* qw, const index_
   {
     std::vector<float> cT(static_cast<size_t>(d * kBallStride)), cn(kBallTile), rr(kBallTile);
     float lane[W];
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (index_t t = 0; t < ntiles * Q; ++t) {
       const index_t q = t % Q, i0 = (t / Q) * kBallTile, m = std::min(kBallTile, N - i0), mp = round_up(m, W);
       const index_t a0 = qoff[q], a1 = qoff[q + 1];
