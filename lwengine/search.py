@@ -790,7 +790,13 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
     key_sel = key[sel]
     key_rising = len(sel) < 2 or bool((key_sel[1:] > key_sel[:-1]).all())
 
-    def rank():  # ascending distance, ties in key order
+    def rank(prev=None):  # ascending distance, ties in key order
+        if key_rising and prev is not None:  # re-rank after a refinement: from the previous order,
+            ds = d[prev]  # nearly sorted, which the stable sort exploits; without ties the order is unique
+            local = np.argsort(ds, kind="stable")
+            sd = ds[local]
+            if not (sd[1:] == sd[:-1]).any():
+                return prev[local], sd
         if key_rising:  # a stable sort by distance alone keeps the key order of ties
             ds = d[sel]
             local = np.argsort(ds)  # the faster unstable sort: the same order when no two are equal
@@ -883,7 +889,7 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
         # the reported singles and the first rejected one must be exact too (the pool stays as it is:
         # more refinement only changes distances beyond the certified prefix)
         certified = refiner.certify(d, cand, max(2 * certified, pp.n_single + 1))
-        order, sorted_d = rank()
+        order, sorted_d = rank(order)
         final["order"], result.dists = order, sorted_d
         pp = postprocess(sorted_d, mix_dist, mixture_len=len(mix_ids), transform=transform)
     if refiner is not None:
