@@ -6,6 +6,7 @@ Everything here works on plain Python lists / numpy arrays so that it can be tes
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,6 +65,17 @@ def _lifted(v: np.ndarray, hi: float, eps: float, improve_score: float = IMPROVE
     lift = (s < improve_score) & (s >= 0)
     s[lift] = np.minimum(np.sqrt(s[lift]), improve_score)
     return s
+
+
+_SEQUENTIAL_SUM = sys.version_info < (3, 12)  # CPython's sum() of floats is compensated from 3.12 on
+
+
+def python_sum(v: np.ndarray) -> float:
+    """``sum(v.tolist())`` bit for bit: before Python 3.12 a left-to-right float64 sum, which
+    ``np.add.accumulate`` computes in the same order without making 10^4 Python floats."""
+    if _SEQUENTIAL_SUM and len(v):
+        return float(np.add.accumulate(v)[-1])
+    return sum(v.tolist())
 
 
 def _convert(d: list, dist_ratio: float = DIST_RATIO, min_score: float = MIN_SCORE,
@@ -157,7 +169,7 @@ def _convert_array(v: np.ndarray) -> np.ndarray:
     lo, hi = float(v.min()), float(v.max())
     if lo == hi:
         return np.array(_convert(v.tolist()), dtype=object)
-    return _lifted(v, hi, score_eps(lo, hi, sum(v.tolist()) / len(v)))  # the reference's Python sum
+    return _lifted(v, hi, score_eps(lo, hi, python_sum(v) / len(v)))  # the reference's Python sum
 
 
 def postprocess(sorted_dists, mixture_dist=None, *, mixture_len: int = 0, image: bool = False,
