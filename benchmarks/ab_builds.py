@@ -2,6 +2,7 @@
 
     python benchmarks/ab_builds.py --base OTHER/_core.cpython-311-x86_64-linux-gnu.so [--rounds 10]
                                    [--what fit|kmeans|search] [--json out.json]
+    python benchmarks/ab_builds.py --base OTHER_CHECKOUT --what search     # Python and build of both
     python benchmarks/ab_builds.py --smoke      # the installed build against itself, briefly (CI)
 
 Each round runs one process per build (base first, then the installed build); a process times
@@ -23,8 +24,11 @@ import sys
 CHILD = r"""
 import importlib.util, statistics, sys, time
 import numpy as np
+import os
 base, batches, calls = sys.argv[1], int(sys.argv[3]), int(sys.argv[4])
-if base:
+if base and os.path.isdir(base):  # another checkout (its Python and its built lwengine/_core*.so)
+    sys.path.insert(0, base)
+elif base:
     spec = importlib.util.spec_from_file_location("lwengine._core", base)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["lwengine._core"] = mod
@@ -64,7 +68,8 @@ def run_once(base: str, what: str, batches: int = 25, calls: int = 8) -> tuple[f
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--base", help="path of the other build's _core extension module")
+    p.add_argument("--base", help="path of the other build's _core extension module, or of another checkout "
+                                  "whose lwengine/ holds its built _core (then its Python code runs too)")
     p.add_argument("--smoke", action="store_true", help="the installed build against itself, one short round")
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--what", choices=("fit", "kmeans", "search"), default="fit")
