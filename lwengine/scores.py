@@ -24,6 +24,7 @@ __all__ = [
     "PostProcessed",
     "postprocess",
     "postprocess_prefix",
+    "postprocess_sorted",
 ]
 
 DIST_RATIO = 0.1
@@ -170,6 +171,50 @@ def _convert_array(v: np.ndarray) -> np.ndarray:
     if lo == hi:
         return np.array(_convert(v.tolist()), dtype=object)
     return _lifted(v, hi, score_eps(lo, hi, python_sum(v) / len(v)))  # the reference's Python sum
+
+
+def postprocess_sorted(sorted_dists: np.ndarray, mixture_dist=None, *, mixture_len: int = 0,
+                       transform=None) -> PostProcessed:
+    """:func:`postprocess` of a sorted float64 array, the same values, scoring only as far as the
+    filter reads: the scores fall along the sorted distances (``(hi - d) / (hi - eps)`` and its lift
+    are monotone), so the first score below 0.6 ends the singles.  ``scores_before_filter`` is a
+    callable that scores every distance on demand.  Falls back to :func:`postprocess` for a
+    transform, non-finite or all-equal input (the reference's list rules)."""
+    v = sorted_dists
+    if mixture_dist is not None and mixture_len <= 1:
+        return postprocess(v, mixture_dist, mixture_len=mixture_len, transform=transform)
+    if transform is not None or not isinstance(v, np.ndarray) or v.dtype != np.float64 or v.ndim != 1 or not len(v):
+        return postprocess(v, mixture_dist, mixture_len=mixture_len, transform=transform)
+    allv = v if mixture_dist is None else np.append(v, float(mixture_dist))
+    if not np.isfinite(allv).all():
+        return postprocess(v, mixture_dist, mixture_len=mixture_len)
+    lo, hi = float(allv.min()), float(allv.max())
+    if lo == hi:
+        return postprocess(v, mixture_dist, mixture_len=mixture_len)
+    eps = score_eps(lo, hi, python_sum(allv) / len(allv))
+    mix_score = None if mixture_dist is None else float(_lifted(np.array([float(mixture_dist)]), hi, eps)[0])
+    n, c = len(v), min(len(v), 4096)
+    while True:
+        sc = _lifted(v[:c], hi, eps)
+        stop = np.flatnonzero(~(sc[1:] >= FILTER_SCORE))
+        if len(stop) or c == n:
+            break
+        c = min(n, 4 * c)
+    dropped = None
+    mix_before = mix_score
+    if mix_score is not None and int(100 * mix_score) == int(100 * float(sc[0])):
+        mix_score, dropped = None, "same_score_2dp"
+    idx = 1 + int(stop[0]) if len(stop) else c
+    scores = sc[:idx].tolist()
+    if len(scores) == 1 and scores[0] < FILTER_SCORE:
+        ratio = 100 if abs(scores[0]) < 1e-5 else FILTER_SCORE / scores[0]
+        scores[0] = FILTER_SCORE
+        if mix_score is not None:
+            mix_score = min(1, mix_score * ratio)
+    return PostProcessed(single_scores=scores, n_single=idx, mixture_score=mix_score,
+                         mixture_kept=mix_score is not None,
+                         scores_before_filter=lambda frozen=v.copy(): _lifted(frozen, hi, eps).tolist(),
+                         mixture_score_before_filter=mix_before, mixture_dropped=dropped)
 
 
 def postprocess(sorted_dists, mixture_dist=None, *, mixture_len: int = 0, image: bool = False,

@@ -21,7 +21,8 @@ from . import device as devices
 from . import kernels
 from .distances import finish, prepare_user
 from .packed import digest
-from .scores import DIST_RATIO, FILTER_SCORE, MIN_SCORE, postprocess, postprocess_prefix, score_eps
+from .scores import (DIST_RATIO, FILTER_SCORE, MIN_SCORE, postprocess, postprocess_prefix, postprocess_sorted,
+                     score_eps)
 from .semantic import semantic_filter
 from .specs import registry
 from .specs.kernel_family import GAUSSIAN
@@ -124,6 +125,8 @@ class SearchResult:
     def scores_before_filter(self) -> list:
         """The score of every ranked distance before the 0.6 filter."""
         self._completed()
+        if callable(self._scores_before_filter):  # scored on first use (scores.postprocess_sorted)
+            self._scores_before_filter = self._scores_before_filter()
         return self._scores_before_filter
 
     @scores_before_filter.setter
@@ -884,14 +887,14 @@ def _finish(groups, d, key, gi_all, li_all, user, user_z2, user_self, max_search
             refiner.complete(d)  # the scores depend on the mean of every distance: scan the pruned specs
             order, sorted_d = rank()
             final["order"], result.dists = order, sorted_d
-        pp = postprocess(sorted_d, mix_dist, mixture_len=len(mix_ids), transform=transform)
+        pp = postprocess_sorted(sorted_d, mix_dist, mixture_len=len(mix_ids), transform=transform)
     while refiner is not None and certified < min(len(order), pp.n_single + 1):
         # the reported singles and the first rejected one must be exact too (the pool stays as it is:
         # more refinement only changes distances beyond the certified prefix)
         certified = refiner.certify(d, cand, max(2 * certified, pp.n_single + 1))
         order, sorted_d = rank(order)
         final["order"], result.dists = order, sorted_d
-        pp = postprocess(sorted_d, mix_dist, mixture_len=len(mix_ids), transform=transform)
+        pp = postprocess_sorted(sorted_d, mix_dist, mixture_len=len(mix_ids), transform=transform)
     if refiner is not None:
         result.exact_recomputed, result.pruned = refiner.recomputed, n_pruned
     result.scores_before_filter = pp.scores_before_filter
