@@ -5,7 +5,9 @@
     python benchmarks/ab_builds.py --base OTHER_CHECKOUT --what search     # Python and build of both
     python benchmarks/ab_builds.py --smoke      # the installed build against itself, briefly (CI)
 
-Each round runs one process per build (base first, then the installed build); a process times
+Each round runs one process per build (base first in even rounds, the installed build first in odd
+ones); both load OpenMP with lwengine's ``OMP_WAIT_POLICY=PASSIVE`` default (a base ``_core`` loaded
+by path used to get libgomp's spinning default instead, which made its median batches faster); a process times
 ``RKMESpec.fit`` (n = 2000, d = 20, K = 100, the benchmark's data) or k-means alone in 25 batches of
 8 calls after a warm-up, or ``SpecIndex.search`` on bench_search.py's market (N = 10^4) in 15 batches
 of 1 call, and reports the fastest batch and the median batch (ms per call).  The
@@ -25,6 +27,7 @@ CHILD = r"""
 import importlib.util, statistics, sys, time
 import numpy as np
 import os
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as lwengine._backend, before any _core loads OpenMP
 base, batches, calls = sys.argv[1], int(sys.argv[3]), int(sys.argv[4])
 if base and os.path.isdir(base):  # another checkout (its Python and its built lwengine/_core*.so)
     sys.path.insert(0, base)
@@ -83,9 +86,10 @@ def main(argv=None):
     if not args.base:
         p.error("--base is required (or --smoke)")
     rows = {"base": [], "installed": []}
-    for _ in range(max(1, args.rounds)):
-        rows["base"].append(run_once(args.base, args.what, *size))
-        rows["installed"].append(run_once("", args.what, *size))
+    for r in range(max(1, args.rounds)):  # the order alternates: a process run second can be slower
+        order = (("base", args.base), ("installed", "")) if r % 2 == 0 else (("installed", ""), ("base", args.base))
+        for name, base in order:
+            rows[name].append(run_once(base, args.what, *size))
     summary = {k: {"fastest_batch_ms": statistics.median(b for b, _ in v),
                    "median_batch_ms": statistics.median(m for _, m in v)} for k, v in rows.items()}
     for k, s in summary.items():

@@ -77,6 +77,7 @@ __all__ = [
     "float_array",
     "gather_specs",
     "single_threaded_here",
+    "call_team",
     "fit_objective",
     "nngp_kernel",
 ]
@@ -210,6 +211,21 @@ def _native(name: str):
     if fn is None:
         raise RuntimeError(f"lwengine's CPU extension _core has no function {name!r}: rebuild the package")
     return fn
+
+
+@contextlib.contextmanager
+def call_team():
+    """Within the block, the native CPU kernels this thread calls share one second thread that stays
+    awake between the calls (pause, then yield) instead of waking a passive OpenMP thread for each
+    one (~70 us a call on a shared VM).  A no-op where the team is unavailable: another thread or a
+    fit holds it, one thread is allowed, or two threads do not add throughput here.  Nestable
+    (the inner block does nothing)."""
+    began = bool(_backend.core is not None and _native("call_team_begin")())
+    try:
+        yield began
+    finally:
+        if began:
+            _native("call_team_end")()
 
 
 def single_threaded_here() -> None:

@@ -343,6 +343,14 @@ def search_batch(index, user_specs, max_search_num: int = 5, method: str | None 
     _check_args(max_search_num, method)
     dev = devices.resolve(device) if device is not None else getattr(index, "device", "cpu")
     backend = getattr(index, "search_backend", None) or LocalBackend(index, device=dev)
+    if isinstance(backend, LocalBackend) and dev == "cpu":  # one awake helper thread for all kernel calls
+        with kernels.call_team():
+            return _search_batch(index, backend, dev, user_specs, max_search_num, method, semantic, screen,
+                                 restrict)
+    return _search_batch(index, backend, dev, user_specs, max_search_num, method, semantic, screen, restrict)
+
+
+def _search_batch(index, backend, dev, user_specs, max_search_num, method, semantic, screen, restrict):
     user_specs = list(user_specs)
     allowed = None
     if semantic is not None or restrict is not None:

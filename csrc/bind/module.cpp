@@ -590,6 +590,10 @@ PYBIND11_MODULE(_core, m) {
     if (!lwe::set_simd_path(name.c_str()))
       fail("path must be 'avx512', 'avx2' or 'portable', got '" + name + "'");
   }, py::arg("path"), "Cap the SIMD path at 'avx512', 'avx2' or 'portable' (the CPU may allow less).");
+  m.def("call_team_begin", [] { return lwe::call_team_begin(); },
+        "Wake the call team for this thread's coming kernel calls (False: not available now).");
+  m.def("call_team_end", [] { lwe::call_team_end(); }, "Send this thread's call team back to sleep.");
+  m.def("call_team_active", [] { return lwe::call_team_active(); }, "Whether this thread holds the call team.");
   m.def("set_num_threads", [](int n) {
     if (n < 1) fail("n must be >= 1, got " + std::to_string(n));
     lwe::set_num_threads(n);

@@ -2,14 +2,19 @@
 // public entry points that route to one of them.
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <pthread.h>
+#include <thread>
 #include <vector>
 #ifdef LWE_HAVE_OPENMP
 #include <omp.h>
 #endif
 
 #include "ops.h"
+#include "team.h"
 
 namespace lwe {
 namespace {
@@ -147,6 +152,117 @@ const ThreadProbe& thread_probe() {
 }  // namespace
 
 bool threads_add_throughput() { return thread_probe().cores; }
+
+// ---- the call team (team.h): a persistent thread, asleep between begin / end
+namespace {
+struct CallTeamState {
+  std::mutex m;
+  std::condition_variable cv;
+  SpinTeam* session = nullptr;  // set by begin, taken by the worker
+  bool working = false;         // the worker is inside session->work()
+  std::thread worker;
+};
+std::atomic<SpinTeam*> g_call_team{nullptr};  // read by every kernel call: no state, no thread
+std::atomic<std::thread::id> g_call_owner{};
+std::atomic<CallTeamState*> g_call_state{nullptr};
+
+// A forked child has no worker thread: it drops the parent's state (leaked: its mutex may be held)
+// and the team, and makes a new worker on its first search.
+void call_team_after_fork() {
+  g_call_state.store(nullptr);
+  g_call_team.store(nullptr);
+  g_call_owner.store(std::thread::id{});
+  spin_teams_running().store(0);
+}
+
+CallTeamState* make_call_state() {
+  auto* st = new CallTeamState;  // never destroyed: the worker may outlive static destruction
+  st->worker = std::thread([st] {
+      std::unique_lock<std::mutex> lock(st->m);
+      for (;;) {
+        st->cv.wait(lock, [st] { return st->session != nullptr; });
+        SpinTeam* team = st->session;
+        st->session = nullptr;
+        st->working = true;
+        lock.unlock();
+        team->work();
+        lock.lock();
+        st->working = false;
+        st->cv.notify_all();
+      }
+    });
+  st->worker.detach();
+  return st;
+}
+
+std::mutex g_call_state_lock;
+
+CallTeamState& call_state() {
+  CallTeamState* st = g_call_state.load(std::memory_order_acquire);
+  if (st) return *st;
+  std::lock_guard<std::mutex> lock(g_call_state_lock);
+  st = g_call_state.load(std::memory_order_acquire);
+  if (!st) {
+    static const int registered = pthread_atfork(nullptr, nullptr, call_team_after_fork);
+    (void)registered;
+    st = make_call_state();
+    g_call_state.store(st, std::memory_order_release);
+  }
+  return *st;
+}
+}  // namespace
+
+bool call_team_begin() {
+#ifdef LWE_HAVE_OPENMP
+  if (omp_get_max_threads() < 2 || !threads_add_throughput()) return false;
+  if (spin_teams_running().fetch_add(1) != 0) {
+    spin_teams_running().fetch_sub(1);
+    return false;
+  }
+  SpinTeam* team = nullptr;
+  CallTeamState* stp = nullptr;
+  try {  // no memory or no thread: the calls run on OpenMP as without a team
+    stp = &call_state();
+    team = new SpinTeam;
+  } catch (...) {
+    spin_teams_running().fetch_sub(1);
+    return false;
+  }
+  CallTeamState& st = *stp;
+  {
+    std::lock_guard<std::mutex> lock(st.m);
+    st.session = team;
+  }
+  st.cv.notify_all();
+  g_call_owner.store(std::this_thread::get_id());
+  g_call_team.store(team, std::memory_order_release);
+  return true;
+#else
+  return false;
+#endif
+}
+
+void call_team_end() {
+  SpinTeam* team = g_call_team.load(std::memory_order_acquire);
+  if (!team || g_call_owner.load() != std::this_thread::get_id()) return;
+  CallTeamState& st = call_state();
+  g_call_team.store(nullptr, std::memory_order_release);
+  g_call_owner.store(std::thread::id{});
+  team->stop();
+  {
+    std::unique_lock<std::mutex> lock(st.m);
+    st.cv.wait(lock, [&] { return st.session == nullptr && !st.working; });
+  }
+  delete team;
+  spin_teams_running().fetch_sub(1);
+}
+
+bool call_team_active() { return call_team() != nullptr; }
+
+SpinTeam* call_team() {
+  SpinTeam* team = g_call_team.load(std::memory_order_acquire);
+  return team && g_call_owner.load(std::memory_order_relaxed) == std::this_thread::get_id() ? team : nullptr;
+}
 
 void thread_probe_values(bool* cores, double* lane_fma_s, double* wake_s) {
   const ThreadProbe& p = thread_probe();

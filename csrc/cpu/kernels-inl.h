@@ -216,8 +216,7 @@ void cross_inner_impl(const T* q_z, const double* q_beta, const index_t* q_off, 
   const double madds = probe ? q_rows * rows * static_cast<double>(N) / static_cast<double>(probe) *
                                    static_cast<double>(d) : 0.0;
   const bool par = madds >= kAlwaysSplitWork || split_pays(madds, std::is_same<T, float>::value ? 3.0 : 5.0);
-#pragma omp parallel for schedule(static, 16) if (par)
-  for (index_t t = 0; t < total; ++t) {
+  auto item = [&](index_t t) {
     const index_t q = t / N, i = sel ? sel[t % N] : t % N;
     if (sel && t + 1 < total) {  // scattered specs: fetch the next one's rows while this one computes
       const index_t j = sel[(t + 1) % N];
@@ -225,7 +224,17 @@ void cross_inner_impl(const T* q_z, const double* q_beta, const index_t* q_off, 
       prefetch_l2(beta + off[j], static_cast<size_t>(off[j + 1] - off[j]) * sizeof(double));
     }
     out[t] = spec_inner(packs[q], z + off[i] * d, beta + off[i], off[i + 1] - off[i], gamma);
+  };
+  if (SpinTeam* team = par ? call_team() : nullptr) {  // a search's team: no OpenMP wake-up
+    constexpr index_t C = 8;
+    auto task = [&](index_t c, int) {
+      for (index_t t = c * C; t < std::min(total, (c + 1) * C); ++t) item(t);
+    };
+    team->run((total + C - 1) / C, task);
+    return;
   }
+#pragma omp parallel for schedule(static, 16) if (par)
+  for (index_t t = 0; t < total; ++t) item(t);
 }
 
 template <class T>
@@ -238,15 +247,31 @@ void self_inner_impl(const T* z, const double* beta, const index_t* off, index_t
     sq += Ki * Ki;
   }
   const double madds = probe ? sq * static_cast<double>(N) / static_cast<double>(probe) * static_cast<double>(d) : 0.0;
-#pragma omp parallel if (madds >= kAlwaysSplitWork || split_pays(madds, std::is_same<T, float>::value ? 3.0 : 5.0))
+  const bool par = madds >= kAlwaysSplitWork || split_pays(madds, std::is_same<T, float>::value ? 3.0 : 5.0);
+  auto item = [&](index_t i, QueryPack<T>& P) {
+    const index_t Ki = off[i + 1] - off[i];
+    build_pack(P, z + off[i] * d, beta + off[i], Ki, d, gamma);
+    out[i] = spec_inner(P, z + off[i] * d, beta + off[i], Ki, gamma);
+  };
+  if (SpinTeam* team = par ? call_team() : nullptr) {  // a search's team: no OpenMP wake-up
+    index_t kmax = 0;  // packs sized up front: no allocation inside a task
+    for (index_t i = 0; i < N; ++i) kmax = std::max(kmax, off[i + 1] - off[i]);
+    QueryPack<T> p0, p1;
+    for (QueryPack<T>* p : {&p0, &p1}) {
+      const index_t Kp = round_up(std::max<index_t>(kmax, 1), Simd<T>::W);
+      p->qT.reserve(static_cast<size_t>(d * Kp));
+      p->bias.reserve(static_cast<size_t>(Kp));
+      p->qb.reserve(static_cast<size_t>(Kp));
+    }
+    auto task = [&](index_t i, int slot) { item(i, slot ? p1 : p0); };
+    team->run(N, task);
+    return;
+  }
+#pragma omp parallel if (par)
   {
     QueryPack<T> P;
 #pragma omp for schedule(dynamic, 8)
-    for (index_t i = 0; i < N; ++i) {
-      const index_t Ki = off[i + 1] - off[i];
-      build_pack(P, z + off[i] * d, beta + off[i], Ki, d, gamma);
-      out[i] = spec_inner(P, z + off[i] * d, beta + off[i], Ki, gamma);
-    }
+    for (index_t i = 0; i < N; ++i) item(i, P);
   }
 }
 
@@ -436,12 +461,14 @@ inline void ball_bound_f32_impl(const double* qz, const double* qw, const index_
       wsum[q] += qw[a];
     }
   const index_t ntiles = (N + kBallTile - 1) / kBallTile;
-#pragma omp parallel
-  {
-    std::vector<float> cT(static_cast<size_t>(d * kBallStride)), cn(kBallTile), rr(kBallTile);
+  struct Scratch {
+    std::vector<float> cT, cn, rr;
+    explicit Scratch(index_t d) : cT(static_cast<size_t>(d * kBallStride)), cn(kBallTile), rr(kBallTile) {}
+  };
+  auto tile = [&](index_t t, Scratch& sc) {
+    std::vector<float>&cT = sc.cT, &cn = sc.cn, &rr = sc.rr;
     float lane[W];
-#pragma omp for schedule(dynamic, 1)
-    for (index_t t = 0; t < ntiles * Q; ++t) {
+    {
       const index_t q = t % Q, i0 = (t / Q) * kBallTile, m = std::min(kBallTile, N - i0), mp = round_up(m, W);
       const index_t a0 = qoff[q], a1 = qoff[q + 1];
       std::fill(cT.begin(), cT.end(), 0.0f);
@@ -479,6 +506,18 @@ inline void ball_bound_f32_impl(const double* qz, const double* qw, const index_
         put(j0, acc, 1);
       }
     }
+  };
+  if (SpinTeam* team = call_team()) {  // a search's team: no OpenMP wake-up
+    Scratch s0(d), s1(d);
+    auto task = [&](index_t t, int slot) { tile(t, slot ? s1 : s0); };
+    team->run(ntiles * Q, task);
+    return;
+  }
+#pragma omp parallel
+  {
+    Scratch sc(d);
+#pragma omp for schedule(dynamic, 1)
+    for (index_t t = 0; t < ntiles * Q; ++t) tile(t, sc);
   }
 }
 
@@ -565,12 +604,18 @@ inline void projection_bound_impl(const double* qz, const double* qw, const inde
     }
   }
   const V zero{}, inf = vbroadcast<V>(std::numeric_limits<double>::infinity());
-#pragma omp parallel if (M >= 64)
-  {
-    std::vector<double> cols(static_cast<size_t>(d * Lp), 0.0), rows, pcs(Ap);
+  index_t max_rows = 0;  // the float64 copy of a spec's rows needs no allocation inside a task
+  if constexpr (std::is_same_v<T, float>)
+    for (index_t j = 0; j < M; ++j) max_rows = std::max(max_rows, off[specs[j] + 1] - off[specs[j]]);
+  struct Scratch {
+    std::vector<double> cols, rows, pcs;
+    Scratch(index_t d, index_t Lp, index_t rows_, index_t Ap)
+        : cols(static_cast<size_t>(d * Lp), 0.0), rows(static_cast<size_t>(rows_ * d)), pcs(static_cast<size_t>(Ap)) {}
+  };
+  auto spec_item = [&](index_t j, Scratch& sc) {
+    std::vector<double>&cols = sc.cols, &rows = sc.rows, &pcs = sc.pcs;
     double lo[Lp], hi[Lp], bad[Lp];
-#pragma omp for schedule(dynamic, 16)
-    for (index_t j = 0; j < M; ++j) {
+    {
       const index_t i = specs[j], b0 = off[i], nb = off[i + 1] - b0;
       if (j + 2 < M) {  // scattered specs: fetch the rows of the one after next (the work per spec is short)
         const index_t n2 = specs[j + 2];
@@ -588,7 +633,6 @@ inline void projection_bound_impl(const double* qz, const double* qw, const inde
       if constexpr (std::is_same_v<T, double>) {
         zr = z + b0 * d;
       } else {
-        rows.resize(static_cast<size_t>(nb * d));
         for (index_t t = 0; t < nb * d; ++t) rows[t] = static_cast<double>(z[b0 * d + t]);
         zr = rows.data();
       }
@@ -669,6 +713,20 @@ inline void projection_bound_impl(const double* qz, const double* qw, const inde
       }
       out[j] = hsum<double>(acc) * (1.0 + 1e-10) + static_cast<double>(Ka) * 1e-300;
     }
+  };
+  if (SpinTeam* team = M >= 64 ? call_team() : nullptr) {  // a search's team: no OpenMP wake-up
+    Scratch s0(d, Lp, max_rows, Ap), s1(d, Lp, max_rows, Ap);
+    auto task = [&](index_t c, int slot) {
+      for (index_t j = c * 16; j < std::min(M, (c + 1) * 16); ++j) spec_item(j, slot ? s1 : s0);
+    };
+    team->run((M + 15) / 16, task);
+    return;
+  }
+#pragma omp parallel if (M >= 64)
+  {
+    Scratch sc(d, Lp, max_rows, Ap);
+#pragma omp for schedule(dynamic, 16)
+    for (index_t j = 0; j < M; ++j) spec_item(j, sc);
   }
 }
 

@@ -99,6 +99,11 @@ bool threads_add_throughput();
 // cost of waking the other thread for a parallel region (~1 us when OpenMP threads spin, ~70 us
 // on a shared VM with OMP_WAIT_POLICY=PASSIVE, lwengine's default).  Measured once with the probe.
 bool split_pays(double madds, double cost);
+// The call team (team.h): a second thread that stays awake across the kernel calls one thread
+// makes between begin and end (a search), instead of an OpenMP wake-up per call.
+bool call_team_begin();
+void call_team_end();
+bool call_team_active();  // whether this thread holds it
 // Above this many multiply-adds a call always splits (threads sharing one core's FP units gain
 // there too); below it only where split_pays says so.  (k-means: 5e7, kmeans-inl.h.)
 constexpr double kAlwaysSplitWork = 3.2e7;

@@ -122,4 +122,11 @@ void with_spin_team(bool want, Body&& body) {
   body(static_cast<SpinTeam*>(nullptr));
 }
 
+// A team that spans several native calls of one caller thread (a search's kernel calls from
+// Python): call_team_begin() (ops.h) wakes a persistent second thread into a SpinTeam,
+// call_team_end() sends it back to sleep.  In between, kernels called on that thread run their
+// items on the team (call_team()) instead of waking a passive OpenMP thread per call.  One team
+// of any kind at a time in the process (with_spin_team's count).  dispatch.cpp.
+SpinTeam* call_team();  // this thread's active team, else nullptr
+
 }  // namespace lwe
