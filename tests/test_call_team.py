@@ -2,8 +2,6 @@
 Results never depend on it; it belongs to one thread at a time, survives exceptions and forks."""
 from __future__ import annotations
 
-import os
-import sys
 import threading
 
 import numpy as np
@@ -117,18 +115,3 @@ def test_concurrent_searches_agree():
     for t in threads:
         t.join()
     assert all(g == want for g in got)
-
-
-@pytest.mark.skipif(not hasattr(os, "fork") or sys.platform != "linux", reason="fork: Linux")
-def test_a_forked_child_searches_and_gets_a_team():
-    index, user = _market(seed=3)
-    want = _answer(index.search(user))  # the parent's worker thread exists from here on
-    possible = _team_possible()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        ok = _answer(index.search(user)) == want
-        with kernels.call_team() as on:
-            ok = ok and on == possible
-        os._exit(0 if ok else 3)
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
