@@ -152,14 +152,22 @@ def postprocess_prefix(prefix, all_dists, mixture_dist=None, *, mixture_len: int
     below = np.flatnonzero(scores[1:] < FILTER_SCORE)
     idx = min(1, len(scores)) if not len(scores) else (1 + int(below[0]) if len(below) else len(scores))
     scores = [float(x) for x in scores[:idx]]
+    mix_score = _single_rule(scores, mix_score)
+    return PostProcessed(single_scores=scores, n_single=idx, mixture_score=mix_score,
+                         mixture_kept=mix_score is not None, scores_before_filter=before,
+                         mixture_score_before_filter=mix_before, mixture_dropped=dropped)
+
+
+def _single_rule(scores: list, mix_score):
+    """The reference's single-result rule, in place on ``scores``: a lone single below the filter is
+    raised to FILTER_SCORE and the mixture's score scaled by the same ratio (capped at 1).  Returns
+    the mixture's score."""
     if len(scores) == 1 and scores[0] < FILTER_SCORE:
         ratio = 100 if abs(scores[0]) < 1e-5 else FILTER_SCORE / scores[0]
         scores[0] = FILTER_SCORE
         if mix_score is not None:
             mix_score = min(1, mix_score * ratio)
-    return PostProcessed(single_scores=scores, n_single=idx, mixture_score=mix_score,
-                         mixture_kept=mix_score is not None, scores_before_filter=before,
-                         mixture_score_before_filter=mix_before, mixture_dropped=dropped)
+    return mix_score
 
 
 def _convert_array(v: np.ndarray) -> np.ndarray:
@@ -206,11 +214,7 @@ def postprocess_sorted(sorted_dists: np.ndarray, mixture_dist=None, *, mixture_l
         mix_score, dropped = None, "same_score_2dp"
     idx = 1 + int(stop[0]) if len(stop) else c
     scores = sc[:idx].tolist()
-    if len(scores) == 1 and scores[0] < FILTER_SCORE:
-        ratio = 100 if abs(scores[0]) < 1e-5 else FILTER_SCORE / scores[0]
-        scores[0] = FILTER_SCORE
-        if mix_score is not None:
-            mix_score = min(1, mix_score * ratio)
+    mix_score = _single_rule(scores, mix_score)
     return PostProcessed(single_scores=scores, n_single=idx, mixture_score=mix_score,
                          mixture_kept=mix_score is not None,
                          scores_before_filter=lambda frozen=v.copy(): _lifted(frozen, hi, eps).tolist(),
@@ -253,11 +257,7 @@ def postprocess(sorted_dists, mixture_dist=None, *, mixture_len: int = 0, image:
     stop = np.flatnonzero(~(np.asarray(scores[1:], dtype=np.float64) >= FILTER_SCORE))
     idx = min(1, len(before)) if not len(before) else (1 + int(stop[0]) if len(stop) else len(before))
     scores = before[:idx]
-    if len(scores) == 1 and scores[0] < FILTER_SCORE:
-        ratio = 100 if abs(scores[0]) < 1e-5 else FILTER_SCORE / scores[0]
-        scores[0] = FILTER_SCORE
-        if mix_score is not None:
-            mix_score = min(1, mix_score * ratio)
+    mix_score = _single_rule(scores, mix_score)
     return PostProcessed(
         single_scores=scores,
         n_single=idx,

@@ -599,10 +599,14 @@ def _far_specs(g, qz, qb, qo, err):
     n = g.n
     centers, radii = g.balls()
     _, bl1, _ = g.screen()
-    # 2 |cross| <= 2 sum_a |qb_a| sum_b |beta_b| k(a, z_b); plus the float64 kernel's own rounding
-    two_b = 2.0 * kernels.ball_bound(qz, np.abs(qb), qo, centers, radii, g.gamma) * bl1[None, :n]
-    two_b = two_b * (1.0 + 1e-9) + 1e-14 * np.abs(qb).sum() * bl1[None, :n]
+    two_b = _two_b(kernels.ball_bound(qz, np.abs(qb), qo, centers, radii, g.gamma), np.abs(qb).sum(), bl1[None, :n])
     return two_b, (two_b <= err).all(axis=0)
+
+
+def _two_b(bound, w_sum, bl1):
+    """``2B`` from a bound on ``sum_a |qb_a| max_b k(a, z_b)`` (``w_sum = sum_a |qb_a|``, ``bl1`` the
+    specs' ``sum_b |beta_b|``): 2 |cross| <= 2 bound bl1, plus the float64 kernel's own rounding."""
+    return 2.0 * bound * bl1 * (1.0 + 1e-9) + 1e-14 * w_sum * bl1
 
 
 def _projected_far(g, qz, user_groups, specs, err, two_b):
@@ -615,11 +619,10 @@ def _projected_far(g, qz, user_groups, specs, err, two_b):
         return cand, np.zeros(0)
     w, labels, centres = user_groups
     centers, radii = g.balls()
-    _, bl1, _ = g.screen()
-    r = int(g.offsets[g.n])
-    b = kernels.projection_bound(qz, w, labels, centres, g.screen()[0][:r], g.offsets[: g.n + 1], cand,
+    z32, bl1, _ = g.screen()
+    b = kernels.projection_bound(qz, w, labels, centres, z32[: int(g.offsets[g.n])], g.offsets[: g.n + 1], cand,
                                  centers, radii, g.gamma)
-    two = 2.0 * b * bl1[cand] * (1.0 + 1e-9) + 1e-14 * w.sum() * bl1[cand]  # as _far_specs
+    two = _two_b(b, w.sum(), bl1[cand])
     keep = two <= err[cand]
     return cand[keep], two[keep]
 
