@@ -1,5 +1,5 @@
 """The call team (kernels.call_team): one awake helper thread for the kernel calls of a search.
-Results never depend on it; it belongs to one thread at a time, survives exceptions and forks."""
+Results never depend on it; it belongs to one thread at a time, survives exceptions and forks (tests/test_fork.py)."""
 from __future__ import annotations
 
 import threading

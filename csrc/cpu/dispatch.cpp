@@ -51,6 +51,20 @@ void maybe_serial(bool serial, Fn&& fn) {
 #endif
   fn();
 }
+
+// libgomp's thread pool does not survive fork: in the child, the thread that forked still owns the
+// parent's pool record, and its next parallel region of two or more threads waits forever for pool
+// threads that were not copied.  So that thread runs its kernels on one OpenMP thread for the rest
+// of the child's life (set_num_threads cannot raise it); the child's other threads start fresh
+// pools and are unaffected.  Registered when the module loads, before any fork it could miss.
+thread_local bool t_pool_lost = false;
+void after_fork_in_child() {
+  t_pool_lost = true;
+#ifdef LWE_HAVE_OPENMP
+  omp_set_num_threads(1);
+#endif
+}
+[[maybe_unused]] const int g_fork_guard = pthread_atfork(nullptr, nullptr, after_fork_in_child);
 }  // namespace
 
 bool cpu_has_avx2_fma() {
@@ -137,7 +151,7 @@ const ThreadProbe& thread_probe() {
     double one = 0.0;
     maybe_serial(true, [&] { one = peak_fma_f32(0.003); });
     p.lane_fma_s = one / 2.0;  // flops -> FMA lanes
-    if (omp_get_num_procs() < 2) return p;
+    if (omp_get_num_procs() < 2 || t_pool_lost) return p;
     const int prev = omp_get_max_threads();
     omp_set_num_threads(2);
     const double two = peak_fma_f32(0.003);
@@ -278,7 +292,7 @@ bool split_pays(double madds, double cost) {
 
 void set_num_threads(int n) {
 #ifdef LWE_HAVE_OPENMP
-  omp_set_num_threads(n < 1 ? 1 : n);
+  omp_set_num_threads(n < 1 || t_pool_lost ? 1 : n);
 #else
   (void)n;
 #endif

@@ -17,7 +17,7 @@ bool simd_enabled();              // simd_level() > kPortable
 void set_simd(bool enabled);      // user toggle: the widest path, or portable
 bool set_simd_path(const char* name);  // cap at "avx512", "avx2" or "portable"; false: unknown name
 const char* simd_path();          // "avx512", "avx2" or "portable"
-void set_num_threads(int n);
+void set_num_threads(int n);      // this thread's OpenMP threads; 1 on a forked child's forking thread
 int get_num_threads();
 
 // ---- RKME inner products over packed stores (CSR offsets)
