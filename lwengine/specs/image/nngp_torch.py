@@ -2,8 +2,9 @@
 
 Same module structure as cnn_gp (conv2d with a float32 box kernel, the ReLU's rsqrt / clamp / acos,
 the one-object diagonal written through ``(1 - eye) * xy + eye * xx``).  On torch's CPU kernels this
-reproduces the reference's float32 entries bit for bit (checked against the canonical Grams of the
-fixtures); it is used only to build the canonical Gram cache when torch is present.
+reproduces the reference's float32 entries bit for bit where they round as on the recording machine
+(checked against the canonical Grams of the fixtures; ``gram_cache.torch_replica_exact``); it is used
+only to build the canonical Gram cache when torch is present.
 """
 from __future__ import annotations
 
