@@ -76,11 +76,13 @@ int fit_reference(const Tx* x, index_t n, index_t d, double* z, index_t K, doubl
     }
   };
   // k-means, the moment passes, the Grams and the Z steps on one two-thread team (one wake-up for
-  // the fit instead of one per call) where they would split anyway and are small (large ones split
-  // through OpenMP, as alone); results do not depend on the team (k-means rows, moment chunks and
-  // Gram / Z-step rows are independent).
+  // the fit instead of one per call) where the whole fit's split work outweighs that wake-up and
+  // the passes are small (large ones split through OpenMP, as alone); results do not depend on the
+  // team (k-means rows, moment chunks and Gram / Z-step rows are independent).  The fit's cost:
+  // its moment passes and, with them, the k-means.
   const double work = static_cast<double>(K) * static_cast<double>(n) * static_cast<double>(d);
-  with_spin_team(work < kAlwaysSplitWork && split_pays(work, kMomentsCostT), loop);
+  const double cost = steps * kMomentsCostT + kMomentsCostC + (kmeans_c ? kKmeansCost : 0.0);
+  with_spin_team(work < kAlwaysSplitWork && split_pays(work, cost), loop);
   return status;
 }
 

@@ -129,40 +129,61 @@ inline double inner_rows(const QueryPack<T>& P, const T* zr, const T* zterm, con
   return s;
 }
 
-// Store-row terms of a block of rows: the float64 |z_b|^2 (one chain over the coordinates in
-// order), as the float32 screening term or 16 x the float64 log2 term (pair.h).  Four rows are
-// summed side by side (independent chains, same order per row), outside the FMA-bound micro-kernel.
+// Store-row terms of a block of rows from the float64 |z_b|^2, as the float32 screening term or
+// 16 x the float64 log2 term (pair.h), outside the FMA-bound micro-kernel.  float64 rows: per row,
+// W-lane partial sums of the squares over the whole lane vectors of coordinates (a lane vector at
+// a time, in order), hsum's fixed tree, then the remaining coordinates in order; float32 rows: one
+// chain over the coordinates in order, four rows side by side.  Either is the same for every call
+// of one SIMD path.
+template <class T>
+inline double row_sqnorm(const T* zr, index_t d) {
+  double s = 0.0;
+  index_t k = 0;
+  if constexpr (std::is_same<T, double>::value) {
+    using V = vf64;
+    constexpr int W = kW64;
+    if (d >= W) {
+      V acc = vload<V>(zr) * vload<V>(zr);
+      for (k = W; k + W <= d; k += W) {
+        const V v = vload<V>(zr + k);
+        acc += v * v;
+      }
+      s = hsum<double>(acc);
+    }
+  }
+  for (; k < d; ++k) {
+    const double v = static_cast<double>(zr[k]);
+    s += v * v;
+  }
+  return s;
+}
+
 template <class T>
 inline void row_terms(const T* z, index_t nrows, index_t d, double gamma, T* out) {
-  index_t r = 0;
   auto term = [&](double s) {
     return std::is_same<T, float>::value ? static_cast<T>(screen_term(s, gamma))
                                          : static_cast<T>(16.0 * log2_term(s, gamma));
   };
-  for (; r + 4 <= nrows; r += 4) {
-    const T* z0 = z + r * d;
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-    for (index_t k = 0; k < d; ++k) {
-      const double v0 = static_cast<double>(z0[k]), v1 = static_cast<double>(z0[d + k]);
-      const double v2 = static_cast<double>(z0[2 * d + k]), v3 = static_cast<double>(z0[3 * d + k]);
-      s0 += v0 * v0;
-      s1 += v1 * v1;
-      s2 += v2 * v2;
-      s3 += v3 * v3;
+  index_t r = 0;
+  if constexpr (std::is_same<T, float>::value) {
+    for (; r + 4 <= nrows; r += 4) {
+      const T* z0 = z + r * d;
+      double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+      for (index_t k = 0; k < d; ++k) {
+        const double v0 = static_cast<double>(z0[k]), v1 = static_cast<double>(z0[d + k]);
+        const double v2 = static_cast<double>(z0[2 * d + k]), v3 = static_cast<double>(z0[3 * d + k]);
+        s0 += v0 * v0;
+        s1 += v1 * v1;
+        s2 += v2 * v2;
+        s3 += v3 * v3;
+      }
+      out[r] = term(s0);
+      out[r + 1] = term(s1);
+      out[r + 2] = term(s2);
+      out[r + 3] = term(s3);
     }
-    out[r] = term(s0);
-    out[r + 1] = term(s1);
-    out[r + 2] = term(s2);
-    out[r + 3] = term(s3);
   }
-  for (; r < nrows; ++r) {
-    double s = 0.0;
-    for (index_t k = 0; k < d; ++k) {
-      const double v = static_cast<double>(z[r * d + k]);
-      s += v * v;
-    }
-    out[r] = term(s);
-  }
+  for (; r < nrows; ++r) out[r] = term(row_sqnorm(z + r * d, d));
 }
 
 // <query spec, store spec>: rows in tiles of 4 from the spec's own start (position independent);

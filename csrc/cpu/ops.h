@@ -111,6 +111,8 @@ constexpr double kAlwaysSplitWork = 3.2e7;
 // ~450 us for 4e6 with T on a 5e10 lane/s core), for split_pays
 constexpr double kMomentsCostT = 6.0;
 constexpr double kMomentsCostC = 4.0;
+// ... and per K n d of a small k-means: four full scorings (~1.6 lanes per multiply-add each)
+constexpr double kKmeansCost = 4.0 * 1.6;
 // The probe's values: separate cores, one thread's float32 FMA lanes/s, the wake-up time (s).
 void thread_probe_values(bool* cores, double* lane_fma_s, double* wake_s);
 
