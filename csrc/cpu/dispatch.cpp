@@ -2,6 +2,7 @@
 // public entry points that route to one of them.
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -154,9 +155,14 @@ const ThreadProbe& thread_probe() {
     if (omp_get_num_procs() < 2 || t_pool_lost) return p;
     const int prev = omp_get_max_threads();
     omp_set_num_threads(2);
-    const double two = peak_fma_f32(0.003);
+    // Another thread busy on the second CPU for a moment (OpenBLAS's spin after a numpy product:
+    // ~0.2 s) halves the two-thread rate; the answer lasts the process, so a "no" is retried a few
+    // times, 20 ms apart, before it is believed (~0.1 s once, on machines where it is true).
+    for (int attempt = 0; attempt < 5 && !p.cores; ++attempt) {
+      if (attempt) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      p.cores = peak_fma_f32(0.003) >= 1.5 * one;
+    }
     omp_set_num_threads(prev);
-    p.cores = two >= 1.5 * one;
     p.wake_s = probe_wake_s();
 #endif
     return p;
