@@ -1004,7 +1004,8 @@ void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t
     const index_t t0 = c * ntiles / NC, t1 = (c + 1) * ntiles / NC;
     for (index_t t = t0; t < t1; ++t) {
       const index_t r0 = t * kTileX, m = std::min(kTileX, n - r0), mp = round_up(m, 2 * kW64);
-      std::fill(xT.begin(), xT.end(), 0.0);
+      for (index_t k = 0; k < d; ++k)  // the padding columns [m, mp) read by the blocks: zeros
+        std::fill(xT.begin() + k * kTileX + m, xT.begin() + k * kTileX + mp, 0.0);
       for (index_t j = 0; j < m; ++j) {
         double s = 0.0;
         for (index_t k = 0; k < d; ++k) {

@@ -74,13 +74,14 @@ inline void km_block(const float* xT, index_t d, const float* c, index_t j0, con
 inline void km_score_tile(const float* x, index_t d, const index_t* rows, index_t m, const float* c,
                           index_t k, const float* cn, const float* xnf_all, float* xT,
                           std::int64_t* label, float* best, float* second, bool* has_nan) {
-  std::fill(xT, xT + d * kKmRows, 0.0f);
   float xnf_buf[kKmRows] = {};
   for (index_t r = 0; r < m; ++r) {
     const float* xr = x + rows[r] * d;
     for (index_t t = 0; t < d; ++t) xT[t * kKmRows + r] = xr[t];
     xnf_buf[r] = xnf_all[rows[r]];
   }
+  if (m < kKmRows)  // the unused lanes of a last, partial tile: zeros (their scores are never read)
+    for (index_t t = 0; t < d; ++t) std::fill(xT + t * kKmRows + m, xT + (t + 1) * kKmRows, 0.0f);
   const float ninf = -std::numeric_limits<float>::infinity();
   vf32 xnf[2] = {vload<vf32>(xnf_buf), vload<vf32>(xnf_buf + kW32)};
   vf32 b1[2] = {vbroadcast<vf32>(ninf), vbroadcast<vf32>(ninf)};
