@@ -96,7 +96,7 @@ def as_offsets(offsets, name: str, num_rows: int) -> np.ndarray:
         if not (np.issubdtype(o.dtype, np.floating) and np.all(np.mod(o, 1) == 0)):
             raise TypeError(f"{name} must hold integers, got dtype {o.dtype}")
     o = np.ascontiguousarray(o, dtype=np.int64).reshape(-1)
-    if o.shape[0] < 1 or o[0] != 0 or o[-1] != num_rows or np.any(np.diff(o) < 0):
+    if o.shape[0] < 1 or o[0] != 0 or o[-1] != num_rows or bool((o[1:] < o[:-1]).any()):
         raise ValueError(
             f"{name} must be non-decreasing int64 offsets from 0 to the number of rows ({num_rows}), "
             f"got {o[:3].tolist()}...{o[-1:].tolist()} (length {o.shape[0]})"
