@@ -156,6 +156,7 @@ inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, ind
   const double up = 1.0 + 1e-12 + static_cast<double>(d) * 2.3e-16;  // > float64 rounding of a d-term sum, then sqrt
   std::vector<double> xn(static_cast<size_t>(n)), u(static_cast<size_t>(n)), l(static_cast<size_t>(n), 0.0);
   std::vector<float> xnf(static_cast<size_t>(n)), cn(static_cast<size_t>(k));
+  std::vector<double> cn64(static_cast<size_t>(k));  // |c_j|^2 in float64 (cn rounds it)
   std::vector<std::int64_t> label(static_cast<size_t>(n), -1), todo_label(static_cast<size_t>(n));
   std::vector<double> sums(static_cast<size_t>(k * d)), move(static_cast<size_t>(k));
   std::vector<index_t> counts(static_cast<size_t>(k)), todo(static_cast<size_t>(n)), loose(static_cast<size_t>(n));
@@ -213,10 +214,13 @@ inline int kmeans_lloyd_impl(const float* x, index_t n, index_t d, float* c, ind
     for (it = 1; it <= max_iter; ++it) {
       cmax = 0.0;
       for (index_t j = 0; j < k; ++j) {
-        double s = 0.0;
-        for (index_t t = 0; t < d; ++t) s += static_cast<double>(c[j * d + t]) * c[j * d + t];
-        cn[j] = static_cast<float>(s);
-        cmax = std::max(cmax, s);
+        if (it == 1 || changed[j]) {  // the last update rewrote only the changed centroids
+          double s = 0.0;
+          for (index_t t = 0; t < d; ++t) s += static_cast<double>(c[j * d + t]) * c[j * d + t];
+          cn64[j] = s;
+          cn[j] = static_cast<float>(s);
+        }
+        cmax = std::max(cmax, cn64[j]);
       }
       // ---- which rows can change label (bounds), tightening u on the way; the lists are built
       // without branches on the (unpredictable) bound tests
