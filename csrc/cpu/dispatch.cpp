@@ -53,17 +53,20 @@ void maybe_serial(bool serial, Fn&& fn) {
   fn();
 }
 
-// libgomp's thread pool does not survive fork: in the child, the thread that forked still owns the
-// parent's pool record, and its next parallel region of two or more threads waits forever for pool
-// threads that were not copied.  So that thread runs its kernels on one OpenMP thread for the rest
-// of the child's life (set_num_threads cannot raise it); the child's other threads start fresh
-// pools and are unaffected.  Registered when the module loads, before any fork it could miss.
+// A forked child has only the thread that forked.  libgomp's thread pool does not survive fork: that
+// thread still owns the parent's pool record, and its next parallel region of two or more threads
+// waits forever for pool threads that were not copied.  So it runs its kernels on one OpenMP thread
+// for the rest of the child's life (set_num_threads cannot raise it); the child's other threads
+// start fresh pools.  The call team's worker is gone too (call_team_after_fork).  One handler,
+// registered when the module loads, before any fork it could miss.
 thread_local bool t_pool_lost = false;
+void call_team_after_fork();
 void after_fork_in_child() {
   t_pool_lost = true;
 #ifdef LWE_HAVE_OPENMP
   omp_set_num_threads(1);
 #endif
+  call_team_after_fork();
 }
 [[maybe_unused]] const int g_fork_guard = pthread_atfork(nullptr, nullptr, after_fork_in_child);
 }  // namespace
@@ -187,7 +190,8 @@ std::atomic<std::thread::id> g_call_owner{};
 std::atomic<CallTeamState*> g_call_state{nullptr};
 
 // A forked child has no worker thread: it drops the parent's state (leaked: its mutex may be held)
-// and the team, and makes a new worker on its first search.
+// and the team; a thread of the child other than the forking one makes a new worker on its first
+// search (the forking thread runs without a team: t_pool_lost).
 void call_team_after_fork() {
   g_call_state.store(nullptr);
   g_call_team.store(nullptr);
@@ -223,8 +227,6 @@ CallTeamState& call_state() {
   std::lock_guard<std::mutex> lock(g_call_state_lock);
   st = g_call_state.load(std::memory_order_acquire);
   if (!st) {
-    static const int registered = pthread_atfork(nullptr, nullptr, call_team_after_fork);
-    (void)registered;
     st = make_call_state();
     g_call_state.store(st, std::memory_order_release);
   }
