@@ -66,7 +66,7 @@ def test_same_object_and_copy(pairs):
         a = specs[p["a"]]
         assert a.dist(a) == 0.0
         # bit for bit where the Grams are the shipped ones (depth 3) or torch here reproduces them
-        if a.canonical and (a.net_depth == 3 or torch_replica_exact()):
+        if a.canonical and (a.net_depth == 3 or torch_replica_exact(a.channels, a.net_depth)):
             assert a.inner_prod(a) == p["inner_prod_self_same_object"]
         else:
             assert abs(a.inner_prod(a) - p["inner_prod_self_same_object"]) < 2e-7
@@ -84,7 +84,11 @@ def test_foreign_z_dists_close(pairs):
             continue
         a, b = specs[p["a"]], specs[p["b"]]
         assert abs(a.dist(b) - p["dist_ab"]) < 2e-7, (p["a"], p["b"])  # ~1e-7: float32 noise
-        assert abs(a.inner_prod(b) - p["inner_prod_ab"]) < 1e-8, (p["a"], p["b"])
+        # inner_prod takes a's depth; where torch here does not reproduce the reference's Gram at that
+        # depth, each entry carries float32 rounding (~1.2e-7 relative, entries <= 1)
+        exact_gram = a.net_depth == 3 or torch_replica_exact(a.channels, a.net_depth)
+        tol = 1e-8 if exact_gram else 2e-7 * np.abs(a.beta).sum() * np.abs(b.beta).sum()
+        assert abs(a.inner_prod(b) - p["inner_prod_ab"]) < tol, (p["a"], p["b"])
 
 
 def test_float64_precision(pairs):

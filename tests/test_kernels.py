@@ -96,6 +96,30 @@ def test_float64_subnormal_results_match_reference(simd):
     assert got[0, -1] == 0.0 and got[0, 3] > 0.0
 
 
+def test_float64_exp_within_one_ulp(simd):
+    """The float64 vector exp alone: a query point at 0 against one store point x per spec (d = 1)
+    makes the kernel exactly 2^(-y/16) with y = 16 (gamma log2e) x^2 as the kernel computes it; each
+    value is within 1 ulp of that power of two taken to 50 digits (Decimal), normal results only
+    (subnormals: test_float64_subnormal_results_match_reference)."""
+    import decimal
+
+    rng = np.random.default_rng(17)
+    gamma = 0.37
+    u = np.concatenate([-rng.uniform(0, 1021, 3000), -rng.uniform(0, 4, 500), [0.0, -1.0, -0.25, -1020.9]])
+    x = np.sqrt(-u / (gamma * 1.4426950408889634))
+    y = 16.0 * ((gamma * 1.4426950408889634) * (x * x))  # the kernel's 16 log2_term(x^2): exact steps
+    one = np.ones(1)
+    got = kernels.cross_inner(np.zeros((1, 1)), one, [0, 1], x[:, None], np.ones(len(x)), np.arange(len(x) + 1),
+                              gamma)[0]
+    with decimal.localcontext() as ctx:
+        ctx.prec = 50
+        want = np.array([float(decimal.Decimal(2) ** (-decimal.Decimal(v) / 16)) for v in y])
+    normal = want >= np.finfo(np.float64).tiny
+    assert normal.sum() > 3000
+    ulps = np.abs(got[normal] - want[normal]) / np.spacing(want[normal])
+    assert ulps.max() <= 1.0, f"{simd}: max {ulps.max()} ulp"
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_self_inner_and_gram_match_reference(simd, dtype):
     rng = np.random.default_rng(5)
