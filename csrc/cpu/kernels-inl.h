@@ -992,8 +992,9 @@ inline void zx_t_cols(const double* e, const double* xT, index_t d, index_t mp, 
 // coordinates in blocks of 4, then 2, then 1
 template <int R>
 inline void zx_t_block(const double* e, const double* xT, index_t d, index_t mp, double* tp) {
+  constexpr int kNC = (kVecRegs >= 32 || R < 4) ? 4 : 3;  // 4 x kNC accumulators in registers (inner_rows)
   index_t k = 0;
-  for (; k + 4 <= d; k += 4) zx_t_cols<R, 4>(e, xT, d, mp, tp, k);
+  for (; k + kNC <= d; k += kNC) zx_t_cols<R, kNC>(e, xT, d, mp, tp, k);
   for (; k + 2 <= d; k += 2) zx_t_cols<R, 2>(e, xT, d, mp, tp, k);
   if (k < d) zx_t_cols<R, 1>(e, xT, d, mp, tp, k);
 }
