@@ -135,8 +135,11 @@ inline double inner_rows(const QueryPack<T>& P, const T* zr, const T* zterm, con
   // go through memory).  rowacc sums the lane vectors in order of a0 whatever the chunking: the
   // same bits for every split.
   constexpr int kNV = (kVecRegs >= 32 || R < 4) ? 4 : 3;
+  // a last single vector would leave R FMA chains (latency-bound): 3 + 1 vectors go as 2 + 2
+  const index_t nv = P.Kp / W;
+  const index_t n_full = (kNV == 3 && nv % 3 == 1 && nv >= 4) ? nv / 3 - 1 : nv / kNV;
   index_t a0 = 0;
-  for (; a0 + kNV * W <= P.Kp; a0 += kNV * W) inner_chunk<T, R, kNV>(P, a0, zr, zterm, rowacc);
+  for (index_t c = 0; c < n_full; ++c, a0 += kNV * W) inner_chunk<T, R, kNV>(P, a0, zr, zterm, rowacc);
   for (; a0 + 2 * W <= P.Kp; a0 += 2 * W) inner_chunk<T, R, 2>(P, a0, zr, zterm, rowacc);
   if (a0 < P.Kp) inner_chunk<T, R, 1>(P, a0, zr, zterm, rowacc);
   double s = 0.0;
