@@ -47,11 +47,34 @@ def test_fit_same_bits_at_any_thread_count():
 
 
 def test_thread_probe_is_measured_once():
+    # (a "no" may be measured again, but at most once a second: back-to-back calls agree)
     first = core.threads_add_throughput()
     assert isinstance(first, bool) and core.threads_add_throughput() is first
     probe = core.thread_probe()
     assert probe == core.thread_probe() and probe["cores"] is first
     assert probe["lane_fma_per_s"] > 0 and probe["wake_s"] >= 0
+
+
+def test_thread_probe_no_is_measured_again():
+    """A first "no" (forced by LWE_PROBE_SAY_NO) is measured again at the next call that would split:
+    where a normal process finds two cores, the forced one finds them too, and reports it."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import time\nfrom lwengine import _core\na = _core.thread_probe()['cores']\n"
+            "for _ in range(3):  # one measurement a second at most; a busy moment can say no again\n"
+            "    b = _core.threads_add_throughput()\n    if b:\n        break\n    time.sleep(1.05)\n"
+            "print(a, b, _core.thread_probe()['cores'])")
+    env = {k: v for k, v in os.environ.items() if k != "LWE_PROBE_SAY_NO"}
+    normal = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert normal.returncode == 0, normal.stderr
+    if normal.stdout.split()[0] != "True":
+        pytest.skip("two threads add no throughput here")
+    forced = subprocess.run([sys.executable, "-c", code], env={**env, "LWE_PROBE_SAY_NO": "1"},
+                            capture_output=True, text=True, timeout=120)
+    assert forced.returncode == 0, forced.stderr
+    assert forced.stdout.split() == ["False", "True", "True"]
 
 
 # one spec pair (always serial) and a scan large enough to split on any machine
