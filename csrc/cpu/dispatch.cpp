@@ -297,7 +297,7 @@ std::mutex g_reprobe_mutex;
 
 // The probe's "no" is measured again now and then: at most 8 times, >= 1 s apart, from a thread
 // outside any parallel region while no call team runs (3 ms each).  The five tries of the probe
-// itself did not always suffice: 1 in 15 fresh processes on a 2-core Zen 3 VM answered "no" for
+// itself did not always suffice: 3 of 40 fresh processes on a 2-core Zen 3 VM answered "no" for
 // good (its fits then ran on one thread, 6.1 against 3.6-4.2 ms), with a two-thread region 4x
 // cheaper than usual, as if the woken worker had landed on the master's CPU.
 bool cores_now(bool may_measure) {
