@@ -112,9 +112,7 @@ inline void inner_chunk(const QueryPack<T>& P, index_t a0, const T* zr, const T*
       _Pragma("GCC unroll 8")
       for (int r = 0; r < R; ++r) u[v * R + r] = log2_exponent(acc[r][v], bias + zterm[r]);
     }
-    constexpr int G = (R * NV) % 4 == 0 ? 4 : R * NV;  // 4 at a time: measured best on Zen 3 (3, 6, 12 no better)
-    _Pragma("GCC unroll 8")
-    for (int i = 0; i < R * NV; i += G) exp2_16_f64_n<G>(u + i, k + i);
+    exp2_16_f64_n<R * NV>(u, k);
     _Pragma("GCC unroll 8")
     for (int v = 0; v < NV; ++v) {
       const V qbv = vload<V>(&P.qb[a0 + v * W]);
@@ -131,10 +129,9 @@ inline double inner_rows(const QueryPack<T>& P, const T* zr, const T* zterm, con
   V rowacc[R];
   _Pragma("GCC unroll 8")
   for (int r = 0; r < R; ++r) rowacc[r] = V{};
-  // 4 x 4 accumulators need 32 registers; with 16, 4 x 3 (a spilled accumulator makes the FMA chain
-  // go through memory).  rowacc sums the lane vectors in order of a0 whatever the chunking: the
-  // same bits for every split.
-  constexpr int kNV = (kVecRegs >= 32 || R < 4) ? 4 : 3;
+  // R x tile_vectors accumulators fit the registers (a spilled one makes its FMA chain go through
+  // memory).  rowacc sums the lane vectors in order of a0 whatever the chunking: the same bits.
+  constexpr int kNV = tile_vectors<R>();
   // a last single vector would leave R FMA chains (latency-bound): 3 + 1 vectors go as 2 + 2
   const index_t nv = P.Kp / W;
   const index_t n_full = (kNV == 3 && nv % 3 == 1 && nv >= 4) ? nv / 3 - 1 : nv / kNV;
@@ -954,9 +951,7 @@ inline void zx_chunk(const double* zr, index_t d, const double* zn, const double
     _Pragma("GCC unroll 8")
     for (int r = 0; r < R; ++r) u[r * NV + v] = log2_exponent(acc[r][v], xnv + zn[r]);
   }
-  constexpr int G = (R * NV) % 4 == 0 ? 4 : (R * NV) % 2 == 0 ? 2 : 1;  // exp2_16_f64_n: as inner_chunk
-  _Pragma("GCC unroll 8")
-  for (int i = 0; i < R * NV; i += G) exp2_16_f64_n<G>(u + i, e + i);
+  exp2_16_f64_n<R * NV>(u, e);
   _Pragma("GCC unroll 8")
   for (int r = 0; r < R; ++r)
     _Pragma("GCC unroll 8")
@@ -995,7 +990,7 @@ inline void zx_t_cols(const double* e, const double* xT, index_t d, index_t mp, 
 // coordinates in blocks of 4, then 2, then 1
 template <int R>
 inline void zx_t_block(const double* e, const double* xT, index_t d, index_t mp, double* tp) {
-  constexpr int kNC = (kVecRegs >= 32 || R < 4) ? 4 : 3;  // 4 x kNC accumulators in registers (inner_rows)
+  constexpr int kNC = tile_vectors<R>();  // R x kNC accumulators in registers
   index_t k = 0;
   for (; k + kNC <= d; k += kNC) zx_t_cols<R, kNC>(e, xT, d, mp, tp, k);
   for (; k + 2 <= d; k += 2) zx_t_cols<R, 2>(e, xT, d, mp, tp, k);
@@ -1046,7 +1041,7 @@ void zx_moments_impl(const double* z, index_t K, const Tx* x, index_t n, index_t
         const index_t kb = std::min(kBlockZ, K - i0);
         index_t r = 0;
         for (; r + 4 <= kb; r += 4) {
-          constexpr int kNV = kVecRegs >= 32 ? 4 : 3;  // 4 x kNV accumulators in registers (inner_rows)
+          constexpr int kNV = tile_vectors<4>();
           index_t j = 0;
           for (; j + kNV * kW64 <= mp; j += kNV * kW64)
             zx_chunk<4, kNV>(zs.data() + (i0 + r) * d, d, &zn[i0 + r], xT.data(), xn.data(), j,

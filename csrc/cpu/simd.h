@@ -52,6 +52,9 @@ constexpr int kVecRegs = 32;
 #else
 constexpr int kVecRegs = 16;
 #endif
+// lane vectors per chunk beside R rows of accumulators: 4 x 4 needs 32 registers, so 4 x 3 with 16
+template <int R>
+constexpr int tile_vectors() { return (kVecRegs >= 32 || R < 4) ? 4 : 3; }
 
 template <class V, class T>
 inline V vload(const T* p) {
@@ -306,7 +309,7 @@ inline vf64 exp_f64(vf64 x) {
 // independent chains fill the FMA pipes.  Lanes with |y / 16| > 1020 or NaN are recomputed with
 // std::exp2.
 template <int N>
-inline void exp2_16_f64_n(const vf64* y, vf64* res) {
+inline void exp2_16_f64_group(const vf64* y, vf64* res) {
   const __m256d magic = _mm256_set1_pd(27021597764222976.0);  // 1.5 * 2^54: rounds to a multiple of 4
   __m256d t[N], out = _mm256_setzero_pd();
   vf64 f[N], q[N];
@@ -361,8 +364,17 @@ inline void exp2_16_f64_n(const vf64* y, vf64* res) {
 
 inline vf64 exp2_16_f64(vf64 y) {
   vf64 r;
-  exp2_16_f64_n<1>(&y, &r);
+  exp2_16_f64_group<1>(&y, &r);
   return r;
+}
+
+// N vectors, 4 at a time (measured best on Zen 3; 3, 6 and 12 were no better), then the rest
+template <int N>
+inline void exp2_16_f64_n(const vf64* y, vf64* res) {
+  constexpr int G = 4, full = N / G * G;
+  _Pragma("GCC unroll 8")
+  for (int i = 0; i < full; i += G) exp2_16_f64_group<G>(y + i, res + i);
+  if constexpr (N > full) exp2_16_f64_group<N - full>(y + full, res + full);
 }
 #else
 // portable (SSE2): 2^(y/16) for W doubles (see the AVX-512 version): u = y / 16 (exact), u = n + f with |f| <= 1/2,
