@@ -177,8 +177,6 @@ const ThreadProbe& thread_probe() {
 }
 }  // namespace
 
-
-
 // ---- the call team (team.h): a persistent thread, asleep between begin / end
 namespace {
 struct CallTeamState {
