@@ -608,17 +608,20 @@ PYBIND11_MODULE(_core, m) {
   m.def("thread_probe", [] {
     bool cores;
     double lane, wake;
+    int remeasured;
     {
       py::gil_scoped_release nogil;
-      lwe::thread_probe_values(&cores, &lane, &wake);
+      lwe::thread_probe_values(&cores, &lane, &wake, &remeasured);
     }
     py::dict r;
     r["cores"] = cores;
     r["lane_fma_per_s"] = lane;
     r["wake_s"] = wake;
+    r["remeasured"] = remeasured;
     return r;
-  }, "The one-time thread probe: separate cores (threads_add_throughput), one thread's float32 FMA "
-     "lanes per second, the median time of a two-thread parallel region entered after serial work.");
+  }, "The thread probe: separate cores (threads_add_throughput; the latest answer), one thread's float32 "
+     "FMA lanes per second, the median time of a two-thread parallel region entered after serial work, "
+     "and how often a 'no' was measured again (at most 8 times, 1 s apart).");
   m.def("peak_probe", [](double seconds) {
     if (!(seconds > 0 && seconds < 60)) fail("seconds must be in (0, 60)");
     double fma, ex;

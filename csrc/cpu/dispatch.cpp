@@ -325,11 +325,12 @@ bool cores_now(bool may_measure) {
 }
 }  // namespace
 
-void thread_probe_values(bool* cores, double* lane_fma_s, double* wake_s) {
+void thread_probe_values(bool* cores, double* lane_fma_s, double* wake_s, int* remeasured) {
   const ThreadProbe& p = thread_probe();
   *cores = cores_now(false);
   *lane_fma_s = p.lane_fma_s;
   *wake_s = p.wake_s;
+  *remeasured = g_reprobes.load();
 }
 
 bool threads_add_throughput() { return cores_now(true); }

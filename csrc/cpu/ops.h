@@ -114,7 +114,7 @@ constexpr double kMomentsCostC = 4.0;
 // ... and per K n d of a small k-means: four full scorings (~1.6 lanes per multiply-add each)
 constexpr double kKmeansCost = 4.0 * 1.6;
 // The probe's values: separate cores, one thread's float32 FMA lanes/s, the wake-up time (s).
-void thread_probe_values(bool* cores, double* lane_fma_s, double* wake_s);
+void thread_probe_values(bool* cores, double* lane_fma_s, double* wake_s, int* remeasured);
 
 // Calls fn in the namespace of the active path (portable, avx2, avx512), chosen once per call.
 #if LWE_HAVE_AVX512_BUILD
