@@ -37,6 +37,8 @@ BACKENDS = ("auto", "native", "triton")
 
 def to_numpy(a, name: str) -> np.ndarray:
     """``a`` as a numpy array (torch tensors are copied to the host); TypeError if not array-like."""
+    if type(a) is np.ndarray:  # the common case, first: these checks run on every kernel call
+        return a
     if hasattr(a, "detach") and hasattr(a, "cpu"):  # torch tensor (duck-typed: torch is optional)
         a = a.detach().cpu().numpy()
     try:
@@ -45,8 +47,11 @@ def to_numpy(a, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be array-like, got {type(a).__name__}") from exc
 
 
+_STORE_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _check_real(a: np.ndarray, name: str) -> None:
-    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+    if a.dtype.kind not in "iuf":  # signed, unsigned, floating (not bool, complex, timedelta, object)
         raise TypeError(f"{name} must hold real numbers, got dtype {a.dtype}")
 
 
@@ -54,6 +59,9 @@ def as_points(a, name: str, dtype=None) -> np.ndarray:
     """Rows of points, C-contiguous (n, d): 1-D is (n, 1), trailing dimensions are flattened.
     ``dtype`` None keeps float32 and casts everything else to float64."""
     a = to_numpy(a, name)
+    if a.ndim == 2 and a.flags.c_contiguous and (a.dtype == dtype if dtype is not None else
+                                                 a.dtype in _STORE_FLOATS):
+        return a  # already what the rest would make of it
     _check_real(a, name)
     if a.ndim == 0:
         raise ValueError(f"{name} must have shape (n, d), got a scalar")
@@ -69,8 +77,9 @@ def as_points(a, name: str, dtype=None) -> np.ndarray:
 def as_vector(a, name: str, length: int | None = None) -> np.ndarray:
     """A C-contiguous float64 vector, of ``length`` entries when given."""
     a = to_numpy(a, name)
-    _check_real(a, name)
-    a = np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+    if not (a.ndim == 1 and a.dtype == np.float64 and a.flags.c_contiguous):
+        _check_real(a, name)
+        a = np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
     if length is not None and a.shape[0] != length:
         raise ValueError(f"{name} must have length {length}, got {a.shape[0]}")
     return a
@@ -79,7 +88,7 @@ def as_vector(a, name: str, length: int | None = None) -> np.ndarray:
 def as_indices(idx, name: str, n: int) -> np.ndarray:
     """A C-contiguous int64 vector of indices in ``[0, n)`` (no wrap-around of negative values)."""
     a = to_numpy(idx, name)
-    if a.size and not np.issubdtype(a.dtype, np.integer):
+    if a.size and a.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integers, got dtype {a.dtype}")
     if a.ndim > 1:
         raise ValueError(f"{name} must be one-dimensional, got shape {a.shape}")
@@ -92,7 +101,7 @@ def as_indices(idx, name: str, n: int) -> np.ndarray:
 def as_offsets(offsets, name: str, num_rows: int) -> np.ndarray:
     """CSR offsets: int64, ``offsets[0] == 0``, non-decreasing, ``offsets[-1] == num_rows``."""
     o = to_numpy(offsets, name)
-    if o.size and not np.issubdtype(o.dtype, np.integer):
+    if o.size and o.dtype.kind not in "iu":
         if not (np.issubdtype(o.dtype, np.floating) and np.all(np.mod(o, 1) == 0)):
             raise TypeError(f"{name} must hold integers, got dtype {o.dtype}")
     o = np.ascontiguousarray(o, dtype=np.int64).reshape(-1)

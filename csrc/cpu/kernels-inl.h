@@ -132,13 +132,20 @@ inline double inner_rows(const QueryPack<T>& P, const T* zr, const T* zterm, con
   // R x tile_vectors accumulators fit the registers (a spilled one makes its FMA chain go through
   // memory).  rowacc sums the lane vectors in order of a0 whatever the chunking: the same bits.
   constexpr int kNV = tile_vectors<R>();
-  // a last single vector would leave R FMA chains (latency-bound): 3 + 1 vectors go as 2 + 2
+  // a last single vector would leave R FMA chains (latency-bound): the last kNV + 1 vectors go as
+  // 3 + 2 (kNV = 4) or 2 + 2 (kNV = 3)
   const index_t nv = P.Kp / W;
-  const index_t n_full = (kNV == 3 && nv % 3 == 1 && nv >= 4) ? nv / 3 - 1 : nv / kNV;
+  const index_t n_full = (nv % kNV == 1 && nv > kNV) ? nv / kNV - 1 : nv / kNV;
   index_t a0 = 0;
   for (index_t c = 0; c < n_full; ++c, a0 += kNV * W) inner_chunk<T, R, kNV>(P, a0, zr, zterm, rowacc);
-  for (; a0 + 2 * W <= P.Kp; a0 += 2 * W) inner_chunk<T, R, 2>(P, a0, zr, zterm, rowacc);
-  if (a0 < P.Kp) inner_chunk<T, R, 1>(P, a0, zr, zterm, rowacc);
+  index_t rest = nv - n_full * kNV;
+  if (rest == 3 || rest == 5) {
+    inner_chunk<T, R, 3>(P, a0, zr, zterm, rowacc);
+    a0 += 3 * W;
+    rest -= 3;
+  }
+  for (; rest >= 2; rest -= 2, a0 += 2 * W) inner_chunk<T, R, 2>(P, a0, zr, zterm, rowacc);
+  if (rest) inner_chunk<T, R, 1>(P, a0, zr, zterm, rowacc);
   double s = 0.0;
   _Pragma("GCC unroll 8")
   for (int r = 0; r < R; ++r) s += beta[r] * static_cast<double>(hsum<T>(rowacc[r]));
