@@ -385,15 +385,16 @@ class SpecIndex:
             raise FileNotFoundError(f"specs folder not found: {path}")
         report = BulkReport()
         prepared, seen = [], set()
-        names = sorted(os.listdir(path))
+        with os.scandir(path) as it:  # the entry types come with the listing: no stat per file
+            listing = sorted(it, key=lambda e: e.name)
         entries = []
-        for name in names:
-            full = os.path.join(path, name)
-            if name.endswith(".json") and os.path.isfile(full):
+        for e in listing:
+            name, full = e.name, os.path.join(path, e.name)
+            if name.endswith(".json") and e.is_file():
                 entries.append((full, name[:-5], "json"))
-            elif name.endswith(".zip") and os.path.isfile(full):
+            elif name.endswith(".zip") and e.is_file():
                 entries.append((full, name[:-4], read_package_spec))
-            elif os.path.isdir(full) and os.path.isfile(os.path.join(full, "learnware.yaml")):
+            elif e.is_dir() and os.path.isfile(os.path.join(full, "learnware.yaml")):
                 entries.append((full, name, read_package_spec))
         # spec files are parsed in one batch (orjson, worker processes; see lwengine.spec_loading)
         oversize = {}

@@ -48,8 +48,8 @@ def grow(arr: np.ndarray, need: int) -> np.ndarray:
 
 def digest(z2d: np.ndarray, beta: np.ndarray) -> bytes:
     h = hashlib.blake2b(digest_size=16)
-    h.update(np.ascontiguousarray(z2d, dtype=np.float64).tobytes())
-    h.update(np.ascontiguousarray(beta, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(z2d, dtype=np.float64))  # the buffers themselves: no byte copies
+    h.update(np.ascontiguousarray(beta, dtype=np.float64))
     return h.digest()
 
 

@@ -95,10 +95,20 @@ def read_regular(path, cap: int | None = None, what: str = "file") -> bytes:
             raise ValueError(f"{path}: {what} is not a regular file")
         if cap is not None and st.st_size > cap:
             raise ValueError(f"{path}: {what} is {st.st_size} bytes, over the limit {cap}")
-        with os.fdopen(os.dup(fd), "rb") as f:
-            data = f.read() if cap is None else f.read(cap + 1)
+        # os.read on the descriptor: one read of the whole file where it has the size fstat gave
+        # (a file object would stat it again and add a buffer); to EOF, or one byte past the cap
+        limit = None if cap is None else cap + 1
+        parts, n = [], 0
+        while limit is None or n < limit:
+            want = max(st.st_size + 1 - n, 1 << 16)
+            chunk = os.read(fd, want if limit is None else min(want, limit - n))
+            if not chunk:
+                break
+            parts.append(chunk)
+            n += len(chunk)
     finally:
         os.close(fd)
+    data = parts[0] if len(parts) == 1 else b"".join(parts)  # b"" for an empty file
     if cap is not None and len(data) > cap:
         raise ValueError(f"{path}: {what} is over the limit {cap} bytes")
     return data

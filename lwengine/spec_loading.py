@@ -14,6 +14,8 @@ interpreters (fresh processes, safe inside threaded servers; ``LWE_LOAD_WORKERS`
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import pickle
@@ -103,14 +105,29 @@ def read_spec_file(path):
     return registry.load_spec(path)
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """The cyclic collector off for a bulk parse: the parsers' lists and dicts are freed by reference
+    counting as each file is done (no cycles), yet their allocations would keep triggering collections
+    that walk the specs read so far (~5 % of a 10^4-file load)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _read_chunk(paths) -> list:
     """``read_spec_file`` of every path: the spec or the exception it raised."""
     out = []
-    for p in paths:
-        try:
-            out.append(read_spec_file(p))
-        except Exception as exc:  # noqa: BLE001 - returned to the caller, raised or reported there
-            out.append(exc)
+    with _gc_paused():
+        for p in paths:
+            try:
+                out.append(read_spec_file(p))
+            except Exception as exc:  # noqa: BLE001 - returned to the caller, raised or reported there
+                out.append(exc)
     return out
 
 

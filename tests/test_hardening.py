@@ -405,3 +405,24 @@ def test_search_specs_folder_applies_the_caps(tmp_path):
     r = lwe("search", "--specs", folder, "--user", user)
     assert r.returncode == 0 and "big.json" in r.stderr and "max_K" in r.stderr and "from 1 specs" in r.stdout
     assert time.perf_counter() - t < 60
+
+
+def test_read_regular_reads_whole_files_and_keeps_the_cap(tmp_path):
+    from lwengine.safe_io import read_regular
+
+    empty = tmp_path / "empty.json"
+    empty.write_bytes(b"")
+    assert read_regular(empty) == b""
+    big = tmp_path / "big.bin"
+    payload = os.urandom(200_003)  # several reads of the descriptor
+    big.write_bytes(payload)
+    assert read_regular(big) == payload
+    assert read_regular(big, cap=len(payload)) == payload
+    with pytest.raises(ValueError, match="over the limit"):
+        read_regular(big, cap=len(payload) - 1)
+    if os.path.exists("/proc/self/status"):  # regular files whose size fstat reports as 0
+        assert b"Name:" in read_regular("/proc/self/status")
+        with pytest.raises(ValueError, match="over the limit 8 bytes"):
+            read_regular("/proc/self/status", cap=8)
+    with pytest.raises(ValueError, match="not a regular file"):
+        read_regular(tmp_path)
