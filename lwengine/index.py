@@ -51,6 +51,15 @@ def _is_finite_spec(spec) -> bool:
     return bool(np.isfinite(spec.z).all() and np.isfinite(spec.beta).all())
 
 
+def _entry_is(entry: os.DirEntry, kind: str) -> bool:
+    """``entry.is_file()`` / ``is_dir()`` as ``os.path.isfile`` / ``isdir`` answer: False where the
+    entry cannot be examined (a symlink loop, no permission), never an OSError."""
+    try:
+        return entry.is_file() if kind == "file" else entry.is_dir()
+    except OSError:
+        return False
+
+
 def read_package_spec(path):
     """The stat spec of a learnware package (zip, or its unzipped folder), read with the
     hostile-input checks of :func:`lwengine.package.read_package` (package code is never imported)."""
@@ -390,11 +399,11 @@ class SpecIndex:
         entries = []
         for e in listing:
             name, full = e.name, os.path.join(path, e.name)
-            if name.endswith(".json") and e.is_file():
+            if name.endswith(".json") and _entry_is(e, "file"):
                 entries.append((full, name[:-5], "json"))
-            elif name.endswith(".zip") and e.is_file():
+            elif name.endswith(".zip") and _entry_is(e, "file"):
                 entries.append((full, name[:-4], read_package_spec))
-            elif e.is_dir() and os.path.isfile(os.path.join(full, "learnware.yaml")):
+            elif _entry_is(e, "dir") and os.path.isfile(os.path.join(full, "learnware.yaml")):
                 entries.append((full, name, read_package_spec))
         # spec files are parsed in one batch (orjson, worker processes; see lwengine.spec_loading)
         oversize = {}

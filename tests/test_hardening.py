@@ -426,3 +426,17 @@ def test_read_regular_reads_whole_files_and_keeps_the_cap(tmp_path):
             read_regular("/proc/self/status", cap=8)
     with pytest.raises(ValueError, match="not a regular file"):
         read_regular(tmp_path)
+
+
+def test_add_folder_skips_entries_it_cannot_examine(tmp_path):
+    """A symlink loop named like a spec file or a package folder is passed over, as
+    os.path.isfile / isdir pass it over; the readable files are still added."""
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    spec(0).save(folder / "a.json")
+    os.symlink("loop2.json", folder / "loop1.json")
+    os.symlink("loop1.json", folder / "loop2.json")
+    os.symlink("pkg_b", folder / "pkg_a")
+    os.symlink("pkg_a", folder / "pkg_b")
+    rep = SpecIndex().add_folder(folder)
+    assert rep.added == ["a"] and rep.failed == []
