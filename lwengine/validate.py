@@ -102,7 +102,7 @@ def as_offsets(offsets, name: str, num_rows: int) -> np.ndarray:
     """CSR offsets: int64, ``offsets[0] == 0``, non-decreasing, ``offsets[-1] == num_rows``."""
     o = to_numpy(offsets, name)
     if o.size and o.dtype.kind not in "iu":
-        if not (np.issubdtype(o.dtype, np.floating) and np.all(np.mod(o, 1) == 0)):
+        if not (o.dtype.kind == "f" and np.all(np.mod(o, 1) == 0)):
             raise TypeError(f"{name} must hold integers, got dtype {o.dtype}")
     o = np.ascontiguousarray(o, dtype=np.int64).reshape(-1)
     if o.shape[0] < 1 or o[0] != 0 or o[-1] != num_rows or bool((o[1:] < o[:-1]).any()):
